@@ -1,0 +1,1 @@
+"""Attestation verification, the ceremony service and the device agent (see issue 5)."""

@@ -1,0 +1,213 @@
+"""Engines, schema migrations and the unit of work.
+
+One operation is one transaction: a service opens ``with uow:``, does its reads and
+writes (including the audit event), and calls ``uow.commit()``. Leaving the block
+without committing rolls everything back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+__all__ = ["Database", "Engine", "UnitOfWork"]
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from inventory.errors import ConfigurationError, DatabaseUnavailable
+
+# The newest migration. tests/integration/test_migrations.py checks that it is
+# Alembic's head, so a program start compares one string instead of loading Alembic.
+HEAD_REVISION = "0001_initial"
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_database_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            "invalid DEVTRUST_DATABASE_URL: expected sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ConfigurationError(
+            f"unsupported database {parsed.drivername!r}: use sqlite or postgresql+psycopg"
+        )
+    return parsed
+
+
+def redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def create_db_engine(url: str, **engine_options: Any) -> Engine:
+    """An engine for ``url``; ``engine_options`` go to SQLAlchemy (pool_size, echo...)."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, **engine_options)
+    return create_engine(parsed, pool_pre_ping=True, **engine_options)
+
+
+def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30}, **engine_options)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the lock up front: a deferred transaction that reads and then
+        # writes fails at once with SQLITE_BUSY when another writer got there first.
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class Database:
+    """An engine, its session factory and the clock every service reads time from."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    @classmethod
+    def connect(
+        cls, url: str, *, migrate: bool = True, clock: Clock = utcnow, **engine_options: Any
+    ) -> Database:
+        """Open the database, check it answers, and bring its schema up to date."""
+        db = cls(create_db_engine(url, **engine_options), clock=clock)
+        try:
+            if migrate:
+                ensure_schema(db.engine)
+            else:
+                with db.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            db.close()
+            raise DatabaseUnavailable(
+                f"cannot use the database at {redacted(db.engine.url)}: {_first_line(exc.orig)}"
+            ) from None
+        return db
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self._sessions, self.clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(error: BaseException | None) -> str:
+    return (str(error).strip().splitlines() or ["unknown error"])[0]
+
+
+class UnitOfWork:
+    """A transaction; ``with uow:`` writes, ``with uow.read():`` only reads."""
+
+    session: Session
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._read_only = False
+
+    def read(self) -> Self:
+        self._read_only = True
+        return self
+
+    def __enter__(self) -> Self:
+        self.session = self._sessions()
+        if self._read_only:
+            self.session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.session.rollback()
+        self.session.close()
+        self._read_only = False
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade to the newest schema unless the database already has it (one query)."""
+    if current_revision(engine) != HEAD_REVISION:
+        upgrade(engine)
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config  # imported here: most program starts never need it
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    with engine.connect() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+        conn.commit()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with engine.connect() as conn:
+        command.downgrade(_alembic_config(conn), revision)
+        conn.commit()
+
+
+def script_head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -1,0 +1,239 @@
+"""The inventory's vocabulary as plain data: no database, no network, no clock.
+
+Services return these records, never ORM objects, so callers cannot reach back into
+a session that has already closed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from inventory.errors import InvalidArgument
+
+MAX_ASSET_TAG_LENGTH = 128
+MAX_USER_NAME_LENGTH = 64
+
+
+class OSType(StrEnum):
+    MACOS = "macos"
+    WINDOWS = "windows"
+    LINUX = "linux"
+    IOS = "ios"
+
+    @property
+    def display(self) -> str:
+        return _OS_DISPLAY[self]
+
+    @classmethod
+    def parse(cls, text: str) -> OSType:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            choices = ", ".join(o.value for o in cls)
+            raise InvalidArgument(f"unknown OS {text!r}: use one of {choices}") from None
+
+
+_OS_DISPLAY = {
+    OSType.MACOS: "macOS",
+    OSType.WINDOWS: "Windows",
+    OSType.LINUX: "Linux",
+    OSType.IOS: "iOS",
+}
+
+
+class EnrollStatus(StrEnum):
+    NOT_ENROLLED = "not_enrolled"
+    ENROLLED = "enrolled"
+
+    @property
+    def display(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class AttestationType(StrEnum):
+    NONE = "none"
+    TPM_EKPUB = "tpm_ekpub"
+    TPM_EKCERT = "tpm_ekcert"
+    TPM_EKCERT_TRUSTED = "tpm_ekcert_trusted"
+
+
+class SourceOrigin(StrEnum):
+    API = "api"
+    JAMF = "jamf"
+
+
+class TokenKind(StrEnum):
+    """Who minted an enrollment token: an admin, the user for themselves, or auto-enrollment."""
+
+    ADMIN = "admin"
+    SELF = "self"
+    AUTO = "auto"
+
+
+class Role(StrEnum):
+    DEVICE_ADMIN = "device-admin"
+    EDITOR = "editor"
+    ACCESS = "access"
+    BOT = "bot"
+
+    @classmethod
+    def parse_many(cls, texts: list[str]) -> tuple[Role, ...]:
+        roles: list[Role] = []
+        for text in texts:
+            for part in text.split(","):
+                name = part.strip()
+                if not name:
+                    continue
+                try:
+                    role = cls(name)
+                except ValueError:
+                    choices = ", ".join(r.value for r in cls)
+                    raise InvalidArgument(f"unknown role {name!r}: use one of {choices}") from None
+                if role not in roles:
+                    roles.append(role)
+        if not roles:
+            raise InvalidArgument("at least one role is required (--roles access,editor,...)")
+        return tuple(roles)
+
+
+_ASSET_TAG = re.compile(r"[\x21-\x7e]+")
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+
+
+def normalize_asset_tag(text: str) -> str:
+    """An asset tag is the device's serial number: printable ASCII, no spaces, bounded."""
+    tag = text.strip()
+    if not tag:
+        raise InvalidArgument("asset tag is empty")
+    if len(tag) > MAX_ASSET_TAG_LENGTH:
+        raise InvalidArgument(
+            f"asset tag is {len(tag)} characters long, the limit is {MAX_ASSET_TAG_LENGTH}"
+        )
+    if not _ASSET_TAG.fullmatch(tag):
+        raise InvalidArgument(f"asset tag {tag!r} may only hold printable ASCII without spaces")
+    return tag
+
+
+def normalize_user_name(text: str) -> str:
+    name = text.strip()
+    if not name:
+        raise InvalidArgument("user name is empty")
+    if len(name) > MAX_USER_NAME_LENGTH or not _USER_NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid user name {name!r}: "
+            f"use up to {MAX_USER_NAME_LENGTH} letters, digits and ._@+-"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    origin: SourceOrigin
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the MDM says about a device."""
+
+    model_identifier: str | None = None
+    os_version: str | None = None
+    os_build: str | None = None
+    os_build_supplemental: str | None = None
+    os_usernames: tuple[str, ...] = ()
+    jamf_binary_version: str | None = None
+    external_id: str | None = None
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    id: str
+    public_key: bytes | None
+    ek_cert_serial: str | None
+    attestation_type: AttestationType
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    os_type: OSType
+    asset_tag: str
+    enroll_status: EnrollStatus
+    credential: Credential | None
+    source: Source | None
+    profile: Profile | None
+    owner: str | None
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def label(self) -> str:
+        return f"{self.asset_tag}/{self.os_type.display}"
+
+
+@dataclass(frozen=True)
+class CollectedData:
+    """What the device reported about itself when it last talked to us."""
+
+    serial_number: str
+    os_type: OSType
+    model_identifier: str | None = None
+    os_version: str | None = None
+    os_build: str | None = None
+    os_id: str | None = None
+    os_login_user: str | None = None
+    jamf_binary_version: str | None = None
+    reported_asset_tag: str | None = None
+    system_serial_number: str | None = None
+    base_board_serial_number: str | None = None
+    collect_time: datetime | None = None
+    record_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """An enrollment token as minted: the secret exists only here, never in storage."""
+
+    token: str
+    kind: TokenKind
+    device: Device
+    expire_time: datetime
+    user: str | None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    roles: tuple[Role, ...]
+    create_time: datetime
+    update_time: datetime
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    time: datetime
+    type: str
+    success: bool
+    actor: str
+    message: str
+    device_id: str | None = None
+    asset_tag: str | None = None
+    os_type: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing and the cursor that fetches the next one (None at the end)."""
+
+    items: list[Device]
+    next_cursor: str | None

@@ -1,0 +1,52 @@
+"""Every error a user of the inventory can meet, each carrying the message they see.
+
+The CLI and the HTTP service print ``str(error)`` as one line and map the class to an
+exit status or a 4xx; nothing here ever needs a traceback to be understood.
+"""
+
+from __future__ import annotations
+
+
+class DevtrustError(Exception):
+    """Base class: the message is written for the person at the keyboard."""
+
+    #: HTTP status the ceremony service answers with.
+    http_status = 400
+
+
+class InvalidArgument(DevtrustError):
+    """A value given by the user is malformed (unknown OS, empty asset tag, bad duration)."""
+
+
+class NotFound(DevtrustError):
+    http_status = 404
+
+
+class AlreadyExists(DevtrustError):
+    http_status = 409
+
+
+class TokenInvalid(DevtrustError):
+    """An enrollment token that is unknown, expired, already used or of the wrong kind."""
+
+    http_status = 403
+
+
+class AccessDenied(DevtrustError):
+    http_status = 403
+
+
+class Unauthenticated(DevtrustError):
+    http_status = 401
+
+
+class InvalidPreference(InvalidArgument):
+    """A cluster preference value was refused; the message names the field."""
+
+
+class ConfigurationError(DevtrustError):
+    """The settings themselves are wrong (a bad URL, an unreadable ``_FILE``)."""
+
+
+class DatabaseUnavailable(DevtrustError):
+    http_status = 503

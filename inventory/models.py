@@ -1,0 +1,166 @@
+"""SQLAlchemy 2.x tables. The migrations under ``migrations/versions`` create exactly these;
+``tests/integration/test_migrations.py`` compares the two so they cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, not BIGINT.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("asset_tag", "os_type"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    os_type: Mapped[str] = mapped_column(String(16))
+    asset_tag: Mapped[str] = mapped_column(String(128))
+    enroll_status: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(64))
+
+    credential_id: Mapped[str | None] = mapped_column(String(64))
+    credential_public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    credential_ek_cert_serial: Mapped[str | None] = mapped_column(String(128))
+    credential_attestation_type: Mapped[str | None] = mapped_column(String(32))
+
+    source_name: Mapped[str | None] = mapped_column(String(64))
+    source_origin: Mapped[str | None] = mapped_column(String(16))
+
+    profile_model_identifier: Mapped[str | None] = mapped_column(String(128))
+    profile_os_version: Mapped[str | None] = mapped_column(String(64))
+    profile_os_build: Mapped[str | None] = mapped_column(String(64))
+    profile_os_build_supplemental: Mapped[str | None] = mapped_column(String(64))
+    profile_os_usernames: Mapped[list[str] | None] = mapped_column(JSON)
+    profile_jamf_binary_version: Mapped[str | None] = mapped_column(String(64))
+    profile_external_id: Mapped[str | None] = mapped_column(String(128))
+    profile_update_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CollectedDataRow(Base):
+    __tablename__ = "collected_data"
+    __table_args__ = (Index("ix_collected_data_device_id_id", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(36), ForeignKey("devices.id", ondelete="CASCADE"))
+    serial_number: Mapped[str] = mapped_column(String(128))
+    os_type: Mapped[str] = mapped_column(String(16))
+    model_identifier: Mapped[str | None] = mapped_column(String(128))
+    os_version: Mapped[str | None] = mapped_column(String(64))
+    os_build: Mapped[str | None] = mapped_column(String(64))
+    os_id: Mapped[str | None] = mapped_column(String(64))
+    os_login_user: Mapped[str | None] = mapped_column(String(128))
+    jamf_binary_version: Mapped[str | None] = mapped_column(String(64))
+    reported_asset_tag: Mapped[str | None] = mapped_column(String(128))
+    system_serial_number: Mapped[str | None] = mapped_column(String(128))
+    base_board_serial_number: Mapped[str | None] = mapped_column(String(128))
+    collect_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    record_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EnrollmentTokenRow(Base):
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(8))
+    user_name: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(128))
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    expire_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    spent_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_type_id", "type", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    # No foreign key: the log outlives the devices it talks about.
+    device_id: Mapped[str | None] = mapped_column(String(36))
+    asset_tag: Mapped[str | None] = mapped_column(String(128))
+    os_type: Mapped[str | None] = mapped_column(String(16))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ClusterPreferenceRow(Base):
+    __tablename__ = "cluster_preferences"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(32))
+    auto_enroll: Mapped[bool] = mapped_column(Boolean)
+    ekcert_allowed_cas: Mapped[list[str]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)

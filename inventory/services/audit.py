@@ -1,0 +1,104 @@
+"""The audit log: every change writes its event in the transaction that makes it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from inventory.db import UnitOfWork
+from inventory.domain import AuditEvent, Device
+from inventory.models import AuditEventRow
+
+DEVICE_CREATE = "device.create"
+DEVICE_UPDATE = "device.update"
+DEVICE_DELETE = "device.delete"
+DEVICE_TOKEN_CREATE = "device.token.create"  # noqa: S105 (an event name)
+DEVICE_TOKEN_SPENT = "device.token.spent"  # noqa: S105
+DEVICE_ENROLL = "device.enroll"
+DEVICE_AUTHENTICATE = "device.authenticate"
+JAMF_SYNC = "jamf.sync"
+CONFIG_UPDATE = "config.update"
+USER_CREATE = "user.create"
+USER_UPDATE = "user.update"
+USER_DELETE = "user.delete"
+
+
+def record_within(
+    uow: UnitOfWork,
+    type: str,
+    *,
+    actor: str,
+    message: str,
+    success: bool = True,
+    device: Device | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Add an event to the caller's open transaction; it commits or rolls back with it."""
+    uow.session.add(
+        AuditEventRow(
+            time=uow.now(),
+            type=type,
+            success=success,
+            actor=actor,
+            message=message,
+            device_id=device.id if device else None,
+            asset_tag=device.asset_tag if device else None,
+            os_type=device.os_type.value if device else None,
+            details=details or None,
+        )
+    )
+
+
+def record_failure(
+    uow: UnitOfWork,
+    type: str,
+    *,
+    actor: str,
+    message: str,
+    device: Device | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record a refused operation in a transaction of its own (the refused one rolled back)."""
+    with uow:
+        record_within(
+            uow, type, actor=actor, message=message, success=False, device=device, details=details
+        )
+        uow.commit()
+
+
+def list_events(
+    uow: UnitOfWork,
+    *,
+    type: str | None = None,
+    failed_only: bool = False,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """The newest ``limit`` matching events, oldest first."""
+    query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
+    if type:
+        query = query.where(AuditEventRow.type == type)
+    if failed_only:
+        query = query.where(AuditEventRow.success.is_(False))
+    if since is not None:
+        query = query.where(AuditEventRow.time >= since)
+    with uow.read():
+        rows = uow.session.scalars(query).all()
+        return [_to_event(row) for row in reversed(rows)]
+
+
+def _to_event(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        time=row.time,
+        type=row.type,
+        success=row.success,
+        actor=row.actor,
+        message=row.message,
+        device_id=row.device_id,
+        asset_tag=row.asset_tag,
+        os_type=row.os_type,
+        details=row.details or {},
+    )

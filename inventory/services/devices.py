@@ -1,0 +1,367 @@
+"""Register, find, list, remove and unenroll devices; keep their collected data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+
+from inventory.db import UnitOfWork
+from inventory.domain import (
+    AttestationType,
+    CollectedData,
+    Credential,
+    Device,
+    EnrollStatus,
+    OSType,
+    Page,
+    Profile,
+    Source,
+    SourceOrigin,
+    normalize_asset_tag,
+)
+from inventory.errors import AlreadyExists, InvalidArgument, NotFound
+from inventory.models import CollectedDataRow, DeviceRow
+from inventory.services import audit
+
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 5000
+
+
+def register_device(
+    uow: UnitOfWork,
+    *,
+    os_type: OSType | str,
+    asset_tag: str,
+    actor: str,
+    source: Source | None = None,
+    profile: Profile | None = None,
+) -> Device:
+    """Add a device to the inventory, not enrolled. Refuses a second (asset tag, OS)."""
+    os_type = OSType.parse(os_type) if isinstance(os_type, str) else os_type
+    asset_tag = normalize_asset_tag(asset_tag)
+    with uow:
+        existing = _row_by_tag(uow, asset_tag, os_type)
+        if existing is not None:
+            raise _duplicate(asset_tag, os_type, existing.id)
+        now = uow.now()
+        row = DeviceRow(
+            id=str(uuid.uuid4()),
+            os_type=os_type.value,
+            asset_tag=asset_tag,
+            enroll_status=EnrollStatus.NOT_ENROLLED.value,
+            source_name=source.name if source else None,
+            source_origin=source.origin.value if source else None,
+            create_time=now,
+            update_time=now,
+        )
+        if profile is not None:
+            _apply_profile(row, profile)
+        uow.session.add(row)
+        device = to_device(row)
+        audit.record_within(
+            uow,
+            audit.DEVICE_CREATE,
+            actor=actor,
+            message=f"device {device.label} added to the inventory",
+            device=device,
+        )
+        try:
+            uow.commit()
+        except IntegrityError:
+            # Another writer registered the same device between our check and our insert.
+            raise _duplicate(asset_tag, os_type, None) from None
+        return device
+
+
+def _duplicate(asset_tag: str, os_type: OSType, device_id: str | None) -> AlreadyExists:
+    suffix = f" (device id {device_id})" if device_id else ""
+    return AlreadyExists(
+        f"device {asset_tag}/{os_type.display} is already in the inventory{suffix}"
+    )
+
+
+def get_device(uow: UnitOfWork, ref: str, *, os_type: OSType | None = None) -> Device:
+    """Find a device by its id or its asset tag."""
+    with uow.read():
+        return to_device(row_by_ref_within(uow, ref, os_type=os_type))
+
+
+def row_by_ref_within(uow: UnitOfWork, ref: str, *, os_type: OSType | None = None) -> DeviceRow:
+    ref = ref.strip()
+    if not ref:
+        raise InvalidArgument("device reference is empty: give an asset tag or a device id")
+    if _looks_like_uuid(ref):
+        row = uow.session.get(DeviceRow, ref.lower())
+        if row is not None:
+            return row
+    query = select(DeviceRow).where(DeviceRow.asset_tag == ref)
+    if os_type is not None:
+        query = query.where(DeviceRow.os_type == os_type.value)
+    rows = uow.session.scalars(query.limit(2)).all()
+    if not rows:
+        raise NotFound(f"device {ref!r} not found")
+    if len(rows) > 1:
+        raise InvalidArgument(
+            f"asset tag {ref!r} names devices of more than one OS: give --os or the device id"
+        )
+    return rows[0]
+
+
+def _row_by_tag(uow: UnitOfWork, asset_tag: str, os_type: OSType) -> DeviceRow | None:
+    return uow.session.scalars(
+        select(DeviceRow).where(
+            DeviceRow.asset_tag == asset_tag, DeviceRow.os_type == os_type.value
+        )
+    ).one_or_none()
+
+
+def _looks_like_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def list_devices(
+    uow: UnitOfWork, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+) -> Page:
+    """One page of devices in a stable order (asset tag, then OS), by keyset pagination."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    query = select(DeviceRow).order_by(DeviceRow.asset_tag, DeviceRow.os_type).limit(limit + 1)
+    if cursor:
+        after = _decode_cursor(cursor)
+        query = query.where(tuple_(DeviceRow.asset_tag, DeviceRow.os_type) > after)
+    with uow.read():
+        rows = uow.session.scalars(query).all()
+        items = [to_device(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = _encode_cursor(last.asset_tag, last.os_type.value)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def iter_pages(uow: UnitOfWork, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Page]:
+    """Every page, each read in its own short transaction, so memory stays flat."""
+    cursor: str | None = None
+    while True:
+        page = list_devices(uow, limit=page_size, cursor=cursor)
+        yield page
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+def count_devices(uow: UnitOfWork) -> int:
+    with uow.read():
+        return uow.session.scalar(select(func.count()).select_from(DeviceRow)) or 0
+
+
+def _encode_cursor(asset_tag: str, os_type: str) -> str:
+    raw = json.dumps([asset_tag, os_type], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        asset_tag, os_type = json.loads(raw)
+        if not isinstance(asset_tag, str) or not isinstance(os_type, str):
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
+    return asset_tag, os_type
+
+
+def remove_device(
+    uow: UnitOfWork, *, actor: str, device_id: str | None = None, asset_tag: str | None = None
+) -> Device:
+    """Remove one device, by id or by asset tag (exactly one of them)."""
+    if (device_id is None) == (asset_tag is None):
+        raise InvalidArgument("give exactly one of --device-id or --asset-tag")
+    with uow:
+        if device_id is not None:
+            if not _looks_like_uuid(device_id.strip()):
+                raise InvalidArgument(f"invalid device id {device_id!r}: expected a UUID")
+            row = uow.session.get(DeviceRow, device_id.strip().lower())
+            if row is None:
+                raise NotFound(f"device with id {device_id.strip()} not found")
+        else:
+            assert asset_tag is not None
+            tag = normalize_asset_tag(asset_tag)
+            rows = uow.session.scalars(
+                select(DeviceRow).where(DeviceRow.asset_tag == tag).limit(2)
+            ).all()
+            if not rows:
+                raise NotFound(f"device with asset tag {tag} not found")
+            if len(rows) > 1:
+                raise InvalidArgument(
+                    f"asset tag {tag} names devices of more than one OS: remove by --device-id"
+                )
+            row = rows[0]
+        device = to_device(row)
+        uow.session.delete(row)
+        audit.record_within(
+            uow,
+            audit.DEVICE_DELETE,
+            actor=actor,
+            message=f"device {device.label} removed from the inventory",
+            device=device,
+        )
+        uow.commit()
+        return device
+
+
+def unenroll_device(uow: UnitOfWork, ref: str, *, actor: str) -> tuple[Device, bool]:
+    """Make a device not enrolled again: owner and credential cleared.
+
+    Returns the device and whether anything changed (unenrolling twice is not an error).
+    """
+    with uow:
+        row = row_by_ref_within(uow, ref)
+        if row.enroll_status == EnrollStatus.NOT_ENROLLED.value and row.credential_id is None:
+            return to_device(row), False
+        previous_owner = row.owner
+        row.enroll_status = EnrollStatus.NOT_ENROLLED.value
+        row.owner = None
+        row.credential_id = None
+        row.credential_public_key = None
+        row.credential_ek_cert_serial = None
+        row.credential_attestation_type = None
+        row.update_time = uow.now()
+        device = to_device(row)
+        audit.record_within(
+            uow,
+            audit.DEVICE_UPDATE,
+            actor=actor,
+            message=f"device {device.label} unenrolled (was owned by {previous_owner or 'nobody'})",
+            device=device,
+            details={"enroll_status": EnrollStatus.NOT_ENROLLED.value},
+        )
+        uow.commit()
+        return device, True
+
+
+def record_collected_data_within(
+    uow: UnitOfWork, device_id: str, data: CollectedData, *, keep: int
+) -> None:
+    """Store what a device reported, keeping only its ``keep`` newest reports."""
+    uow.session.add(
+        CollectedDataRow(
+            device_id=device_id,
+            serial_number=data.serial_number,
+            os_type=data.os_type.value,
+            model_identifier=data.model_identifier,
+            os_version=data.os_version,
+            os_build=data.os_build,
+            os_id=data.os_id,
+            os_login_user=data.os_login_user,
+            jamf_binary_version=data.jamf_binary_version,
+            reported_asset_tag=data.reported_asset_tag,
+            system_serial_number=data.system_serial_number,
+            base_board_serial_number=data.base_board_serial_number,
+            collect_time=data.collect_time,
+            record_time=uow.now(),
+        )
+    )
+    uow.session.flush()
+    # The newest report beyond the window; it and everything older go.
+    cutoff = uow.session.scalar(
+        select(CollectedDataRow.id)
+        .where(CollectedDataRow.device_id == device_id)
+        .order_by(CollectedDataRow.id.desc())
+        .offset(keep)
+        .limit(1)
+    )
+    if cutoff is not None:
+        uow.session.execute(
+            delete(CollectedDataRow).where(
+                CollectedDataRow.device_id == device_id, CollectedDataRow.id <= cutoff
+            )
+        )
+
+
+def collected_history(uow: UnitOfWork, device_id: str, *, limit: int = 10) -> list[CollectedData]:
+    """A device's reports, newest first."""
+    with uow.read():
+        rows = uow.session.scalars(
+            select(CollectedDataRow)
+            .where(CollectedDataRow.device_id == device_id)
+            .order_by(CollectedDataRow.id.desc())
+            .limit(limit)
+        ).all()
+        return [_to_collected(row) for row in rows]
+
+
+def _to_collected(row: CollectedDataRow) -> CollectedData:
+    return CollectedData(
+        serial_number=row.serial_number,
+        os_type=OSType(row.os_type),
+        model_identifier=row.model_identifier,
+        os_version=row.os_version,
+        os_build=row.os_build,
+        os_id=row.os_id,
+        os_login_user=row.os_login_user,
+        jamf_binary_version=row.jamf_binary_version,
+        reported_asset_tag=row.reported_asset_tag,
+        system_serial_number=row.system_serial_number,
+        base_board_serial_number=row.base_board_serial_number,
+        collect_time=row.collect_time,
+        record_time=row.record_time,
+    )
+
+
+def _apply_profile(row: DeviceRow, profile: Profile) -> None:
+    row.profile_model_identifier = profile.model_identifier
+    row.profile_os_version = profile.os_version
+    row.profile_os_build = profile.os_build
+    row.profile_os_build_supplemental = profile.os_build_supplemental
+    row.profile_os_usernames = list(profile.os_usernames)
+    row.profile_jamf_binary_version = profile.jamf_binary_version
+    row.profile_external_id = profile.external_id
+    row.profile_update_time = profile.update_time
+
+
+def to_device(row: DeviceRow) -> Device:
+    credential = None
+    if row.credential_id is not None:
+        credential = Credential(
+            id=row.credential_id,
+            public_key=row.credential_public_key,
+            ek_cert_serial=row.credential_ek_cert_serial,
+            attestation_type=AttestationType(row.credential_attestation_type or "none"),
+        )
+    source = None
+    if row.source_name is not None:
+        source = Source(name=row.source_name, origin=SourceOrigin(row.source_origin or "api"))
+    profile = None
+    if row.profile_update_time is not None or row.profile_model_identifier is not None:
+        profile = Profile(
+            model_identifier=row.profile_model_identifier,
+            os_version=row.profile_os_version,
+            os_build=row.profile_os_build,
+            os_build_supplemental=row.profile_os_build_supplemental,
+            os_usernames=tuple(row.profile_os_usernames or ()),
+            jamf_binary_version=row.profile_jamf_binary_version,
+            external_id=row.profile_external_id,
+            update_time=row.profile_update_time,
+        )
+    return Device(
+        id=row.id,
+        os_type=OSType(row.os_type),
+        asset_tag=row.asset_tag,
+        enroll_status=EnrollStatus(row.enroll_status),
+        credential=credential,
+        source=source,
+        profile=profile,
+        owner=row.owner,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )

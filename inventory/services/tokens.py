@@ -1,0 +1,166 @@
+"""Enrollment tokens: minted for one device, stored as a hash, spent at most once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from inventory.credentials import hash_secret, new_secret, secret_matches
+from inventory.db import UnitOfWork
+from inventory.domain import Device, EnrollStatus, IssuedToken, TokenKind
+from inventory.errors import DevtrustError, InvalidArgument, TokenInvalid
+from inventory.models import DeviceRow, EnrollmentTokenRow
+from inventory.services import audit
+from inventory.services.devices import row_by_ref_within, to_device
+
+DEFAULT_TTL = timedelta(hours=1)
+MAX_TTL = timedelta(days=7)
+
+
+def create_token(
+    uow: UnitOfWork,
+    ref: str,
+    *,
+    actor: str,
+    kind: TokenKind = TokenKind.ADMIN,
+    ttl: timedelta = DEFAULT_TTL,
+    user: str | None = None,
+) -> IssuedToken:
+    """Mint a token that enrolls the device named by ``ref`` (asset tag or id).
+
+    A refusal is audited as a failed ``device.token.create`` with its reason.
+    """
+    if not timedelta(0) < ttl <= MAX_TTL:
+        raise InvalidArgument(f"token TTL must be more than 0 and at most {MAX_TTL.days} days")
+    if kind is TokenKind.AUTO and not user:
+        raise InvalidArgument("an auto-enrollment token must be bound to a user")
+    device: Device | None = None
+    try:
+        with uow:
+            row = row_by_ref_within(uow, ref)
+            device = to_device(row)
+            if device.enroll_status is EnrollStatus.ENROLLED:
+                raise InvalidArgument(
+                    f"device {device.label} is already enrolled: "
+                    f"run `devtrust devices unenroll {device.asset_tag}` first"
+                )
+            issued = create_token_within(uow, device, actor=actor, kind=kind, ttl=ttl, user=user)
+            uow.commit()
+            return issued
+    except DevtrustError as exc:
+        audit.record_failure(
+            uow,
+            audit.DEVICE_TOKEN_CREATE,
+            actor=actor,
+            message=f"enrollment token for {ref!r} refused: {exc}",
+            device=device,
+            details={"kind": kind.value},
+        )
+        raise
+
+
+def create_token_within(
+    uow: UnitOfWork,
+    device: Device,
+    *,
+    actor: str,
+    kind: TokenKind,
+    ttl: timedelta,
+    user: str | None = None,
+) -> IssuedToken:
+    token = new_secret()
+    now = uow.now()
+    expire_time = now + ttl
+    uow.session.add(
+        EnrollmentTokenRow(
+            token_hash=hash_secret(token),
+            device_id=device.id,
+            kind=kind.value,
+            user_name=user,
+            created_by=actor,
+            create_time=now,
+            expire_time=expire_time,
+        )
+    )
+    audit.record_within(
+        uow,
+        audit.DEVICE_TOKEN_CREATE,
+        actor=actor,
+        message=f"{kind.value} enrollment token created for device {device.label}",
+        device=device,
+        details={"kind": kind.value, "expire_time": expire_time.isoformat(), "user": user},
+    )
+    return IssuedToken(token=token, kind=kind, device=device, expire_time=expire_time, user=user)
+
+
+def spend_token(
+    uow: UnitOfWork,
+    token: str,
+    *,
+    actor: str,
+    kinds: frozenset[TokenKind] = frozenset(TokenKind),
+    user: str | None = None,
+) -> Device:
+    """Spend a token and return the device it was minted for; refusals are audited."""
+    try:
+        with uow:
+            device = spend_token_within(uow, token, actor=actor, kinds=kinds, user=user)
+            uow.commit()
+            return device
+    except TokenInvalid as exc:
+        audit.record_failure(
+            uow, audit.DEVICE_TOKEN_SPENT, actor=actor, message=f"enrollment token refused: {exc}"
+        )
+        raise
+
+
+def spend_token_within(
+    uow: UnitOfWork,
+    token: str,
+    *,
+    actor: str,
+    kinds: frozenset[TokenKind] = frozenset(TokenKind),
+    user: str | None = None,
+) -> Device:
+    """Mark the token spent inside the caller's transaction.
+
+    The conditional UPDATE is what makes a token single use: of any number of
+    concurrent spenders, exactly one sees its row change.
+    """
+    token_hash = hash_secret(token.strip())
+    row = uow.session.scalars(
+        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == token_hash)
+    ).one_or_none()
+    if row is None or not secret_matches(token.strip(), row.token_hash):
+        raise TokenInvalid("invalid enrollment token")
+    now = uow.now()
+    if row.spent_time is not None:
+        raise TokenInvalid("enrollment token was already used")
+    if row.expire_time <= now:
+        raise TokenInvalid(f"enrollment token expired at {row.expire_time:%Y-%m-%d %H:%M:%S} UTC")
+    if TokenKind(row.kind) not in kinds:
+        raise TokenInvalid(f"a {row.kind} enrollment token cannot be used here")
+    if row.user_name is not None and row.user_name != user:
+        raise TokenInvalid("enrollment token was minted for another user")
+    spent = uow.session.execute(
+        update(EnrollmentTokenRow)
+        .where(EnrollmentTokenRow.id == row.id, EnrollmentTokenRow.spent_time.is_(None))
+        .values(spent_time=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        raise TokenInvalid("enrollment token was already used")
+    device_row = uow.session.get(DeviceRow, row.device_id)
+    if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
+        raise TokenInvalid("the device this token was minted for has been removed")
+    device = to_device(device_row)
+    audit.record_within(
+        uow,
+        audit.DEVICE_TOKEN_SPENT,
+        actor=actor,
+        message=f"{row.kind} enrollment token spent for device {device.label}",
+        device=device,
+        details={"kind": row.kind, "user": user},
+    )
+    return device

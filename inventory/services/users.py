@@ -1,0 +1,115 @@
+"""Users, their roles, and the credential a device agent sends on their behalf."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from inventory.credentials import hash_secret, new_secret, secret_matches
+from inventory.db import UnitOfWork
+from inventory.domain import Role, User, normalize_user_name
+from inventory.errors import AlreadyExists, NotFound, Unauthenticated
+from inventory.models import UserRow
+from inventory.services import audit
+
+
+def add_user(
+    uow: UnitOfWork, name: str, roles: tuple[Role, ...], *, actor: str
+) -> tuple[User, str]:
+    """Create a user; returns the user and its credential, which is never shown again."""
+    name = normalize_user_name(name)
+    token = new_secret()
+    with uow:
+        if uow.session.get(UserRow, name) is not None:
+            raise AlreadyExists(f"user {name!r} already exists")
+        now = uow.now()
+        row = UserRow(
+            name=name,
+            roles=[r.value for r in roles],
+            token_hash=hash_secret(token),
+            create_time=now,
+            update_time=now,
+        )
+        uow.session.add(row)
+        audit.record_within(
+            uow,
+            audit.USER_CREATE,
+            actor=actor,
+            message=f"user {name} created with roles {', '.join(row.roles)}",
+            details={"user": name, "roles": row.roles},
+        )
+        uow.commit()
+        return _to_user(row), token
+
+
+def list_users(uow: UnitOfWork) -> list[User]:
+    with uow.read():
+        return [_to_user(r) for r in uow.session.scalars(select(UserRow).order_by(UserRow.name))]
+
+
+def get_user(uow: UnitOfWork, name: str) -> User:
+    with uow.read():
+        return _to_user(_row(uow, name))
+
+
+def remove_user(uow: UnitOfWork, name: str, *, actor: str) -> User:
+    with uow:
+        row = _row(uow, name)
+        user = _to_user(row)
+        uow.session.delete(row)
+        audit.record_within(
+            uow,
+            audit.USER_DELETE,
+            actor=actor,
+            message=f"user {user.name} removed",
+            details={"user": user.name},
+        )
+        uow.commit()
+        return user
+
+
+def reset_token(uow: UnitOfWork, name: str, *, actor: str) -> tuple[User, str]:
+    """Replace a user's credential; the old one stops working at once."""
+    token = new_secret()
+    with uow:
+        row = _row(uow, name)
+        row.token_hash = hash_secret(token)
+        row.update_time = uow.now()
+        audit.record_within(
+            uow,
+            audit.USER_UPDATE,
+            actor=actor,
+            message=f"credential of user {row.name} reset",
+            details={"user": row.name},
+        )
+        uow.commit()
+        return _to_user(row), token
+
+
+def authenticate(uow: UnitOfWork, token: str) -> User:
+    """The user whose credential this is, or Unauthenticated."""
+    token = token.strip()
+    if not token:
+        raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
+    with uow.read():
+        row = uow.session.scalars(
+            select(UserRow).where(UserRow.token_hash == hash_secret(token))
+        ).one_or_none()
+        if row is None or not secret_matches(token, row.token_hash):
+            raise Unauthenticated("invalid user credential (check DEVTRUST_USER_TOKEN)")
+        return _to_user(row)
+
+
+def _row(uow: UnitOfWork, name: str) -> UserRow:
+    row = uow.session.get(UserRow, normalize_user_name(name))
+    if row is None:
+        raise NotFound(f"user {name.strip()!r} not found")
+    return row
+
+
+def _to_user(row: UserRow) -> User:
+    return User(
+        name=row.name,
+        roles=tuple(Role(r) for r in row.roles),
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )

@@ -1,0 +1,110 @@
+"""Settings: ``DEVTRUST_*`` environment variables, ``DEVTRUST_*_FILE`` secrets, a TOML file.
+
+Precedence, highest first: values passed in code, environment variables, ``_FILE``
+variables, the TOML file named by ``DEVTRUST_CONFIG``, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from inventory.errors import ConfigurationError
+
+ENV_PREFIX = "DEVTRUST_"
+
+
+class FileEnvSource(PydanticBaseSettingsSource):
+    """``DEVTRUST_JAMF_CLIENT_SECRET_FILE=/run/secrets/jamf`` reads the secret from that file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        var = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(var)
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text(encoding="utf-8").strip(), field_name, False
+        except OSError as exc:
+            raise ConfigurationError(f"{var}: cannot read {path}: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    data_dir: Path = Field(Path(".devtrust"), description="where the SQLite database and keys live")
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL; default: a SQLite file under data_dir"
+    )
+    broker_url: str | None = None
+    result_backend: str | None = None
+    jamf_url: str | None = None
+    jamf_client_id: str | None = None
+    jamf_client_secret: SecretStr | None = None
+    jamf_username: str | None = None
+    jamf_password: SecretStr | None = None
+    api_url: str = "http://127.0.0.1:8800"
+    user_token: SecretStr | None = None
+    tpm_tcti: str = "device:/dev/tpmrm0"
+    dmi_dir: Path = Path("/sys/class/dmi/id")
+    collected_history_limit: int = Field(10, ge=1, le=1000)
+    enrollment_token_ttl: str = "1h"  # noqa: S105 (a duration, not a secret)
+    auto_migrate: bool = Field(True, description="upgrade the schema when a program starts")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            FileEnvSource(settings_cls),
+        ]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ConfigurationError(
+                    f"DEVTRUST_CONFIG names {config_file}, which is not a file"
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def database_url_value(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir.resolve() / 'devtrust.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigurationError(f"invalid setting {field}: {first['msg']}") from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise ConfigurationError(f"cannot read DEVTRUST_CONFIG: {exc}") from None

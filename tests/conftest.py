@@ -1,0 +1,66 @@
+"""Fixtures: the inventory on SQLite and on the real PostgreSQL server, and a clock.
+
+Inventory tests take the ``db`` fixture and so run once per backend. PostgreSQL's
+database is created and migrated once per session and emptied after each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from inventory.db import Database
+from inventory.models import Base
+from tests.services import scratch_postgres_database
+
+
+class Clock:
+    """A clock tests move by hand; services read time only through it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with scratch_postgres_database() as url:
+        Database.connect(url).close()  # migrate once for the whole session
+        yield url
+
+
+def _empty(db: Database) -> None:
+    with db.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'devtrust.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(db_url: str, clock: Clock) -> Iterator[Database]:
+    database = Database.connect(db_url, clock=clock, pool_size=25, max_overflow=5)
+    try:
+        yield database
+    finally:
+        _empty(database)
+        database.close()

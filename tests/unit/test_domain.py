@@ -1,0 +1,84 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inventory.credentials import hash_secret, new_secret, secret_matches
+from inventory.domain import (
+    MAX_ASSET_TAG_LENGTH,
+    OSType,
+    Role,
+    normalize_asset_tag,
+    normalize_user_name,
+)
+from inventory.errors import InvalidArgument
+
+
+def test_os_type_parses_any_case_and_displays_like_the_reference() -> None:
+    assert OSType.parse("macOS") is OSType.MACOS
+    assert OSType.parse(" linux ") is OSType.LINUX
+    assert OSType.MACOS.display == "macOS"
+
+
+def test_unknown_os_is_refused_with_the_choices() -> None:
+    with pytest.raises(InvalidArgument, match="unknown OS 'beos': use one of macos, windows"):
+        OSType.parse("beos")
+
+
+def test_asset_tag_is_stripped() -> None:
+    assert normalize_asset_tag(" C00AA0AAAA0A ") == "C00AA0AAAA0A"
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("", "asset tag is empty"),
+        ("   ", "asset tag is empty"),
+        ("A" * (MAX_ASSET_TAG_LENGTH + 1), "the limit is 128"),
+        ("C00 AA", "printable ASCII without spaces"),
+        ("C00\x00AA", "printable ASCII"),
+        ("séríal", "printable ASCII"),
+    ],
+)
+def test_bad_asset_tags_are_refused(tag: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        normalize_asset_tag(tag)
+
+
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128
+    )
+)
+def test_every_printable_ascii_tag_within_the_limit_is_kept(tag: str) -> None:
+    assert normalize_asset_tag(tag) == tag
+
+
+def test_roles_parse_comma_lists_and_repeats_without_duplicates() -> None:
+    assert Role.parse_many(["access,editor", "access", "bot"]) == (
+        Role.ACCESS,
+        Role.EDITOR,
+        Role.BOT,
+    )
+
+
+def test_unknown_or_missing_roles_are_refused() -> None:
+    with pytest.raises(InvalidArgument, match="unknown role 'root'"):
+        Role.parse_many(["access,root"])
+    with pytest.raises(InvalidArgument, match="at least one role"):
+        Role.parse_many([" , "])
+
+
+@pytest.mark.parametrize("name", ["", "-alice", "a b", "x" * 65, "al/ice"])
+def test_bad_user_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        normalize_user_name(name)
+
+
+def test_secrets_carry_at_least_128_bits_and_are_kept_as_sha256() -> None:
+    secret = new_secret()
+    assert len(secret) * 6 >= 128  # urlsafe base64: six bits a character
+    assert new_secret() != secret
+    stored = hash_secret(secret)
+    assert len(stored) == 64 and secret not in stored
+    assert secret_matches(secret, stored)
+    assert not secret_matches(secret + "x", stored)

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from inventory.db import parse_database_url
+from inventory.errors import ConfigurationError
+from inventory.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("DEVTRUST_"):
+            monkeypatch.delenv(key)
+
+
+def test_default_database_is_sqlite_under_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEVTRUST_DATA_DIR", str(tmp_path / "data"))
+    assert load_settings().database_url_value == f"sqlite:///{tmp_path / 'data' / 'devtrust.db'}"
+
+
+def test_environment_beats_file_secret_beats_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "devtrust.toml"
+    config.write_text(
+        'jamf_url = "https://toml.example"\njamf_client_id = "from-toml"\napi_url = "http://toml"\n'
+    )
+    secret = tmp_path / "client_id"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("DEVTRUST_CONFIG", str(config))
+    monkeypatch.setenv("DEVTRUST_JAMF_CLIENT_ID_FILE", str(secret))
+    monkeypatch.setenv("DEVTRUST_API_URL", "http://env")
+    settings = load_settings()
+    assert settings.jamf_url == "https://toml.example"
+    assert settings.jamf_client_id == "from-file"
+    assert settings.api_url == "http://env"
+
+
+def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVTRUST_JAMF_CLIENT_SECRET", "hunter2")
+    settings = load_settings()
+    assert "hunter2" not in repr(settings)
+    assert settings.jamf_client_secret is not None
+    assert settings.jamf_client_secret.get_secret_value() == "hunter2"
+
+
+def test_unreadable_secret_file_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEVTRUST_USER_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="DEVTRUST_USER_TOKEN_FILE: cannot read"):
+        load_settings()
+
+
+def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DEVTRUST_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigurationError, match="DEVTRUST_CONFIG names .*nope.toml"):
+        load_settings()
+
+
+def test_invalid_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVTRUST_COLLECTED_HISTORY_LIMIT", "0")
+    with pytest.raises(ConfigurationError, match="invalid setting collected_history_limit"):
+        load_settings()
+
+
+def test_postgres_urls_use_psycopg_3_and_others_are_refused() -> None:
+    assert parse_database_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    with pytest.raises(ConfigurationError, match="unsupported database 'mysql'"):
+        parse_database_url("mysql://u@h/db")
+    with pytest.raises(ConfigurationError, match="invalid DEVTRUST_DATABASE_URL"):
+        parse_database_url("not a url")

@@ -1,0 +1,84 @@
+"""The ``devtrust`` command line.
+
+Errors reach the user as one line on stderr and a non-zero exit status; a traceback
+only with ``DEVTRUST_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from inventory.errors import DevtrustError
+
+from . import _common, audit, config, db, devices, users
+
+app = typer.Typer(
+    name="devtrust",
+    help="devtrust: a trusted-device inventory kept in step with Jamf Pro.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(devices.app, name="devices")
+app.add_typer(users.app, name="users")
+app.add_typer(audit.app, name="audit")
+app.add_typer(config.app, name="config")
+app.add_typer(db.app, name="db")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status, never raising."""
+    debug = os.environ.get("DEVTRUST_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="devtrust", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except DevtrustError as exc:
+        if debug:
+            raise
+        return _fail(str(exc))
+    except DBAPIError as exc:
+        if debug:
+            raise
+        detail = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
+        return _fail(f"database error: {detail}")
+    except SQLAlchemyError as exc:
+        if debug:
+            raise
+        return _fail(f"database error: {exc}")
+    except BrokenPipeError:
+        # `devtrust devices ls | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} (run again with DEVTRUST_DEBUG=1 for details)"
+        )
+    finally:
+        _common.close()
+
+
+def main() -> None:
+    sys.exit(run())

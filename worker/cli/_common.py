@@ -1,0 +1,85 @@
+"""What every CLI command shares: the database, the acting admin, and output."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any, TextIO
+
+import typer
+
+from inventory.db import Database
+from inventory.settings import Settings, load_settings
+
+_state: dict[str, Any] = {}
+
+
+class Format(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def settings() -> Settings:
+    if "settings" not in _state:
+        _state["settings"] = load_settings()
+    return _state["settings"]  # type: ignore[no-any-return]
+
+
+def database() -> Database:
+    """The inventory database, opened (and its schema upgraded) on first use."""
+    if "db" not in _state:
+        s = settings()
+        _state["db"] = Database.connect(s.database_url_value, migrate=s.auto_migrate)
+    return _state["db"]  # type: ignore[no-any-return]
+
+
+def close() -> None:
+    db = _state.pop("db", None)
+    if db is not None:
+        db.close()
+    _state.clear()
+
+
+def actor() -> str:
+    """Who the audit log names for an admin command: the OS user running it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "admin"
+
+
+def echo_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False), file=out or sys.stdout)
+
+
+def echo_yaml(value: Any) -> None:
+    import yaml
+
+    sys.stdout.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
+
+
+def info(message: str) -> None:
+    """A hint for the person at the terminal, kept off stdout so pipes stay clean."""
+    typer.echo(message, err=True)
+
+
+def format_rows(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A plain table in the reference tools' style: header, dashes, aligned columns."""
+    rows = list(rows)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    return table_lines(headers, rows, widths, header=True)
+
+
+def table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[int], *, header: bool
+) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(headers), line(["-" * w for w in widths])] if header else []
+    lines.extend(line(r) for r in rows)
+    return lines

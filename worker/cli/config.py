@@ -1,0 +1,91 @@
+"""``devtrust config``: the cluster device-trust preference (``cluster_auth_preference``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from inventory.errors import InvalidArgument, InvalidPreference
+from inventory.preference import DeviceTrust, from_resource, to_resource, with_value
+from inventory.services import preference as preference_service
+
+from ._common import Format, actor, database, echo_json, echo_yaml, info
+
+app = typer.Typer(help="Show and change the cluster device-trust preference.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    format: Annotated[Format, typer.Option("--format", help="yaml or json")] = Format.YAML,
+) -> None:
+    """Print the preference as a cluster_auth_preference resource."""
+    resource = to_resource(preference_service.get_preference(database().uow()))
+    if format is Format.JSON:
+        echo_json(resource)
+    else:
+        echo_yaml(resource)
+
+
+@app.command("set")
+def set_(
+    key: Annotated[
+        str, typer.Argument(help="device_trust.mode, .auto_enroll or .ekcert_allowed_cas")
+    ],
+    value: Annotated[str, typer.Argument(help="the new value; @FILE reads PEM CAs from a file")],
+) -> None:
+    """Change one field of the preference."""
+    uow = database().uow()
+    current = preference_service.get_preference(uow)
+    wanted = with_value(current.device_trust, key, value)
+    _store(wanted, current.revision)
+
+
+@app.command("edit")
+def edit() -> None:
+    """Edit the preference in $EDITOR, as YAML; an invalid edit changes nothing."""
+    current = preference_service.get_preference(database().uow())
+    original = yaml.safe_dump(to_resource(current), sort_keys=False)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.TemporaryDirectory(prefix="devtrust-") as tmp:
+        path = Path(tmp) / "cluster_auth_preference.yaml"
+        path.write_text(original, encoding="utf-8")
+        try:
+            result = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except FileNotFoundError:
+            raise InvalidArgument(f"cannot start the editor {editor!r}: set $EDITOR") from None
+        if result.returncode != 0:
+            raise InvalidArgument(
+                f"the editor {editor!r} exited with status {result.returncode}; nothing changed"
+            )
+        edited = path.read_text(encoding="utf-8")
+    if edited == original:
+        info("No changes.")
+        return
+    try:
+        document = yaml.safe_load(edited)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidPreference(
+            f"the edited resource is not valid YAML{where}; nothing changed"
+        ) from None
+    _store(from_resource(document), current.revision)
+
+
+def _store(wanted: DeviceTrust, revision: int) -> None:
+    _, changed = preference_service.update_preference(
+        database().uow(), wanted, actor=actor(), expected_revision=revision
+    )
+    if changed:
+        typer.echo(
+            f"cluster_auth_preference updated: {', '.join('device_trust.' + c for c in changed)}"
+        )
+    else:
+        typer.echo("cluster_auth_preference unchanged")

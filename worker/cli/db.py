@@ -1,0 +1,58 @@
+"""``devtrust db``: schema migrations (programs also upgrade on start)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inventory import db as dbmod
+from inventory.errors import InvalidArgument
+
+from ._common import info, settings
+
+app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+
+
+def _engine() -> dbmod.Engine:
+    return dbmod.create_db_engine(settings().database_url_value)
+
+
+@app.command("upgrade")
+def upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Upgrade the schema (to the newest revision by default)."""
+    engine = _engine()
+    try:
+        dbmod.upgrade(engine, revision)
+        typer.echo(f"database at revision {dbmod.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@app.command("downgrade")
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="target revision, or 'base' to drop everything")],
+    yes: Annotated[bool, typer.Option("--yes", help="confirm that data may be lost")] = False,
+) -> None:
+    """Downgrade the schema; tables dropped on the way lose their data."""
+    if not yes:
+        raise InvalidArgument("downgrading can drop data: pass --yes to confirm")
+    engine = _engine()
+    try:
+        dbmod.downgrade(engine, revision)
+        typer.echo(f"database at revision {dbmod.current_revision(engine) or 'base (empty)'}")
+    finally:
+        engine.dispose()
+
+
+@app.command("current")
+def current() -> None:
+    """Print the schema revision the database is at."""
+    engine = _engine()
+    try:
+        rev = dbmod.current_revision(engine)
+    finally:
+        engine.dispose()
+    typer.echo(rev or "base (empty)")
+    if rev != dbmod.HEAD_REVISION:
+        info(f"the newest revision is {dbmod.HEAD_REVISION}: run `devtrust db upgrade`")

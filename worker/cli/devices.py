@@ -1,0 +1,166 @@
+"""``devtrust devices``: the device inventory, as ``tctl devices`` manages it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from inventory.domain import Device, OSType, Page, TokenKind
+from inventory.durations import format_duration, parse_duration
+from inventory.errors import InvalidArgument
+from inventory.serialize import device_to_dict
+from inventory.services import devices as device_service
+from inventory.services import tokens as token_service
+
+from ._common import Format, actor, database, echo_json, echo_yaml, info, settings, table_lines
+
+app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
+
+HEADERS = ("Asset Tag", "OS", "Enroll Status", "Device ID")
+
+
+@app.command("add")
+def add(
+    os: Annotated[str, typer.Option("--os", help="macos, windows, linux or ios")],
+    asset_tag: Annotated[str, typer.Option(help="the device's serial number")],
+    enroll: Annotated[bool, typer.Option(help="also create an enrollment token")] = False,
+    ttl: Annotated[str | None, typer.Option(help="token lifetime with --enroll, e.g. 1h")] = None,
+) -> None:
+    """Register a device in the inventory."""
+    os_type = OSType.parse(os)
+    token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
+    db = database()
+    device = device_service.register_device(
+        db.uow(), os_type=os_type, asset_tag=asset_tag, actor=actor()
+    )
+    typer.echo(f"Device {device.asset_tag}/{device.os_type.value} added to the inventory")
+    if enroll:
+        _print_token(device.asset_tag, device.id, token_ttl)
+
+
+@app.command("ls")
+def ls(
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    page_size: Annotated[int, typer.Option(help="rows read per query")] = 500,
+) -> None:
+    """List devices, streaming page by page so large fleets print at once."""
+    if format is Format.YAML:
+        raise InvalidArgument("devices ls supports --format text or json")
+    pages = device_service.iter_pages(database().uow(), page_size=page_size)
+    if format is Format.JSON:
+        _stream_json(pages)
+        return
+    widths: list[int] | None = None
+    for page in pages:
+        rows = [_row(d) for d in page.items]
+        if widths is None:
+            widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(HEADERS)]
+            sys.stdout.write("\n".join(table_lines(HEADERS, [], widths, header=True)) + "\n")
+            if not rows:
+                sys.stdout.flush()
+                info("No devices in the inventory; add one with `devtrust devices add`.")
+        if rows:
+            sys.stdout.write("\n".join(table_lines(HEADERS, rows, widths, header=False)) + "\n")
+        sys.stdout.flush()
+
+
+def _row(device: Device) -> tuple[str, str, str, str]:
+    return (device.asset_tag, device.os_type.display, device.enroll_status.display, device.id)
+
+
+def _stream_json(pages: Iterator[Page]) -> None:
+    import json
+
+    first = True
+    sys.stdout.write("[")
+    for page in pages:
+        for device in page.items:
+            sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(device_to_dict(device)))
+            first = False
+        sys.stdout.flush()
+    sys.stdout.write("\n]\n" if not first else "]\n")
+
+
+@app.command("get")
+def get(
+    ref: Annotated[str, typer.Argument(help="asset tag or device id")],
+    format: Annotated[Format, typer.Option("--format", help="yaml, json or text")] = Format.YAML,
+) -> None:
+    """Show one device with its profile and credential."""
+    device = device_service.get_device(database().uow(), ref)
+    data = device_to_dict(device)
+    if format is Format.JSON:
+        echo_json(data)
+    elif format is Format.YAML:
+        echo_yaml({"kind": "device", "version": "v1", "spec": data})
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key:>14}: {value}")
+
+
+@app.command("rm")
+def rm(
+    asset_tag: Annotated[
+        str | None, typer.Option(help="remove the device with this serial")
+    ] = None,
+    device_id: Annotated[str | None, typer.Option(help="remove the device with this id")] = None,
+) -> None:
+    """Remove a device from the inventory, by asset tag or by device id."""
+    device_service.remove_device(
+        database().uow(), actor=actor(), device_id=device_id, asset_tag=asset_tag
+    )
+    typer.echo(f'Device "{device_id.strip() if device_id else (asset_tag or "").strip()}" removed')
+
+
+@app.command("enroll")
+def enroll(
+    asset_tag: Annotated[str | None, typer.Option(help="the device's serial number")] = None,
+    device_id: Annotated[str | None, typer.Option(help="the device's id")] = None,
+    ttl: Annotated[str | None, typer.Option(help="how long the token is valid, e.g. 1h")] = None,
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """Create an enrollment token for a registered device."""
+    if (asset_tag is None) == (device_id is None):
+        raise InvalidArgument("give exactly one of --asset-tag or --device-id")
+    token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
+    _print_token(asset_tag, device_id, token_ttl, as_json=format is Format.JSON)
+
+
+def _print_token(
+    asset_tag: str | None, device_id: str | None, ttl: timedelta, *, as_json: bool = False
+) -> None:
+    issued = token_service.create_token(
+        database().uow(),
+        (device_id or asset_tag or ""),
+        actor=actor(),
+        kind=TokenKind.ADMIN,
+        ttl=ttl,
+    )
+    if as_json:
+        echo_json(
+            {
+                "token": issued.token,
+                "device_id": issued.device.id,
+                "asset_tag": issued.device.asset_tag,
+                "expire_time": issued.expire_time.isoformat(),
+            }
+        )
+        return
+    typer.echo(f'Run the command below on device "{issued.device.asset_tag}" to enroll it:')
+    typer.echo(f"devtrust device enroll --token={issued.token}")
+    expires = f"{issued.expire_time:%Y-%m-%d %H:%M:%S} UTC"
+    info(f"(the token expires in {format_duration(ttl)}, at {expires})")
+
+
+@app.command("unenroll")
+def unenroll(ref: Annotated[str, typer.Argument(help="asset tag or device id")]) -> None:
+    """Make an enrolled device not enrolled again (owner and credential cleared)."""
+    device, changed = device_service.unenroll_device(database().uow(), ref, actor=actor())
+    if changed:
+        typer.echo(f'Device "{device.asset_tag}" unenrolled')
+    else:
+        typer.echo(f'Device "{device.asset_tag}" is not enrolled; nothing to do')

@@ -1,0 +1,88 @@
+"""``devtrust users``: who may enroll devices, and the credential their agent sends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inventory.domain import Role
+from inventory.serialize import user_to_dict
+from inventory.services import users as user_service
+
+from ._common import Format, actor, database, echo_json, format_rows, info
+
+app = typer.Typer(help="Manage users, their roles and credentials.", no_args_is_help=True)
+
+
+def _print_credential(name: str, token: str, roles: str, *, as_json: bool, verb: str) -> None:
+    if as_json:
+        echo_json({"name": name, "roles": roles.split(", "), "token": token})
+        return
+    typer.echo(f'User "{name}" {verb} (roles: {roles}).')
+    typer.echo(
+        "Credential, shown only this once; the device agent reads it from DEVTRUST_USER_TOKEN:"
+    )
+    typer.echo(token)
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="the user's name")],
+    roles: Annotated[
+        list[str],
+        typer.Option(help="comma-separated: access, editor, device-admin, bot"),
+    ],
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """Create a user and print their credential once."""
+    parsed = Role.parse_many(roles)
+    user, token = user_service.add_user(database().uow(), name, parsed, actor=actor())
+    _print_credential(
+        user.name,
+        token,
+        ", ".join(r.value for r in user.roles),
+        as_json=format is Format.JSON,
+        verb="created",
+    )
+
+
+@app.command("ls")
+def ls(
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """List users and their roles."""
+    users = user_service.list_users(database().uow())
+    if format is Format.JSON:
+        echo_json([user_to_dict(u) for u in users])
+        return
+    rows = [
+        (u.name, ", ".join(r.value for r in u.roles), f"{u.create_time:%Y-%m-%d %H:%M:%S}")
+        for u in users
+    ]
+    typer.echo("\n".join(format_rows(("User", "Roles", "Created (UTC)"), rows)))
+    if not users:
+        info("No users; add one with `devtrust users add NAME --roles access`.")
+
+
+@app.command("rm")
+def rm(name: Annotated[str, typer.Argument(help="the user to remove")]) -> None:
+    """Remove a user; their credential stops working at once."""
+    user = user_service.remove_user(database().uow(), name, actor=actor())
+    typer.echo(f'User "{user.name}" removed')
+
+
+@app.command("reset-token")
+def reset_token(
+    name: Annotated[str, typer.Argument(help="the user whose credential to replace")],
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """Replace a user's credential and print the new one once."""
+    user, token = user_service.reset_token(database().uow(), name, actor=actor())
+    _print_credential(
+        user.name,
+        token,
+        ", ".join(r.value for r in user.roles),
+        as_json=format is Format.JSON,
+        verb="has a new credential",
+    )
