@@ -32,6 +32,29 @@ app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 
 
+# Recent typer releases carry their own copy of click, whose exceptions are not
+# click's: catch both families.
+_TYPER_ERRORS: tuple[type[BaseException], ...] = (
+    (typer.TyperException,) if hasattr(typer, "TyperException") else ()
+)
+_USAGE_ERRORS = (click.exceptions.ClickException, *_TYPER_ERRORS)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
+
+def _usage_error(exc: BaseException) -> int:
+    """A usage mistake: one line naming it and where to read more, exit status 2."""
+    code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `devtrust devices` alone: show the help
+        getattr(exc, "show", lambda: None)()
+        return code
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return _fail(f"{message}{hint}", code)
+
+
 def _fail(message: str, code: int = 1) -> int:
     typer.echo(f"error: {message}", err=True)
     return code
@@ -43,12 +66,11 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="devtrust", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except _USAGE_ERRORS as exc:
+        return _usage_error(exc)
+    except _EXITS as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except _ABORTS:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

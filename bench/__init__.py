@@ -1,0 +1,1 @@
+"""Benchmarks that print ratios against their limits (see DESIGN.md)."""

@@ -1,0 +1,29 @@
+"""The devices-ls benchmark runs end to end on both backends (its figures are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.postgres
+def test_bench_devices_ls_runs_on_both_backends() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.bench_devices_ls", "--devices", "2000", "--runs", "1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # The ratio is a noisy timing, so exit status 1 (FAIL) is allowed; a crash is not.
+    assert result.returncode in (0, 1), result.stderr
+    ratio_lines = [line for line in result.stdout.splitlines() if " ratio " in line]
+    backends = {line.split()[0] for line in ratio_lines}
+    assert backends == {"sqlite", "postgresql"}, result.stdout + result.stderr
+    assert all("devices=2000" in line for line in ratio_lines), result.stdout
+    assert result.stdout.rstrip().splitlines()[-1] in ("PASS", "FAIL"), result.stdout
