@@ -37,9 +37,9 @@ app.add_typer(db.app, name="db")
 _TYPER_ERRORS: tuple[type[BaseException], ...] = (
     (typer.TyperException,) if hasattr(typer, "TyperException") else ()
 )
-_USAGE_ERRORS = (click.exceptions.ClickException, *_TYPER_ERRORS)
-_EXITS = (click.exceptions.Exit, typer.Exit)
-_ABORTS = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (click.exceptions.ClickException, *_TYPER_ERRORS)
+_EXITS: tuple[type[BaseException], ...] = (click.exceptions.Exit, typer.Exit)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
 
 
 def _usage_error(exc: BaseException) -> int:
