@@ -237,3 +237,36 @@ class Page:
 
     items: list[Device]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A device as an MDM reports it, ready to be written to the inventory."""
+
+    asset_tag: str
+    os_type: OSType
+    external_id: str
+    profile: Profile
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    """One sync of one inventory entry: what it read, what it changed, how it ended."""
+
+    id: int
+    source: str
+    inventory: str
+    kind: str
+    status: str
+    start_time: datetime
+    end_time: datetime | None = None
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    error: str | None = None
+    watermark: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,135 @@
+"""Sync configuration, as in the reference system: a source and its inventory entries.
+
+Refused at start, with the entry and field named, rather than discovered mid-sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from inventory.durations import parse_duration
+from inventory.errors import ConfigurationError, DevtrustError
+
+DEFAULT_FILTER = "general.remoteManagement.managed==true"
+MAX_PAGE_SIZE = 2000
+
+
+class OnMissing(StrEnum):
+    NOOP = "NOOP"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True)
+class InventorySpec:
+    """One inventory entry: which computers to read and how often."""
+
+    name: str = "default"
+    filter_rsql: str = DEFAULT_FILTER
+    sync_period_partial: timedelta = timedelta(hours=6)
+    sync_period_full: timedelta = timedelta(hours=24)
+    on_missing: OnMissing = OnMissing.NOOP
+    page_size: int = 500
+    # Never delete more than this share of the source's devices in one run unless forced.
+    max_delete_share: float = 0.2
+    # Partial syncs re-read this far behind the last watermark, for clock skew and
+    # inventory reports that land while a sync runs.
+    partial_overlap: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str = "jamf"
+    inventories: tuple[InventorySpec, ...] = (InventorySpec(),)
+
+    def inventory(self, name: str | None) -> InventorySpec:
+        if name is None:
+            return self.inventories[0]
+        for spec in self.inventories:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.inventories)
+        raise ConfigurationError(f"unknown Jamf inventory {name!r}: configured are {known}")
+
+
+_KEYS = {
+    "name",
+    "filter_rsql",
+    "sync_period_partial",
+    "sync_period_full",
+    "on_missing",
+    "page_size",
+    "max_delete_share",
+    "partial_overlap",
+}
+
+
+def parse_source(name: str, entries: Sequence[Mapping[str, Any]] | None) -> SourceSpec:
+    """Build and check the source; every refusal names ``jamf_inventory[i].field``."""
+    if not name.strip():
+        raise ConfigurationError("jamf_source_name is empty")
+    specs = tuple(_parse_entry(i, e) for i, e in enumerate(entries or [{}]))
+    names = [s.name for s in specs]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ConfigurationError(f"two Jamf inventory entries are named {duplicate!r}")
+    return SourceSpec(name=name.strip(), inventories=specs)
+
+
+def _parse_entry(index: int, raw: Mapping[str, Any]) -> InventorySpec:
+    where = f"jamf_inventory[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{where} must be a table of settings")
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigurationError(f"unknown setting {where}.{sorted(unknown)[0]}")
+    base = InventorySpec(name="default" if index == 0 else f"inventory-{index}")
+    try:
+        spec = InventorySpec(
+            name=str(raw.get("name", base.name)).strip(),
+            filter_rsql=str(raw.get("filter_rsql", base.filter_rsql)).strip(),
+            sync_period_partial=_duration(raw, "sync_period_partial", base.sync_period_partial, where),
+            sync_period_full=_duration(raw, "sync_period_full", base.sync_period_full, where),
+            on_missing=_on_missing(raw.get("on_missing", base.on_missing), where),
+            page_size=int(raw.get("page_size", base.page_size)),
+            max_delete_share=float(raw.get("max_delete_share", base.max_delete_share)),
+            partial_overlap=_duration(raw, "partial_overlap", base.partial_overlap, where),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"invalid {where}: {exc}") from None
+    if not spec.name:
+        raise ConfigurationError(f"{where}.name is empty")
+    if not 1 <= spec.page_size <= MAX_PAGE_SIZE:
+        raise ConfigurationError(
+            f"{where}.page_size must be between 1 and {MAX_PAGE_SIZE}, got {spec.page_size}"
+        )
+    if not 0 <= spec.max_delete_share <= 1:
+        raise ConfigurationError(f"{where}.max_delete_share must be between 0 and 1")
+    if spec.sync_period_partial >= spec.sync_period_full:
+        raise ConfigurationError(
+            f"{where}: sync_period_partial ({raw.get('sync_period_partial', '6h')}) must be "
+            f"shorter than sync_period_full ({raw.get('sync_period_full', '24h')})"
+        )
+    return spec
+
+
+def _duration(raw: Mapping[str, Any], key: str, default: timedelta, where: str) -> timedelta:
+    value = raw.get(key)
+    if value is None:
+        return default
+    try:
+        return parse_duration(str(value), what=f"{where}.{key}")
+    except DevtrustError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _on_missing(value: object, where: str) -> OnMissing:
+    try:
+        return OnMissing(str(value).upper())
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid {where}.on_missing {value!r}: use NOOP or DELETE"
+        ) from None

@@ -1,0 +1,221 @@
+"""From a Jamf Pro inventory record to the inventory's asset tag and profile.
+
+Pure functions over plain data: no I/O, no clock. A record that cannot become a device
+is returned as ``Skipped`` with the reason the sync run counts and logs, never raised,
+so one odd record cannot stop a sync of a million.
+
+Jamf leaves out whole sections it was not asked for and fields it does not know; every
+missing piece maps to None rather than to an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from inventory.domain import OSType, Profile, SourceRecord, normalize_asset_tag
+from inventory.errors import InvalidArgument
+
+# Bump when the hashed fields change, so every device is rewritten once, not compared
+# against a hash computed from different fields.
+HASH_VERSION = "1"
+
+NO_ID = "no Jamf id"
+NO_SERIAL = "no serial number"
+
+
+@dataclass(frozen=True)
+class MappedDevice:
+    asset_tag: str
+    os_type: OSType
+    external_id: str
+    profile: Profile
+    # When the device last sent Jamf an inventory report: the partial sync's watermark.
+    report_time: datetime | None
+    content_hash: str
+
+    def to_source_record(self) -> SourceRecord:
+        return SourceRecord(
+            asset_tag=self.asset_tag,
+            os_type=self.os_type,
+            external_id=self.external_id,
+            profile=self.profile,
+            content_hash=self.content_hash,
+        )
+
+
+@dataclass(frozen=True)
+class Skipped:
+    external_id: str | None
+    reason: str
+
+
+def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
+    """A ``computers-inventory`` record (sections GENERAL, HARDWARE, OPERATING_SYSTEM,
+    USER_AND_LOCATION, LOCAL_USER_ACCOUNTS) as a macOS device."""
+    general = _section(record, "general")
+    hardware = _section(record, "hardware")
+    system = _section(record, "operatingSystem")
+    user = _section(record, "userAndLocation")
+    local_names = [_text(_mapping(a), "username") for a in _list(record, "localUserAccounts")]
+    report_time = parse_jamf_time(general.get("reportDate"))
+    return _mapped(
+        external_id=_text(record, "id"),
+        serial=_text(hardware, "serialNumber"),
+        os_type=OSType.MACOS,
+        profile=Profile(
+            model_identifier=_text(hardware, "modelIdentifier"),
+            os_version=_text(system, "version"),
+            os_build=_text(system, "build"),
+            os_build_supplemental=_text(system, "supplementalBuildVersion"),
+            os_usernames=_unique([_text(user, "username"), *local_names]),
+            jamf_binary_version=_text(general, "jamfBinaryVersion"),
+            update_time=report_time,
+        ),
+        report_time=report_time,
+    )
+
+
+def map_mobile_device(record: Mapping[str, Any]) -> MappedDevice | Skipped:
+    """A ``mobile-devices/detail`` record (GENERAL, HARDWARE, USER_AND_LOCATION) as iOS."""
+    general = _section(record, "general")
+    hardware = _section(record, "hardware")
+    user = _section(record, "userAndLocation")
+    report_time = parse_jamf_time(general.get("lastInventoryUpdateDate"))
+    return _mapped(
+        external_id=_text(record, "mobileDeviceId") or _text(record, "id"),
+        serial=_text(hardware, "serialNumber"),
+        os_type=OSType.IOS,
+        profile=Profile(
+            model_identifier=_text(hardware, "modelIdentifier"),
+            os_version=_text(general, "osVersion"),
+            os_build=_text(general, "osBuild"),
+            os_build_supplemental=_text(general, "osSupplementalBuildVersion"),
+            os_usernames=_unique([_text(user, "username")]),
+            update_time=report_time,
+        ),
+        report_time=report_time,
+    )
+
+
+def profile_hash(asset_tag: str, os_type: OSType, profile: Profile) -> str:
+    """sha256 over what a sync writes, except ``update_time``.
+
+    Every inventory report moves ``reportDate`` even when nothing else changed; leaving
+    it out is what lets a no-change full sync write nothing.
+    """
+    fields = [
+        HASH_VERSION,
+        asset_tag,
+        os_type.value,
+        profile.model_identifier,
+        profile.os_version,
+        profile.os_build,
+        profile.os_build_supplemental,
+        list(profile.os_usernames),
+        profile.jamf_binary_version,
+        profile.external_id,
+    ]
+    # JSON, not a joined string: no choice of separator can make two profiles collide.
+    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def split_duplicates(
+    devices: Iterable[MappedDevice],
+) -> tuple[list[MappedDevice], list[Skipped]]:
+    """Keep the first device per serial and OS; skip later Jamf records with the same serial.
+
+    Meant for one page at a time, so memory stays bounded by the page size. A serial that
+    shows up on two different pages is caught by the inventory instead: the device row
+    already carries the other Jamf id (``source_sync.apply_page`` reports it as a
+    conflict for the engine to confirm). The same Jamf id listed twice is one device and
+    is kept once, without a skip.
+    """
+    first: dict[tuple[str, OSType], MappedDevice] = {}
+    kept: list[MappedDevice] = []
+    skipped: list[Skipped] = []
+    for device in devices:
+        key = (device.asset_tag, device.os_type)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = device
+            kept.append(device)
+        elif seen.external_id != device.external_id:
+            reason = f"serial number {device.asset_tag} is also on Jamf id {seen.external_id}"
+            skipped.append(Skipped(device.external_id, reason))
+    return kept, skipped
+
+
+def parse_jamf_time(value: object) -> datetime | None:
+    """Jamf's ISO times (``2024-05-01T10:20:30.123Z``) as aware UTC datetimes; junk is None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        # Jamf writes UTC; a time without an offset is still UTC, not our local time.
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _mapped(
+    *,
+    external_id: str | None,
+    serial: str | None,
+    os_type: OSType,
+    profile: Profile,
+    report_time: datetime | None,
+) -> MappedDevice | Skipped:
+    if external_id is None:
+        return Skipped(None, NO_ID)
+    if serial is None:
+        return Skipped(external_id, NO_SERIAL)
+    try:
+        asset_tag = normalize_asset_tag(serial)
+    except InvalidArgument as exc:
+        return Skipped(external_id, f"invalid serial number: {exc}")
+    profile = replace(profile, external_id=external_id)
+    return MappedDevice(
+        asset_tag=asset_tag,
+        os_type=os_type,
+        external_id=external_id,
+        profile=profile,
+        report_time=report_time,
+        content_hash=profile_hash(asset_tag, os_type, profile),
+    )
+
+
+def _section(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    return _mapping(record.get(key))
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(record: Mapping[str, Any], key: str) -> list[Any]:
+    value = record.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _text(section: Mapping[str, Any], key: str) -> str | None:
+    """A field as stripped text; ids may come as numbers, blanks and other types as None."""
+    value = section.get(key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _unique(names: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for name in names if name))

@@ -1,0 +1,320 @@
+"""Jamf records to asset tags and profiles: pure functions over plain dictionaries."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inventory.domain import OSType, Profile, SourceRecord
+from jamf.mapping import (
+    MappedDevice,
+    Skipped,
+    map_computer,
+    map_mobile_device,
+    parse_jamf_time,
+    profile_hash,
+    split_duplicates,
+)
+
+
+def computer_record(**overrides: Any) -> dict[str, Any]:
+    """A v1 computers-inventory record as Jamf Pro 11 returns it, trimmed to our sections."""
+    record: dict[str, Any] = {
+        "id": "117",
+        "udid": "6A1B8E52-0F6C-4C3E-9A57-3D6D6F1C8A11",
+        "general": {
+            "name": "Alice's MacBook Pro",
+            "lastIpAddress": "10.1.2.3",
+            "jamfBinaryVersion": "11.4.1-t1712591696",
+            "platform": "Mac",
+            "reportDate": "2026-11-25T08:14:03.512Z",
+            "lastContactTime": "2026-11-26T07:59:41.000Z",
+            "remoteManagement": {"managed": True, "managementUsername": "jamfadmin"},
+            "supervised": True,
+        },
+        "hardware": {
+            "make": "Apple",
+            "model": "MacBook Pro (14-inch, 2023)",
+            "modelIdentifier": "Mac14,5",
+            "serialNumber": "C02ZX1YJMD6T",
+            "processorType": "Apple M2 Max",
+        },
+        "operatingSystem": {
+            "name": "macOS",
+            "version": "14.4.1",
+            "build": "23E224",
+            "supplementalBuildVersion": "23E224a",
+            "rapidSecurityResponse": "(a)",
+        },
+        "userAndLocation": {"username": "alice", "realname": "Alice Liddell"},
+        "localUserAccounts": [
+            {"uid": "501", "username": "alice", "fullName": "Alice Liddell", "admin": True},
+            {"uid": "502", "username": "jamfadmin", "admin": True},
+            {"uid": "503", "username": "", "admin": False},
+        ],
+    }
+    record.update(overrides)
+    return record
+
+
+def mobile_record(**overrides: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "mobileDeviceId": "88",
+        "deviceType": "iOS",
+        "general": {
+            "displayName": "Bob's iPhone",
+            "osVersion": "17.4.1",
+            "osBuild": "21E236",
+            "osSupplementalBuildVersion": "21E236",
+            "lastInventoryUpdateDate": "2026-11-24T17:02:11Z",
+            "managed": True,
+        },
+        "hardware": {"serialNumber": "F2LXK0ABHG7F", "modelIdentifier": "iPhone15,2"},
+        "userAndLocation": {"username": "bob"},
+    }
+    record.update(overrides)
+    return record
+
+
+def mapped(result: MappedDevice | Skipped) -> MappedDevice:
+    assert isinstance(result, MappedDevice), result
+    return result
+
+
+def test_a_realistic_computer_maps_to_its_profile() -> None:
+    device = mapped(map_computer(computer_record()))
+
+    report_time = datetime(2026, 11, 25, 8, 14, 3, 512000, tzinfo=UTC)
+    assert device.asset_tag == "C02ZX1YJMD6T"
+    assert device.os_type is OSType.MACOS
+    assert device.external_id == "117"
+    assert device.report_time == report_time
+    assert device.profile == Profile(
+        model_identifier="Mac14,5",
+        os_version="14.4.1",
+        os_build="23E224",
+        os_build_supplemental="23E224a",
+        os_usernames=("alice", "jamfadmin"),
+        jamf_binary_version="11.4.1-t1712591696",
+        external_id="117",
+        update_time=report_time,
+    )
+    assert device.content_hash == profile_hash(device.asset_tag, OSType.MACOS, device.profile)
+
+
+def test_a_mapped_device_becomes_the_inventorys_source_record() -> None:
+    device = mapped(map_computer(computer_record()))
+
+    assert device.to_source_record() == SourceRecord(
+        asset_tag="C02ZX1YJMD6T",
+        os_type=OSType.MACOS,
+        external_id="117",
+        profile=device.profile,
+        content_hash=device.content_hash,
+    )
+
+
+def test_a_realistic_mobile_device_maps_to_an_ios_profile() -> None:
+    device = mapped(map_mobile_device(mobile_record()))
+
+    assert device.asset_tag == "F2LXK0ABHG7F"
+    assert device.os_type is OSType.IOS
+    assert device.external_id == "88"
+    assert device.profile == Profile(
+        model_identifier="iPhone15,2",
+        os_version="17.4.1",
+        os_build="21E236",
+        os_build_supplemental="21E236",
+        os_usernames=("bob",),
+        jamf_binary_version=None,
+        external_id="88",
+        update_time=datetime(2026, 11, 24, 17, 2, 11, tzinfo=UTC),
+    )
+
+
+def test_a_computer_without_a_serial_number_is_skipped_with_the_reason() -> None:
+    record = computer_record(hardware={"modelIdentifier": "Mac14,5", "serialNumber": "  "})
+
+    assert map_computer(record) == Skipped("117", "no serial number")
+
+
+def test_a_computer_without_hardware_is_skipped_as_having_no_serial() -> None:
+    record = computer_record()
+    del record["hardware"]
+
+    assert map_computer(record) == Skipped("117", "no serial number")
+
+
+def test_an_invalid_serial_number_is_skipped_with_the_reason() -> None:
+    result = map_computer(computer_record(hardware={"serialNumber": "Not Available"}))
+
+    assert isinstance(result, Skipped)
+    assert result.external_id == "117"
+    assert result.reason.startswith("invalid serial number: ")
+    assert "printable ASCII without spaces" in result.reason
+
+
+def test_a_record_without_an_id_is_skipped() -> None:
+    assert map_computer(computer_record(id=None)) == Skipped(None, "no Jamf id")
+    assert map_mobile_device(mobile_record(mobileDeviceId="")) == Skipped(None, "no Jamf id")
+
+
+def test_serial_numbers_are_trimmed_and_numeric_ids_become_text() -> None:
+    device = mapped(map_computer(computer_record(id=117, hardware={"serialNumber": " C02ZX "})))
+
+    assert device.asset_tag == "C02ZX"
+    assert device.external_id == "117"
+
+
+def test_missing_sections_leave_their_fields_empty() -> None:
+    record = {"id": "5", "hardware": {"serialNumber": "C02ABC"}}
+
+    device = mapped(map_computer(record))
+
+    assert device.profile == Profile(external_id="5")
+    assert device.report_time is None
+
+
+def test_sections_of_the_wrong_shape_are_tolerated() -> None:
+    record = computer_record(
+        general=None, operatingSystem="macOS", localUserAccounts={"username": "x"}
+    )
+
+    device = mapped(map_computer(record))
+
+    assert device.profile.os_version is None
+    assert device.profile.os_usernames == ("alice",)
+
+
+def test_hash_ignores_report_date_changes() -> None:
+    before = mapped(map_computer(computer_record()))
+    record = computer_record()
+    record["general"]["reportDate"] = "2026-11-26T09:00:00Z"
+
+    after = mapped(map_computer(record))
+
+    assert after.report_time != before.report_time
+    assert after.content_hash == before.content_hash
+
+
+def test_hash_changes_when_the_os_version_changes() -> None:
+    before = mapped(map_computer(computer_record()))
+    record = computer_record()
+    record["operatingSystem"]["version"] = "14.5"
+
+    assert mapped(map_computer(record)).content_hash != before.content_hash
+
+
+def test_hash_distinguishes_a_computer_from_a_mobile_device_with_the_same_serial() -> None:
+    profile = Profile(os_version="17.4")
+
+    assert profile_hash("X1", OSType.MACOS, profile) != profile_hash("X1", OSType.IOS, profile)
+
+
+_optional_text = st.none() | st.text(max_size=12)
+_profiles = st.builds(
+    Profile,
+    model_identifier=_optional_text,
+    os_version=_optional_text,
+    os_build=_optional_text,
+    os_build_supplemental=_optional_text,
+    os_usernames=st.lists(st.text(min_size=1, max_size=8), max_size=3).map(tuple),
+    jamf_binary_version=_optional_text,
+    external_id=_optional_text,
+    update_time=st.none() | st.datetimes(timezones=st.just(UTC)),
+)
+
+
+@given(profile=_profiles, other=_profiles)
+def test_hash_is_equal_exactly_when_the_hashed_fields_are(profile: Profile, other: Profile) -> None:
+    # update_time is the one field left out: set it equal to compare the rest.
+    other_same_time = Profile(**{**other.__dict__, "update_time": profile.update_time})
+    same = profile == other_same_time
+    assert (
+        profile_hash("T", OSType.MACOS, profile) == profile_hash("T", OSType.MACOS, other)
+    ) == same
+
+
+@given(
+    serial=st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40
+    ),
+    version=st.text(max_size=10),
+)
+def test_any_printable_serial_maps_and_the_hash_is_stable(serial: str, version: str) -> None:
+    record = computer_record(hardware={"serialNumber": serial})
+    record["operatingSystem"]["version"] = version
+
+    first = mapped(map_computer(record))
+    again = mapped(map_computer(copy.deepcopy(record)))
+
+    assert first.asset_tag == serial
+    assert first.content_hash == again.content_hash
+
+
+_keys = st.sampled_from(
+    [
+        "id",
+        "mobileDeviceId",
+        "general",
+        "hardware",
+        "operatingSystem",
+        "userAndLocation",
+        "localUserAccounts",
+        "serialNumber",
+        "version",
+        "username",
+        "reportDate",
+    ]
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_keys, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(record=st.dictionaries(_keys, _json, max_size=6))
+def test_no_record_shape_makes_mapping_raise(record: dict[str, Any]) -> None:
+    assert isinstance(map_computer(record), MappedDevice | Skipped)
+    assert isinstance(map_mobile_device(record), MappedDevice | Skipped)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-25T08:14:03Z", datetime(2026, 11, 25, 8, 14, 3, tzinfo=UTC)),
+        ("2026-11-25T08:14:03.512Z", datetime(2026, 11, 25, 8, 14, 3, 512000, tzinfo=UTC)),
+        ("2026-11-25T09:14:03+01:00", datetime(2026, 11, 25, 8, 14, 3, tzinfo=UTC)),
+        ("2026-11-25T08:14:03", datetime(2026, 11, 25, 8, 14, 3, tzinfo=UTC)),
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+        (1732522443, None),
+    ],
+)
+def test_jamf_times_parse_to_utc(text: object, expected: datetime | None) -> None:
+    assert parse_jamf_time(text) == expected
+
+
+def test_a_serial_seen_twice_in_a_page_keeps_the_first_and_skips_the_other() -> None:
+    first = mapped(map_computer(computer_record(id="10")))
+    second = mapped(map_computer(computer_record(id="11")))
+    other = mapped(map_computer(computer_record(id="12", hardware={"serialNumber": "C0OTHER"})))
+
+    kept, skipped = split_duplicates([first, other, second, first])
+
+    assert kept == [first, other]
+    assert skipped == [Skipped("11", "serial number C02ZX1YJMD6T is also on Jamf id 10")]
+
+
+def test_the_same_serial_on_a_computer_and_a_mobile_device_is_not_a_duplicate() -> None:
+    mac = mapped(map_computer(computer_record(hardware={"serialNumber": "SAME1"})))
+    phone = mapped(map_mobile_device(mobile_record(hardware={"serialNumber": "SAME1"})))
+
+    assert split_duplicates([mac, phone]) == ([mac, phone], [])
