@@ -62,7 +62,10 @@ class Base(DeclarativeBase):
 
 class DeviceRow(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("asset_tag", "os_type"),)
+    __table_args__ = (
+        UniqueConstraint("asset_tag", "os_type"),
+        Index("ix_devices_source_name_source_inventory", "source_name", "source_inventory"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     os_type: Mapped[str] = mapped_column(String(16))
@@ -77,6 +80,12 @@ class DeviceRow(Base):
 
     source_name: Mapped[str | None] = mapped_column(String(64))
     source_origin: Mapped[str | None] = mapped_column(String(16))
+    # Which inventory entry of the source last wrote the device, the hash of what it
+    # wrote (a no-change sync compares and writes nothing), and the last full sync
+    # run that saw it (how on_missing finds what is gone without a set in memory).
+    source_inventory: Mapped[str | None] = mapped_column(String(64))
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+    sync_run_id: Mapped[int | None] = mapped_column(BigInteger)
 
     profile_model_identifier: Mapped[str | None] = mapped_column(String(128))
     profile_os_version: Mapped[str | None] = mapped_column(String(64))
@@ -164,3 +173,25 @@ class UserRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SyncRunRow(Base):
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_inventory_id", "inventory", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    inventory: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import pytest
 import yaml
 
-from inventory.db import Database
+from inventory.db import HEAD_REVISION, Database
 from worker.cli import run
 
 TAG = "C00AA0AAAA0A"
@@ -612,7 +612,7 @@ def test_config_edit_with_a_missing_editor_says_to_set_editor(
 
 def test_db_current_prints_the_newest_revision(cli: Cli) -> None:
     current = ok(cli("db", "current"))
-    assert current.out == "0001_initial\n"
+    assert current.out == f"{HEAD_REVISION}\n"
     assert current.err == ""
 
 

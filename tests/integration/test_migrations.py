@@ -21,6 +21,7 @@ TABLES = {
     "audit_events",
     "cluster_preferences",
     "users",
+    "sync_runs",
 }
 
 
@@ -85,3 +86,19 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
     ) as err:
         dbmod.Database.connect(url)
     assert "secret" not in str(err.value)
+
+
+def test_downgrade_one_step_keeps_the_inventory(empty_url: str) -> None:
+    """0002 -> 0001 drops only the sync bookkeeping; devices registered before stay."""
+    from inventory.services import devices
+
+    database = dbmod.Database.connect(empty_url)
+    try:
+        devices.register_device(database.uow(), os_type="macos", asset_tag="KEEP", actor="t")
+        dbmod.downgrade(database.engine, "0001_initial")
+        assert "sync_runs" not in tables(database.engine)
+        database.engine.dispose()
+        dbmod.upgrade(database.engine)
+        assert devices.get_device(database.uow(), "KEEP").asset_tag == "KEEP"
+    finally:
+        database.close()

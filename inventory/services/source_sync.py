@@ -1,0 +1,376 @@
+"""Writing an MDM source into the inventory: runs, batched upserts, deletions.
+
+The sync engine (``jamf/sync.py``) streams pages in; each page is one transaction of
+a handful of statements (one SELECT, one executemany INSERT, one executemany
+UPDATE), whatever its size. Rows whose content hash is unchanged are not written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+
+from inventory.db import UnitOfWork
+from inventory.domain import EnrollStatus, SourceOrigin, SourceRecord, SyncRun
+from inventory.models import DeviceRow, SyncRunRow
+from inventory.services import audit
+from inventory.services.devices import to_device
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+@dataclass
+class PageOutcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    # (record, external id the device is synced from now): the engine decides whether
+    # the old Jamf record is gone (re-enrolled device) or still there (duplicate serial).
+    conflicts: list[tuple[SourceRecord, str]] = field(default_factory=list)
+
+
+def start_run(uow: UnitOfWork, *, source: str, inventory: str, kind: str) -> int:
+    with uow:
+        row = SyncRunRow(
+            source=source,
+            inventory=inventory,
+            kind=kind,
+            status=RUNNING,
+            start_time=uow.now(),
+            fetched=0,
+            created=0,
+            updated=0,
+            unchanged=0,
+            deleted=0,
+            skipped=0,
+        )
+        uow.session.add(row)
+        uow.commit()
+        return row.id
+
+
+def apply_page(
+    uow: UnitOfWork,
+    run_id: int,
+    records: Sequence[SourceRecord],
+    *,
+    source: str,
+    inventory: str,
+    track_seen: bool,
+    replace_ids: frozenset[str] = frozenset(),
+) -> PageOutcome:
+    """Upsert one page. ``replace_ids`` are external ids confirmed to replace an older one."""
+    outcome = PageOutcome()
+    first: dict[tuple[str, str], SourceRecord] = {}
+    for record in records:
+        key = (record.asset_tag, record.os_type.value)
+        if key in first and first[key].external_id != record.external_id:
+            outcome.skipped.append(
+                (
+                    record.external_id,
+                    f"serial {record.asset_tag} also on Jamf id {first[key].external_id}",
+                )
+            )
+            continue
+        first.setdefault(key, record)
+    if not first:
+        return outcome
+    with uow:
+        existing = {
+            (r.asset_tag, r.os_type): r
+            for r in uow.session.execute(
+                select(
+                    DeviceRow.id,
+                    DeviceRow.asset_tag,
+                    DeviceRow.os_type,
+                    DeviceRow.source_name,
+                    DeviceRow.source_hash,
+                    DeviceRow.sync_run_id,
+                    DeviceRow.profile_external_id,
+                ).where(DeviceRow.asset_tag.in_({k[0] for k in first}))
+            )
+        }
+        now = uow.now()
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        seen: list[str] = []
+        for key, record in first.items():
+            row = existing.get(key)
+            if row is None:
+                inserts.append(_new_row(record, source, inventory, run_id, now))
+                continue
+            ours = row.source_name == source
+            if ours and row.profile_external_id not in (None, record.external_id):
+                if row.sync_run_id == run_id:
+                    outcome.skipped.append(
+                        (
+                            record.external_id,
+                            f"serial {record.asset_tag} also on Jamf id {row.profile_external_id}",
+                        )
+                    )
+                    continue
+                if record.external_id not in replace_ids:
+                    outcome.conflicts.append((record, row.profile_external_id))
+                    continue
+            if row.source_hash == record.content_hash:
+                outcome.unchanged += 1
+                if track_seen and row.sync_run_id != run_id:
+                    seen.append(row.id)
+                continue
+            updates.append(_changed_row(row.id, record, source, inventory, run_id, now, ours))
+        if inserts:
+            uow.session.execute(insert(DeviceRow), inserts)
+        if updates:
+            uow.session.execute(update(DeviceRow), updates)  # bulk UPDATE by primary key
+        if seen:
+            uow.session.execute(
+                update(DeviceRow).where(DeviceRow.id.in_(seen)).values(sync_run_id=run_id),
+                execution_options={"synchronize_session": False},
+            )
+        _add_counts(
+            uow,
+            run_id,
+            fetched=len(records),
+            created=len(inserts),
+            updated=len(updates),
+            unchanged=outcome.unchanged,
+            skipped=len(outcome.skipped),
+        )
+        uow.commit()
+    outcome.created, outcome.updated = len(inserts), len(updates)
+    return outcome
+
+
+def _profile_values(record: SourceRecord) -> dict[str, Any]:
+    p = record.profile
+    return {
+        "profile_model_identifier": p.model_identifier,
+        "profile_os_version": p.os_version,
+        "profile_os_build": p.os_build,
+        "profile_os_build_supplemental": p.os_build_supplemental,
+        "profile_os_usernames": list(p.os_usernames),
+        "profile_jamf_binary_version": p.jamf_binary_version,
+        "profile_external_id": record.external_id,
+        "profile_update_time": p.update_time,
+        "source_hash": record.content_hash,
+    }
+
+
+def _new_row(
+    record: SourceRecord, source: str, inventory: str, run_id: int, now: datetime
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "os_type": record.os_type.value,
+        "asset_tag": record.asset_tag,
+        "enroll_status": EnrollStatus.NOT_ENROLLED.value,
+        "owner": None,
+        "credential_id": None,
+        "credential_public_key": None,
+        "credential_ek_cert_serial": None,
+        "credential_attestation_type": None,
+        "source_name": source,
+        "source_origin": SourceOrigin.JAMF.value,
+        "source_inventory": inventory,
+        "sync_run_id": run_id,
+        "create_time": now,
+        "update_time": now,
+        **_profile_values(record),
+    }
+
+
+def _changed_row(
+    device_id: str,
+    record: SourceRecord,
+    source: str,
+    inventory: str,
+    run_id: int,
+    now: datetime,
+    claim: bool,
+) -> dict[str, Any]:
+    # Enroll status, credential and owner are never touched by a sync. A device an
+    # admin registered by hand gains its profile but stays the admin's (no source), so
+    # on_missing: DELETE can never remove it.
+    values = {"id": device_id, "update_time": now, "sync_run_id": run_id, **_profile_values(record)}
+    if claim:
+        values |= {
+            "source_name": source,
+            "source_origin": SourceOrigin.JAMF.value,
+            "source_inventory": inventory,
+        }
+    return values
+
+
+def _add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
+    uow.session.execute(
+        update(SyncRunRow)
+        .where(SyncRunRow.id == run_id)
+        .values({getattr(SyncRunRow, k): getattr(SyncRunRow, k) + v for k, v in counts.items()})
+    )
+
+
+def _missing_query(run_id: int, source: str, inventory: str) -> Any:
+    return select(DeviceRow).where(
+        DeviceRow.source_name == source,
+        DeviceRow.source_inventory == inventory,
+        or_(DeviceRow.sync_run_id.is_(None), DeviceRow.sync_run_id != run_id),
+    )
+
+
+def count_missing(uow: UnitOfWork, run_id: int, *, source: str, inventory: str) -> tuple[int, int]:
+    """(devices of this source and inventory not seen by the run, all of them)."""
+    with uow.read():
+        missing = uow.session.scalar(
+            select(func.count()).select_from(_missing_query(run_id, source, inventory).subquery())
+        )
+        total = uow.session.scalar(
+            select(func.count()).where(
+                DeviceRow.source_name == source, DeviceRow.source_inventory == inventory
+            )
+        )
+        return missing or 0, total or 0
+
+
+def missing_batch(
+    uow: UnitOfWork, run_id: int, *, source: str, inventory: str, after: str, limit: int = 200
+) -> list[tuple[str, str | None]]:
+    """The next (device id, external id) pairs not seen by the run, in id order."""
+    with uow.read():
+        rows = uow.session.scalars(
+            _missing_query(run_id, source, inventory)
+            .where(DeviceRow.id > after)
+            .order_by(DeviceRow.id)
+            .limit(limit)
+        ).all()
+        return [(r.id, r.profile_external_id) for r in rows]
+
+
+def delete_gone(
+    uow: UnitOfWork, run_id: int, device_ids: Sequence[str], *, source: str, actor: str
+) -> int:
+    """Delete devices confirmed gone from the source; each one audited."""
+    deleted = 0
+    with uow:
+        for device_id in device_ids:
+            row = uow.session.get(DeviceRow, device_id)
+            # Re-check under the transaction: seen meanwhile, or no longer ours, stays.
+            if row is None or row.source_name != source or row.sync_run_id == run_id:
+                continue
+            device = to_device(row)
+            uow.session.delete(row)
+            audit.record_within(
+                uow,
+                audit.DEVICE_DELETE,
+                actor=actor,
+                message=f"device {device.label} removed: gone from {source}",
+                device=device,
+            )
+            deleted += 1
+        _add_counts(uow, run_id, deleted=deleted)
+        uow.commit()
+    return deleted
+
+
+def finish_run(
+    uow: UnitOfWork,
+    run_id: int,
+    *,
+    status: str,
+    actor: str,
+    error: str | None = None,
+    watermark: datetime | None = None,
+    details: dict[str, Any] | None = None,
+) -> SyncRun:
+    """Close the run and write its ``jamf.sync`` audit event in the same transaction."""
+    with uow:
+        row = uow.session.get(SyncRunRow, run_id)
+        assert row is not None, f"sync run {run_id} vanished"
+        row.status = status
+        row.end_time = uow.now()
+        row.error = error
+        row.watermark = watermark
+        row.details = details or None
+        run = to_run(row)
+        counts = (
+            f"fetched {run.fetched}, created {run.created}, updated {run.updated}, "
+            f"unchanged {run.unchanged}, deleted {run.deleted}, skipped {run.skipped}"
+        )
+        audit.record_within(
+            uow,
+            audit.JAMF_SYNC,
+            actor=actor,
+            success=status == SUCCEEDED,
+            message=f"{run.kind} sync of {run.source}/{run.inventory} {status}: {counts}"
+            + (f"; {error}" if error else ""),
+            details={
+                "run_id": run.id,
+                "kind": run.kind,
+                "inventory": run.inventory,
+                "fetched": run.fetched,
+                "created": run.created,
+                "updated": run.updated,
+                "unchanged": run.unchanged,
+                "deleted": run.deleted,
+                "skipped": run.skipped,
+            },
+        )
+        uow.commit()
+        return run
+
+
+def recent_runs(uow: UnitOfWork, inventory: str, *, limit: int = 20) -> list[SyncRun]:
+    """The inventory's newest runs, newest first."""
+    with uow.read():
+        rows = uow.session.scalars(
+            select(SyncRunRow)
+            .where(SyncRunRow.inventory == inventory)
+            .order_by(SyncRunRow.id.desc())
+            .limit(limit)
+        ).all()
+        return [to_run(r) for r in rows]
+
+
+def last_success(uow: UnitOfWork, inventory: str) -> SyncRun | None:
+    with uow.read():
+        row = uow.session.scalars(
+            select(SyncRunRow)
+            .where(SyncRunRow.inventory == inventory, SyncRunRow.status == SUCCEEDED)
+            .order_by(SyncRunRow.id.desc())
+            .limit(1)
+        ).one_or_none()
+        return to_run(row) if row else None
+
+
+def alert(runs: Sequence[SyncRun]) -> bool:
+    """Two failed runs in a row (newest first, finished runs only) raise the alert."""
+    finished = [r for r in runs if r.status != RUNNING][:2]
+    return len(finished) == 2 and all(r.status == FAILED for r in finished)
+
+
+def to_run(row: SyncRunRow) -> SyncRun:
+    return SyncRun(
+        id=row.id,
+        source=row.source,
+        inventory=row.inventory,
+        kind=row.kind,
+        status=row.status,
+        start_time=row.start_time,
+        end_time=row.end_time,
+        fetched=row.fetched,
+        created=row.created,
+        updated=row.updated,
+        unchanged=row.unchanged,
+        deleted=row.deleted,
+        skipped=row.skipped,
+        error=row.error,
+        watermark=row.watermark,
+        details=row.details or {},
+    )

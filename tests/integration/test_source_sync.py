@@ -1,0 +1,109 @@
+"""Writing a source into the inventory: batched upserts, hashes, deletions, run records."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from inventory.db import Database
+from inventory.domain import EnrollStatus, OSType, Profile, SourceRecord
+from inventory.models import DeviceRow
+from inventory.services import audit, devices
+from inventory.services import source_sync as store
+from tests.conftest import Clock
+
+SRC, INV = "jamf", "default"
+
+
+def record(i: int, os_version: str = "14.4.1", external_id: str | None = None) -> SourceRecord:
+    profile = Profile(model_identifier="MacBookPro18,3", os_version=os_version, external_id=str(i))
+    return SourceRecord(
+        asset_tag=f"C02{i:09d}",
+        os_type=OSType.MACOS,
+        external_id=external_id or str(i),
+        profile=profile,
+        content_hash=f"{i}-{os_version}-{external_id or i}",  # as jamf.mapping: the id counts
+    )
+
+
+def apply(db: Database, run: int, records: list[SourceRecord], **kw: object) -> store.PageOutcome:
+    return store.apply_page(
+        db.uow(), run, records, source=SRC, inventory=INV, track_seen=True, **kw
+    )  # type: ignore[arg-type]
+
+
+def test_new_changed_and_unchanged_devices(db: Database, clock: Clock) -> None:
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    first = apply(db, run, [record(i) for i in range(5)])
+    assert (first.created, first.updated, first.unchanged) == (5, 0, 0)
+    stamp = devices.get_device(db.uow(), "C02000000001").update_time
+    clock.advance(minutes=5)
+    run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    second = apply(db, run2, [record(0, "14.5"), *[record(i) for i in range(1, 5)]])
+    assert (second.created, second.updated, second.unchanged) == (0, 1, 4)
+    assert devices.get_device(db.uow(), "C02000000000").profile.os_version == "14.5"  # type: ignore[union-attr]
+    # Unchanged rows are not rewritten: their update time stays.
+    assert devices.get_device(db.uow(), "C02000000001").update_time == stamp
+    finished = store.finish_run(db.uow(), run2, status=store.SUCCEEDED, actor="sync")
+    assert (finished.fetched, finished.updated, finished.unchanged) == (5, 1, 4)
+    [event] = audit.list_events(db.uow(), type=audit.JAMF_SYNC)
+    assert event.success and "updated 1, unchanged 4" in event.message
+
+
+def test_sync_never_touches_enrollment_and_claims_no_hand_registered_device(db: Database) -> None:
+    hand = devices.register_device(db.uow(), os_type="macos", asset_tag="C02000000007", actor="a")
+    with db.uow() as uow:
+        row = uow.session.get(DeviceRow, hand.id)
+        assert row is not None
+        row.enroll_status, row.owner, row.credential_id = "enrolled", "alice", "cred"
+        uow.commit()
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    assert apply(db, run, [record(7)]).updated == 1
+    after = devices.get_device(db.uow(), hand.id)
+    assert after.profile is not None and after.profile.model_identifier == "MacBookPro18,3"
+    assert after.enroll_status is EnrollStatus.ENROLLED and after.owner == "alice"
+    assert after.credential is not None and after.source is None
+    assert store.count_missing(db.uow(), run, source=SRC, inventory=INV) == (0, 0)
+
+
+def test_duplicate_serials_are_skipped_and_new_ids_are_conflicts(db: Database) -> None:
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    outcome = apply(db, run, [record(1), record(1, external_id="99")])
+    assert outcome.created == 1 and [reason for _, reason in outcome.skipped] == [
+        "serial C02000000001 also on Jamf id 1"
+    ]
+    # Across pages of the same run, the later Jamf id is the duplicate.
+    assert apply(db, run, [record(1, external_id="98")]).skipped
+    # In a later run a new Jamf id for a known serial is left to the engine to confirm.
+    run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    conflict = apply(db, run2, [record(1, external_id="98")])
+    assert [(r.external_id, old) for r, old in conflict.conflicts] == [("98", "1")]
+    replaced = apply(db, run2, [record(1, external_id="98")], replace_ids=frozenset({"98"}))
+    assert replaced.updated == 1
+    assert devices.get_device(db.uow(), "C02000000001").profile.external_id == "98"  # type: ignore[union-attr]
+
+
+def test_missing_devices_are_found_in_the_database_and_deleted_with_audit(db: Database) -> None:
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    apply(db, run, [record(i) for i in range(10)])
+    run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    apply(db, run2, [record(i) for i in range(8)])
+    assert store.count_missing(db.uow(), run2, source=SRC, inventory=INV) == (2, 10)
+    batch = store.missing_batch(db.uow(), run2, source=SRC, inventory=INV, after="")
+    assert sorted(ext for _, ext in batch) == ["8", "9"]
+    assert store.delete_gone(db.uow(), run2, [d for d, _ in batch], source=SRC, actor="sync") == 2
+    assert devices.count_devices(db.uow()) == 8
+    assert len(audit.list_events(db.uow(), type=audit.DEVICE_DELETE)) == 2
+
+
+def test_two_failed_runs_in_a_row_raise_the_alert(db: Database, clock: Clock) -> None:
+    for status in (store.SUCCEEDED, store.FAILED):
+        run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="partial")
+        store.finish_run(db.uow(), run, status=status, actor="sync", error="boom")
+        clock.advance(seconds=1)
+    assert not store.alert(store.recent_runs(db.uow(), INV))
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="partial")
+    store.finish_run(db.uow(), run, status=store.FAILED, actor="sync", error="boom again")
+    assert store.alert(store.recent_runs(db.uow(), INV))
+    last = store.last_success(db.uow(), INV)
+    assert last is not None and last.status == store.SUCCEEDED
+    assert last.end_time is not None and last.end_time <= clock.now - timedelta(seconds=1)
