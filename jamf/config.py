@@ -91,7 +91,9 @@ def _parse_entry(index: int, raw: Mapping[str, Any]) -> InventorySpec:
         spec = InventorySpec(
             name=str(raw.get("name", base.name)).strip(),
             filter_rsql=str(raw.get("filter_rsql", base.filter_rsql)).strip(),
-            sync_period_partial=_duration(raw, "sync_period_partial", base.sync_period_partial, where),
+            sync_period_partial=_duration(
+                raw, "sync_period_partial", base.sync_period_partial, where
+            ),
             sync_period_full=_duration(raw, "sync_period_full", base.sync_period_full, where),
             on_missing=_on_missing(raw.get("on_missing", base.on_missing), where),
             page_size=int(raw.get("page_size", base.page_size)),
