@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     jamf_client_secret: SecretStr | None = None
     jamf_username: str | None = None
     jamf_password: SecretStr | None = None
+    jamf_source_name: str = Field("jamf", description="the source name devices are synced under")
+    jamf_inventory: list[dict[str, Any]] | None = Field(
+        None, description="inventory entries: name, filter_rsql, sync periods, on_missing, ..."
+    )
+    jamf_api_version: int | None = Field(None, description="computers-inventory version; probed")
+    jamf_max_connections: int = Field(5, ge=1, le=50, description="Jamf recommends at most 5")
+    jamf_timeout: float = Field(30.0, gt=0, description="seconds per Jamf request")
     api_url: str = "http://127.0.0.1:8800"
     user_token: SecretStr | None = None
     tpm_tcti: str = "device:/dev/tpmrm0"

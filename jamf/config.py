@@ -13,6 +13,8 @@ from typing import Any
 
 from inventory.durations import parse_duration
 from inventory.errors import ConfigurationError, DevtrustError
+from inventory.settings import Settings
+from jamf.client import JamfClient
 
 DEFAULT_FILTER = "general.remoteManagement.managed==true"
 MAX_PAGE_SIZE = 2000
@@ -135,3 +137,26 @@ def _on_missing(value: object, where: str) -> OnMissing:
         raise ConfigurationError(
             f"invalid {where}.on_missing {value!r}: use NOOP or DELETE"
         ) from None
+
+
+def source_from_settings(settings: Settings) -> SourceSpec:
+    """The configured source (``jamf_source_name``, ``jamf_inventory``), checked."""
+    return parse_source(settings.jamf_source_name, settings.jamf_inventory)
+
+
+def client_from_settings(settings: Settings) -> JamfClient:
+    """A client for ``DEVTRUST_JAMF_URL`` with exactly one configured credential pair."""
+    if not settings.jamf_url:
+        raise ConfigurationError("DEVTRUST_JAMF_URL is not set: where is Jamf Pro?")
+    secret = settings.jamf_client_secret
+    password = settings.jamf_password
+    return JamfClient(
+        settings.jamf_url,
+        client_id=settings.jamf_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        username=settings.jamf_username,
+        password=password.get_secret_value() if password else None,
+        api_version=settings.jamf_api_version,
+        max_connections=settings.jamf_max_connections,
+        timeout=settings.jamf_timeout,
+    )

@@ -66,8 +66,14 @@ def apply_page(
     inventory: str,
     track_seen: bool,
     replace_ids: frozenset[str] = frozenset(),
+    fetched: int | None = None,
+    skipped_before: int = 0,
 ) -> PageOutcome:
-    """Upsert one page. ``replace_ids`` are external ids confirmed to replace an older one."""
+    """Upsert one page. ``replace_ids`` are external ids confirmed to replace an older one.
+
+    The run's counters grow by ``fetched`` (default: the records given) and by the
+    records skipped here plus ``skipped_before``, those the caller dropped on the way.
+    """
     outcome = PageOutcome()
     first: dict[tuple[str, str], SourceRecord] = {}
     for record in records:
@@ -81,7 +87,10 @@ def apply_page(
             )
             continue
         first.setdefault(key, record)
+    fetched = len(records) if fetched is None else fetched
     if not first:
+        if fetched or skipped_before or outcome.skipped:
+            add_counts(uow, run_id, fetched=fetched, skipped=skipped_before + len(outcome.skipped))
         return outcome
     with uow:
         existing = {
@@ -138,11 +147,11 @@ def apply_page(
         _add_counts(
             uow,
             run_id,
-            fetched=len(records),
+            fetched=fetched,
             created=len(inserts),
             updated=len(updates),
             unchanged=outcome.unchanged,
-            skipped=len(outcome.skipped),
+            skipped=skipped_before + len(outcome.skipped),
         )
         uow.commit()
     outcome.created, outcome.updated = len(inserts), len(updates)
@@ -207,6 +216,13 @@ def _changed_row(
             "source_inventory": inventory,
         }
     return values
+
+
+def add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
+    """Grow the run's counters (``fetched=``, ``skipped=``, ...) in a transaction of its own."""
+    with uow:
+        _add_counts(uow, run_id, **counts)
+        uow.commit()
 
 
 def _add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
@@ -347,6 +363,21 @@ def last_success(uow: UnitOfWork, inventory: str) -> SyncRun | None:
             .limit(1)
         ).one_or_none()
         return to_run(row) if row else None
+
+
+def last_watermark(uow: UnitOfWork, inventory: str) -> datetime | None:
+    """Where the next partial sync starts: the newest successful run's watermark."""
+    with uow.read():
+        return uow.session.scalars(
+            select(SyncRunRow.watermark)
+            .where(
+                SyncRunRow.inventory == inventory,
+                SyncRunRow.status == SUCCEEDED,
+                SyncRunRow.watermark.is_not(None),
+            )
+            .order_by(SyncRunRow.id.desc())
+            .limit(1)
+        ).one_or_none()
 
 
 def alert(runs: Sequence[SyncRun]) -> bool:

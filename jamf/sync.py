@@ -1,0 +1,499 @@
+"""The sync engine: one run of one inventory entry, from Jamf Pro pages to inventory rows.
+
+A run reads the computers the entry's filter selects, in a stable order (``id:asc``),
+and writes each page as it arrives: pages ``n+1 .. n+k`` are being fetched and mapped
+by a small thread pool while page ``n`` is written, so a sync costs about what the
+slower of the two sides costs, not their sum. Nothing grows with the fleet: a page is
+dropped once written, and which devices a full run has seen is stamped on their rows
+(``sync_run_id``), not kept in a set.
+
+Full sync
+    Every page; new and changed devices are upserted, unchanged ones are not written.
+    With ``on_missing: DELETE``, and only when every page was read without error, the
+    devices of this source and inventory that the run did not see are candidates. If
+    there are more of them than ``max_delete_share`` of the inventory's devices, the
+    run stops and deletes nothing unless forced. Each candidate is then looked up by its
+    Jamf id: only a 404 deletes it. One still there (offset paging skips a record when
+    another is deleted mid-sync) is written as seen instead.
+
+Partial sync
+    Only computers whose ``general.reportDate`` is at or after the last successful run's
+    watermark (the newest report date it saw), minus an overlap margin for clock skew
+    and reports landing mid-sync. Its cost follows the number of changes, not the fleet.
+    With no earlier successful run it reads everything, like a full sync that deletes
+    nothing. It never deletes.
+
+Conflicts
+    A known serial under a new Jamf id is either a re-enrolled device (the old Jamf
+    record is gone or now holds another serial: the device follows the new id) or two
+    live Jamf records sharing a serial (the newer one is skipped, with its reason). The
+    old id is looked up to tell which.
+
+Every run is recorded with its counts and writes one ``jamf.sync`` audit event; a
+failure is recorded with its one-line reason, and two failed runs in a row raise the
+inventory's alert flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from inventory.db import Database
+from inventory.domain import SourceRecord, SyncRun
+from inventory.errors import DevtrustError
+from inventory.services import source_sync as store
+from jamf.client import JamfClient
+from jamf.config import InventorySpec, OnMissing, SourceSpec
+from jamf.mapping import MappedDevice, Skipped, map_computer, split_duplicates
+
+log = logging.getLogger("devtrust.jamf.sync")
+
+# Skip reasons kept on the run record for `jamf status`; the rest are counted and logged.
+SKIP_SAMPLES = 20
+# Unseen devices confirmed per round of lookups in the deletion phase.
+CONFIRM_BATCH = 200
+
+
+class Kind(StrEnum):
+    FULL = "full"
+    PARTIAL = "partial"
+
+
+class SyncRefused(DevtrustError):
+    """The run stopped on purpose (the deletion cap); recorded, nothing deleted."""
+
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is, after each page and each round of deletions."""
+
+    run_id: int
+    inventory: str
+    kind: str
+    phase: str  # "fetch" or "delete"
+    pages_done: int
+    pages_expected: int
+    fetched: int
+    created: int
+    updated: int
+    unchanged: int
+    skipped: int
+    deleted: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class _Page:
+    number: int
+    total_count: int
+    raw_count: int
+    devices: list[MappedDevice]
+    skipped: list[Skipped]
+    newest_report: datetime | None
+
+
+@dataclass
+class _Totals:
+    pages: int = 0
+    pages_expected: int = 0
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    replaced: int = 0
+    kept_unseen: int = 0
+    fetch_wait: float = 0.0
+    write_time: float = 0.0
+    skip_samples: list[str] = field(default_factory=list)
+
+
+def run_sync(
+    db: Database,
+    client: JamfClient,
+    source: SourceSpec,
+    inventory: InventorySpec,
+    *,
+    kind: Kind | str = Kind.PARTIAL,
+    force: bool = False,
+    actor: str | None = None,
+    progress: ProgressCallback | None = None,
+    concurrency: int = 4,
+) -> SyncRun:
+    """Run one sync and return its record; a Jamf or configuration failure is recorded
+    on the run (status ``failed``, ``error``), not raised. Anything unexpected is
+    recorded when the database still answers, then raised."""
+    kind = Kind(kind)
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    run_id = store.start_run(db.uow(), source=source.name, inventory=inventory.name, kind=kind)
+    sync = _Sync(db, client, source.name, inventory, run_id, kind, force, progress, concurrency)
+    actor = actor or f"{source.name}-sync"
+    log.info("%s sync of %s/%s started (run %d)", kind, source.name, inventory.name, run_id)
+    try:
+        watermark = sync.run()
+    except DevtrustError as exc:
+        run = store.finish_run(
+            db.uow(), run_id, status=store.FAILED, actor=actor, error=str(exc),
+            details=sync.details(),
+        )  # fmt: skip
+        _report(run, db)
+        return run
+    except BaseException as exc:
+        try:
+            store.finish_run(
+                db.uow(), run_id, status=store.FAILED, actor=actor,
+                error=f"interrupted: {type(exc).__name__}: {exc}", details=sync.details(),
+            )  # fmt: skip
+        except Exception:  # the database may be what failed; the original error matters
+            log.exception("could not record the failure of run %d", run_id)
+        raise
+    run = store.finish_run(
+        db.uow(), run_id, status=store.SUCCEEDED, actor=actor, watermark=watermark,
+        details=sync.details(),
+    )  # fmt: skip
+    _report(run, db)
+    return run
+
+
+def _report(run: SyncRun, db: Database) -> None:
+    counts = (
+        f"fetched {run.fetched}, created {run.created}, updated {run.updated}, "
+        f"unchanged {run.unchanged}, deleted {run.deleted}, skipped {run.skipped}"
+    )
+    if run.status == store.SUCCEEDED:
+        log.info("%s sync of %s/%s succeeded: %s", run.kind, run.source, run.inventory, counts)
+        return
+    log.error(
+        "%s sync of %s/%s failed: %s (%s)", run.kind, run.source, run.inventory, run.error, counts
+    )
+    if store.alert(store.recent_runs(db.uow(), run.inventory, limit=2)):
+        log.error("ALERT: the last two syncs of %s/%s failed", run.source, run.inventory)
+
+
+def partial_filter(filter_rsql: str, since: datetime) -> str:
+    """The entry's filter narrowed to computers that reported at or after ``since``."""
+    stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    changed = f'general.reportDate>="{stamp}"'
+    return f"({filter_rsql});{changed}" if filter_rsql.strip() else changed
+
+
+class _Sync:
+    def __init__(
+        self,
+        db: Database,
+        client: JamfClient,
+        source: str,
+        spec: InventorySpec,
+        run_id: int,
+        kind: Kind,
+        force: bool,
+        progress: ProgressCallback | None,
+        concurrency: int,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.source = source
+        self.spec = spec
+        self.run_id = run_id
+        self.kind = kind
+        self.force = force
+        self.progress = progress
+        self.concurrency = concurrency
+        self.totals = _Totals()
+        self.mode = kind.value
+        self.since: datetime | None = None
+        self.pool: ThreadPoolExecutor  # the run's fetch threads, set by run()
+
+    def details(self) -> dict[str, Any]:
+        t = self.totals
+        details: dict[str, Any] = {
+            "mode": self.mode,
+            "pages": t.pages,
+            "fetch_wait_seconds": round(t.fetch_wait, 3),
+            "write_seconds": round(t.write_time, 3),
+        }
+        if self.since is not None:
+            details["since"] = self.since.isoformat()
+        if t.replaced:
+            details["replaced"] = t.replaced
+        if t.kept_unseen:
+            details["kept_unseen"] = t.kept_unseen
+        if t.skip_samples:
+            details["skip_samples"] = t.skip_samples
+        return details
+
+    # -- the run --------------------------------------------------------------------
+
+    def run(self) -> datetime | None:
+        spec = self.spec
+        full = self.kind is Kind.FULL
+        query = spec.filter_rsql
+        watermark: datetime | None = None
+        if not full:
+            watermark = store.last_watermark(self.db.uow(), spec.name)
+            if watermark is None:
+                self.mode = "partial read everything: no earlier successful sync"
+            else:
+                self.since = watermark - spec.partial_overlap
+                query = partial_filter(spec.filter_rsql, self.since)
+        track_seen = full and spec.on_missing is OnMissing.DELETE
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="jamf-fetch") as pool:
+            self.pool = pool
+            reader = _PageReader(pool, self._fetch(query), spec.page_size, self.concurrency)
+            with closing(reader.pages()) as pages:
+                while True:
+                    started = time.perf_counter()
+                    page = next(pages, None)
+                    self.totals.fetch_wait += time.perf_counter() - started
+                    if page is None:
+                        break
+                    started = time.perf_counter()
+                    self._write(page, track_seen)
+                    self.totals.write_time += time.perf_counter() - started
+                    if page.newest_report is not None:
+                        watermark = max(watermark or page.newest_report, page.newest_report)
+                    self._tell("fetch")
+            if track_seen:
+                self._delete_missing()
+        return watermark
+
+    def _fetch(self, query: str) -> Callable[[int], _Page]:
+        client, page_size = self.client, self.spec.page_size
+
+        def fetch(number: int) -> _Page:
+            answer = client.computers_page(page=number, page_size=page_size, filter=query)
+            devices: list[MappedDevice] = []
+            skipped: list[Skipped] = []
+            for raw in answer.results:
+                mapped = map_computer(raw)
+                (devices if isinstance(mapped, MappedDevice) else skipped).append(mapped)  # type: ignore[arg-type]
+            reports = [d.report_time for d in devices if d.report_time is not None]
+            return _Page(
+                number=number,
+                total_count=answer.total_count,
+                raw_count=len(answer.results),
+                devices=devices,
+                skipped=skipped,
+                newest_report=max(reports, default=None),
+            )
+
+        return fetch
+
+    # -- writing pages --------------------------------------------------------------
+
+    def _write(self, page: _Page, track_seen: bool) -> None:
+        kept, duplicates = split_duplicates(page.devices)
+        skipped = page.skipped + duplicates
+        for skip in skipped:
+            self._skip(skip.external_id, skip.reason)
+        self._apply(
+            [d.to_source_record() for d in kept],
+            track_seen,
+            fetched=page.raw_count,
+            skipped_before=len(skipped),
+        )
+        t = self.totals
+        t.pages += 1
+        t.pages_expected = max(t.pages_expected, math.ceil(page.total_count / self.spec.page_size))
+
+    def _apply(
+        self,
+        records: Sequence[SourceRecord],
+        track_seen: bool,
+        *,
+        fetched: int,
+        skipped_before: int = 0,
+        replace_ids: frozenset[str] = frozenset(),
+    ) -> None:
+        outcome = store.apply_page(
+            self.db.uow(),
+            self.run_id,
+            records,
+            source=self.source,
+            inventory=self.spec.name,
+            track_seen=track_seen,
+            replace_ids=replace_ids,
+            fetched=fetched,
+            skipped_before=skipped_before,
+        )
+        t = self.totals
+        t.fetched += fetched
+        t.created += outcome.created
+        t.updated += outcome.updated
+        t.unchanged += outcome.unchanged
+        t.skipped += skipped_before
+        for external_id, reason in outcome.skipped:
+            self._skip(external_id, reason)
+            t.skipped += 1
+        if outcome.conflicts and not replace_ids:
+            self._settle(outcome.conflicts, track_seen)
+
+    def _settle(self, conflicts: list[tuple[SourceRecord, str]], track_seen: bool) -> None:
+        """A known serial under a new Jamf id: re-enrolled device, or a duplicate serial?"""
+        old = self._lookup({old_id for _, old_id in conflicts})
+        moved: list[SourceRecord] = []
+        duplicates = 0
+        for record, old_id in conflicts:
+            previous = map_computer(old[old_id]) if old[old_id] is not None else None  # type: ignore[arg-type]
+            if (
+                isinstance(previous, MappedDevice)
+                and previous.asset_tag == record.asset_tag
+                and previous.os_type == record.os_type
+            ):
+                self._skip(
+                    record.external_id, f"serial {record.asset_tag} also on Jamf id {old_id}"
+                )
+                duplicates += 1
+                continue
+            log.info(
+                "device %s moved from Jamf id %s to %s",
+                record.asset_tag,
+                old_id,
+                record.external_id,
+            )
+            moved.append(record)
+        self.totals.replaced += len(moved)
+        if moved:
+            replace = frozenset(r.external_id for r in moved)
+            self._apply(
+                moved, track_seen, fetched=0, skipped_before=duplicates, replace_ids=replace
+            )
+        elif duplicates:
+            store.add_counts(self.db.uow(), self.run_id, skipped=duplicates)
+            self.totals.skipped += duplicates
+
+    def _skip(self, external_id: str | None, reason: str) -> None:
+        line = f"Jamf id {external_id or '?'}: {reason}"
+        log.info("skipped %s", line)
+        if len(self.totals.skip_samples) < SKIP_SAMPLES:
+            self.totals.skip_samples.append(line)
+
+    def _lookup(self, external_ids: set[str]) -> dict[str, dict[str, Any] | None]:
+        """Per-id lookups, ``concurrency`` at a time; None for a record Jamf no longer has."""
+        ordered = sorted(external_ids)
+        futures = [self.pool.submit(self.client.computer, ext) for ext in ordered]
+        try:
+            return {ext: future.result() for ext, future in zip(ordered, futures, strict=True)}
+        finally:
+            for future in futures:
+                future.cancel()
+
+    # -- deleting what is gone ------------------------------------------------------
+
+    def _delete_missing(self) -> None:
+        spec, uow = self.spec, self.db.uow
+        missing, total = store.count_missing(
+            uow(), self.run_id, source=self.source, inventory=spec.name
+        )
+        if not missing:
+            return
+        allowed = math.floor(total * spec.max_delete_share)
+        if missing > allowed and not self.force:
+            raise SyncRefused(
+                f"{missing} of the {total} devices synced from {self.source}/{spec.name} were "
+                f"not seen, more than max_delete_share ({spec.max_delete_share:.0%}, "
+                f"{allowed} devices) allows: nothing was deleted. If they are really gone from "
+                "Jamf, run a full sync with --force"
+            )
+        log.info("%d devices were not seen; confirming each with Jamf before deleting", missing)
+        after = ""
+        while batch := store.missing_batch(
+            uow(), self.run_id, source=self.source, inventory=spec.name, after=after,
+            limit=CONFIRM_BATCH,
+        ):  # fmt: skip
+            after = batch[-1][0]
+            found = self._lookup({ext for _, ext in batch if ext})
+            gone = [device_id for device_id, ext in batch if ext and found[ext] is None]
+            present = [
+                mapped
+                for record in found.values()
+                if record is not None and isinstance(mapped := map_computer(record), MappedDevice)
+            ]
+            # Still in Jamf: a record the listing skipped, or one outside the filter now.
+            self.totals.kept_unseen += len(batch) - len(gone)
+            if present:
+                self._apply([d.to_source_record() for d in present], True, fetched=0)
+            if gone:
+                self.totals.deleted += store.delete_gone(
+                    uow(), self.run_id, gone, source=self.source, actor=f"{self.source}-sync"
+                )
+            self._tell("delete")
+
+    def _tell(self, phase: str) -> None:
+        if self.progress is None:
+            return
+        t = self.totals
+        self.progress(
+            Progress(
+                run_id=self.run_id,
+                inventory=self.spec.name,
+                kind=self.kind.value,
+                phase=phase,
+                pages_done=t.pages,
+                pages_expected=max(t.pages_expected, t.pages),
+                fetched=t.fetched,
+                created=t.created,
+                updated=t.updated,
+                unchanged=t.unchanged,
+                skipped=t.skipped,
+                deleted=t.deleted,
+            )
+        )
+
+
+class _PageReader:
+    """Pages in order, up to ``window`` of them fetched ahead by the pool.
+
+    Reading stops at the first page shorter than the page size. How far to read ahead
+    follows the newest ``totalCount``, and a full page always asks for the next, so
+    computers added during the run are read too.
+    """
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        fetch: Callable[[int], _Page],
+        page_size: int,
+        window: int,
+    ) -> None:
+        self.pool = pool
+        self.fetch = fetch
+        self.page_size = page_size
+        self.window = window
+
+    def pages(self) -> Generator[_Page, None, None]:
+        pending: deque[Future[_Page]] = deque()
+        next_page, limit = 0, 1
+        try:
+            while True:
+                while len(pending) < self.window and next_page < limit:
+                    pending.append(self.pool.submit(self.fetch, next_page))
+                    next_page += 1
+                if not pending:
+                    return
+                page = pending.popleft().result()
+                yield page
+                if page.raw_count < self.page_size:
+                    return
+                expected = math.ceil(page.total_count / self.page_size)
+                limit = max(limit, expected, page.number + 2)
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)
