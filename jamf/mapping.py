@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,8 +63,9 @@ def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
     user = _section(record, "userAndLocation")
     local_names = [_text(_mapping(a), "username") for a in _list(record, "localUserAccounts")]
     report_time = parse_jamf_time(general.get("reportDate"))
+    external_id = _text(record, "id")
     return _mapped(
-        external_id=_text(record, "id"),
+        external_id=external_id,
         serial=_text(hardware, "serialNumber"),
         os_type=OSType.MACOS,
         profile=Profile(
@@ -74,6 +75,7 @@ def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
             os_build_supplemental=_text(system, "supplementalBuildVersion"),
             os_usernames=_unique([_text(user, "username"), *local_names]),
             jamf_binary_version=_text(general, "jamfBinaryVersion"),
+            external_id=external_id,
             update_time=report_time,
         ),
         report_time=report_time,
@@ -86,8 +88,9 @@ def map_mobile_device(record: Mapping[str, Any]) -> MappedDevice | Skipped:
     hardware = _section(record, "hardware")
     user = _section(record, "userAndLocation")
     report_time = parse_jamf_time(general.get("lastInventoryUpdateDate"))
+    external_id = _text(record, "mobileDeviceId") or _text(record, "id")
     return _mapped(
-        external_id=_text(record, "mobileDeviceId") or _text(record, "id"),
+        external_id=external_id,
         serial=_text(hardware, "serialNumber"),
         os_type=OSType.IOS,
         profile=Profile(
@@ -96,6 +99,7 @@ def map_mobile_device(record: Mapping[str, Any]) -> MappedDevice | Skipped:
             os_build=_text(general, "osBuild"),
             os_build_supplemental=_text(general, "osSupplementalBuildVersion"),
             os_usernames=_unique([_text(user, "username")]),
+            external_id=external_id,
             update_time=report_time,
         ),
         report_time=report_time,
@@ -181,7 +185,6 @@ def _mapped(
         asset_tag = normalize_asset_tag(serial)
     except InvalidArgument as exc:
         return Skipped(external_id, f"invalid serial number: {exc}")
-    profile = replace(profile, external_id=external_id)
     return MappedDevice(
         asset_tag=asset_tag,
         os_type=os_type,
@@ -208,12 +211,14 @@ def _list(record: Mapping[str, Any], key: str) -> list[Any]:
 def _text(section: Mapping[str, Any], key: str) -> str | None:
     """A field as stripped text; ids may come as numbers, blanks and other types as None."""
     value = section.get(key)
-    if isinstance(value, bool):
+    if type(value) is str:  # the common case first: this runs ten times per record
+        return value.strip() or None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+    if isinstance(value, str):  # a str subclass
+        return value.strip() or None
     return None
 
 

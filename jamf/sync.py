@@ -62,6 +62,8 @@ log = logging.getLogger("devtrust.jamf.sync")
 SKIP_SAMPLES = 20
 # Unseen devices confirmed per round of lookups in the deletion phase.
 CONFIRM_BATCH = 200
+# Devices created in a run before the first ANALYZE (PostgreSQL), then every 4x more.
+ANALYZE_FIRST = 2000
 
 
 class Kind(StrEnum):
@@ -97,7 +99,9 @@ ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
-class _Page:
+class Page:
+    """One inventory page, mapped: the devices, the records skipped and why."""
+
     number: int
     total_count: int
     raw_count: int
@@ -186,6 +190,41 @@ def _report(run: SyncRun, db: Database) -> None:
         log.error("ALERT: the last two syncs of %s/%s failed", run.source, run.inventory)
 
 
+def page_fetcher(client: JamfClient, query: str, page_size: int) -> Callable[[int], Page]:
+    """Fetch and map page ``n`` of the computers ``query`` selects (in a pool thread)."""
+
+    def fetch(number: int) -> Page:
+        answer = client.computers_page(page=number, page_size=page_size, filter=query)
+        devices: list[MappedDevice] = []
+        skipped: list[Skipped] = []
+        for raw in answer.results:
+            mapped = map_computer(raw)
+            if isinstance(mapped, MappedDevice):
+                devices.append(mapped)
+            else:
+                skipped.append(mapped)
+        reports = [d.report_time for d in devices if d.report_time is not None]
+        return Page(
+            number=number,
+            total_count=answer.total_count,
+            raw_count=len(answer.results),
+            devices=devices,
+            skipped=skipped,
+            newest_report=max(reports, default=None),
+        )
+
+    return fetch
+
+
+def fetch_pages(
+    client: JamfClient, query: str, *, page_size: int, concurrency: int = 4
+) -> Generator[Page, None, None]:
+    """Every page of ``query`` in order, fetched ahead; what a sync reads, without writing."""
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="jamf-fetch") as pool:
+        reader = PageReader(pool, page_fetcher(client, query, page_size))
+        yield from reader.pages(page_size, concurrency)
+
+
 def partial_filter(filter_rsql: str, since: datetime) -> str:
     """The entry's filter narrowed to computers that reported at or after ``since``."""
     stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -219,6 +258,8 @@ class _Sync:
         self.mode = kind.value
         self.since: datetime | None = None
         self.pool: ThreadPoolExecutor  # the run's fetch threads, set by run()
+        # Refresh the planner's statistics as a first sync grows the table 4x at a time.
+        self.analyze_at = ANALYZE_FIRST
 
     def details(self) -> dict[str, Any]:
         t = self.totals
@@ -255,8 +296,8 @@ class _Sync:
         track_seen = full and spec.on_missing is OnMissing.DELETE
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="jamf-fetch") as pool:
             self.pool = pool
-            reader = _PageReader(pool, self._fetch(query), spec.page_size, self.concurrency)
-            with closing(reader.pages()) as pages:
+            reader = PageReader(pool, page_fetcher(self.client, query, spec.page_size))
+            with closing(reader.pages(spec.page_size, self.concurrency)) as pages:
                 while True:
                     started = time.perf_counter()
                     page = next(pages, None)
@@ -273,31 +314,9 @@ class _Sync:
                 self._delete_missing()
         return watermark
 
-    def _fetch(self, query: str) -> Callable[[int], _Page]:
-        client, page_size = self.client, self.spec.page_size
-
-        def fetch(number: int) -> _Page:
-            answer = client.computers_page(page=number, page_size=page_size, filter=query)
-            devices: list[MappedDevice] = []
-            skipped: list[Skipped] = []
-            for raw in answer.results:
-                mapped = map_computer(raw)
-                (devices if isinstance(mapped, MappedDevice) else skipped).append(mapped)  # type: ignore[arg-type]
-            reports = [d.report_time for d in devices if d.report_time is not None]
-            return _Page(
-                number=number,
-                total_count=answer.total_count,
-                raw_count=len(answer.results),
-                devices=devices,
-                skipped=skipped,
-                newest_report=max(reports, default=None),
-            )
-
-        return fetch
-
     # -- writing pages --------------------------------------------------------------
 
-    def _write(self, page: _Page, track_seen: bool) -> None:
+    def _write(self, page: Page, track_seen: bool) -> None:
         kept, duplicates = split_duplicates(page.devices)
         skipped = page.skipped + duplicates
         for skip in skipped:
@@ -334,6 +353,9 @@ class _Sync:
         )
         t = self.totals
         t.fetched += fetched
+        if t.created + outcome.created >= self.analyze_at:
+            store.refresh_statistics(self.db.uow())
+            self.analyze_at *= 4
         t.created += outcome.created
         t.updated += outcome.updated
         t.unchanged += outcome.unchanged
@@ -457,7 +479,7 @@ class _Sync:
         )
 
 
-class _PageReader:
+class PageReader:
     """Pages in order, up to ``window`` of them fetched ahead by the pool.
 
     Reading stops at the first page shorter than the page size. How far to read ahead
@@ -465,33 +487,25 @@ class _PageReader:
     computers added during the run are read too.
     """
 
-    def __init__(
-        self,
-        pool: ThreadPoolExecutor,
-        fetch: Callable[[int], _Page],
-        page_size: int,
-        window: int,
-    ) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, fetch: Callable[[int], Page]) -> None:
         self.pool = pool
         self.fetch = fetch
-        self.page_size = page_size
-        self.window = window
 
-    def pages(self) -> Generator[_Page, None, None]:
-        pending: deque[Future[_Page]] = deque()
+    def pages(self, page_size: int, window: int) -> Generator[Page, None, None]:
+        pending: deque[Future[Page]] = deque()
         next_page, limit = 0, 1
         try:
             while True:
-                while len(pending) < self.window and next_page < limit:
+                while len(pending) < window and next_page < limit:
                     pending.append(self.pool.submit(self.fetch, next_page))
                     next_page += 1
                 if not pending:
                     return
                 page = pending.popleft().result()
                 yield page
-                if page.raw_count < self.page_size:
+                if page.raw_count < page_size:
                     return
-                expected = math.ceil(page.total_count / self.page_size)
+                expected = math.ceil(page.total_count / page_size)
                 limit = max(limit, expected, page.number + 2)
         finally:
             for future in pending:

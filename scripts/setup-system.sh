@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
   libtss2-dev swtpm swtpm-tools tpm2-tools
-  redis-server redis-tools postgresql postgresql-client
+  redis-server redis-tools postgresql postgresql-client docker-compose
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }

@@ -7,19 +7,35 @@ UPDATE), whatever its size. Rows whose content hash is unchanged are not written
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    ColumnElement,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from inventory.db import UnitOfWork
 from inventory.domain import EnrollStatus, SourceOrigin, SourceRecord, SyncRun
 from inventory.models import DeviceRow, SyncRunRow
 from inventory.services import audit
 from inventory.services.devices import to_device
+
+_DEVICES = cast(Table, DeviceRow.__table__)
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -104,7 +120,7 @@ def apply_page(
                     DeviceRow.source_hash,
                     DeviceRow.sync_run_id,
                     DeviceRow.profile_external_id,
-                ).where(DeviceRow.asset_tag.in_({k[0] for k in first}))
+                ).where(_tag_among(uow, sorted({k[0] for k in first})))
             )
         }
         now = uow.now()
@@ -136,9 +152,8 @@ def apply_page(
                 continue
             updates.append(_changed_row(row.id, record, source, inventory, run_id, now, ours))
         if inserts:
-            uow.session.execute(insert(DeviceRow), inserts)
-        if updates:
-            uow.session.execute(update(DeviceRow), updates)  # bulk UPDATE by primary key
+            _insert_rows(uow, inserts)
+        _update_by_id(uow, updates)
         if seen:
             uow.session.execute(
                 update(DeviceRow).where(DeviceRow.id.in_(seen)).values(sync_run_id=run_id),
@@ -156,6 +171,67 @@ def apply_page(
         uow.commit()
     outcome.created, outcome.updated = len(inserts), len(updates)
     return outcome
+
+
+def _tag_among(uow: UnitOfWork, tags: list[str]) -> ColumnElement[bool]:
+    """``asset_tag IN (...)``; on PostgreSQL one array parameter, not one per tag, so the
+    statement is the same for every page and psycopg need not parse 500 placeholders."""
+    if uow.session.get_bind().dialect.name == "postgresql":
+        return DeviceRow.asset_tag == any_(bindparam("tags", tags, type_=ARRAY(String)))
+    return DeviceRow.asset_tag.in_(tags)
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())`` at a third of the cost: one per new device in a bulk sync."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _insert_rows(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
+    """New devices: COPY on PostgreSQL, one Core executemany elsewhere.
+
+    COPY sends the page as one stream; psycopg's executemany costs a round of Python per
+    row, which at a million devices is most of a first sync's time.
+    """
+    connection = uow.session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(_DEVICES), rows)
+        return
+    from psycopg.types.json import Json  # only on PostgreSQL
+
+    columns = list(rows[0])
+    wrap = [isinstance(_DEVICES.c[name].type, JSON) for name in columns]
+    dbapi: Any = connection.connection.dbapi_connection  # a psycopg Connection
+    statement = f"COPY devices ({', '.join(columns)}) FROM STDIN"  # our own column names
+    with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    Json(row[name]) if json and row[name] is not None else row[name]
+                    for name, json in zip(columns, wrap, strict=True)
+                ]
+            )
+
+
+def _update_by_id(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
+    """One Core executemany UPDATE per shape of row (claimed or not), keyed by id.
+
+    Core rather than the ORM's bulk UPDATE: this is the hot path of a sync, and the ORM
+    spends more time on bookkeeping for these plain rows than the database does.
+    """
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, group in shapes.items():
+        statement = (
+            update(_DEVICES)
+            .where(_DEVICES.c.id == bindparam("_id"))
+            .values({k: bindparam(k) for k in keys if k != "id"})
+        )
+        uow.session.connection().execute(statement, [{**r, "_id": r["id"]} for r in group])
 
 
 def _profile_values(record: SourceRecord) -> dict[str, Any]:
@@ -177,7 +253,7 @@ def _new_row(
     record: SourceRecord, source: str, inventory: str, run_id: int, now: datetime
 ) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": _uuid4(),
         "os_type": record.os_type.value,
         "asset_tag": record.asset_tag,
         "enroll_status": EnrollStatus.NOT_ENROLLED.value,
@@ -239,6 +315,19 @@ def _missing_query(run_id: int, source: str, inventory: str) -> Any:
         DeviceRow.source_inventory == inventory,
         or_(DeviceRow.sync_run_id.is_(None), DeviceRow.sync_run_id != run_id),
     )
+
+
+def refresh_statistics(uow: UnitOfWork) -> None:
+    """Let PostgreSQL's planner see a table a sync just grew (autovacuum lags bulk loads).
+
+    Without it, the page lookups run on plans made for the empty table: a sequential
+    scan per page, which makes the first sync of a large fleet quadratic. SQLite's
+    planner prefers the index without statistics, so there is nothing to do there.
+    """
+    with uow:
+        if uow.session.get_bind().dialect.name == "postgresql":
+            uow.session.execute(text("ANALYZE devices"))
+        uow.commit()
 
 
 def count_missing(uow: UnitOfWork, run_id: int, *, source: str, inventory: str) -> tuple[int, int]:

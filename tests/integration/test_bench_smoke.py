@@ -27,3 +27,31 @@ def test_bench_devices_ls_runs_on_both_backends() -> None:
     assert backends == {"sqlite", "postgresql"}, result.stdout + result.stderr
     assert all("devices=2000" in line for line in ratio_lines), result.stdout
     assert result.stdout.rstrip().splitlines()[-1] in ("PASS", "FAIL"), result.stdout
+
+
+@pytest.mark.postgres
+def test_bench_sync_runs_every_measurement_on_both_backends() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.sync", "--devices", "1500", "--small", "500"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode in (0, 1), result.stderr  # timings may miss; crashes may not
+    lines = result.stdout.splitlines()
+    ratios = [line for line in lines if " ratio " in line]
+    for backend in ("sqlite", "postgresql"):
+        names = {
+            line.split(":")[0].split(None, 1)[1] for line in ratios if line.startswith(backend)
+        }
+        assert names == {
+            "full sync",
+            "no-change full sync",
+            "partial sync, 1% changed",
+            "peak RSS growth 500 -> 1500",
+        }, result.stdout
+    # The syncs did their work: nothing rewritten by the no-change sync, changes found.
+    assert all(", 0 updated;" in line for line in lines if "no-change:" in line), result.stdout
+    assert all("15 changed in Jamf" in line for line in lines if "partial:" in line), result.stdout
+    assert lines[-1] in ("PASS", "FAIL"), result.stdout

@@ -1,0 +1,315 @@
+"""Targets for the Jamf sync engine, measured against the simulator on loopback.
+
+Figures, per backend (SQLite, PostgreSQL), all measured in the same run:
+
+* ``fetch-only``: read and map every page the full sync reads, writing nothing;
+* ``write-only``: the same devices written page by page with ``apply_page``, no HTTP
+  (records are generated and mapped outside the timed part);
+* ``full``: a full sync of the fleet into an empty inventory (time, devices/s, peak RSS);
+* ``no-change``: the same full sync again, with nothing changed in Jamf;
+* ``partial``: a partial sync after 1% of the fleet sent a new inventory report.
+
+Targets on a 2-core machine, each printed as a ratio (at or below 1.0 is met):
+
+* full sync within 1.5x of the slower of fetch-only and write-only;
+* no-change full sync within 1.2x of fetch-only;
+* partial sync with 1% changed under 5% of the full sync's time;
+* peak RSS of a full sync at ``--devices`` within 30 MB of that at ``--small`` devices.
+
+The simulator runs in its own process (``devtrust jamf simulator``), and every
+measurement in a fresh child process, so the sync never shares a GIL with the server and
+each peak RSS is that measurement's own.
+
+    python -m bench.sync [--devices 100000] [--small 10000] [--backend sqlite|postgresql|both]
+                         [--page-size 500] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.bench_devices_ls import DATABASES, devtrust_script
+
+CLIENT_ID, CLIENT_SECRET = "devtrust", "devtrust-secret"  # the simulator's defaults
+MB = 1024 * 1024
+
+
+# -- the children: one measurement each ---------------------------------------------
+
+
+def _filter(limit_id: int) -> str:
+    return f"general.remoteManagement.managed==true;id<={limit_id}"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def child_fetch(args: argparse.Namespace) -> dict[str, Any]:
+    from jamf.client import JamfClient
+    from jamf.sync import fetch_pages
+
+    with JamfClient(args.jamf, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as client:
+        client.api_version  # noqa: B018 - the version probe is not part of the figure
+        began, cpu = time.perf_counter(), _cpu()
+        pages = fetch_pages(
+            client, _filter(args.limit_id), page_size=args.page_size, concurrency=args.concurrency
+        )
+        devices = sum(len(page.devices) for page in pages)
+        return {"seconds": time.perf_counter() - began, "devices": devices, "cpu": _cpu() - cpu}
+
+
+def child_write(args: argparse.Namespace) -> dict[str, Any]:
+    from inventory.db import Database
+    from inventory.services import source_sync as store
+    from jamf.mapping import MappedDevice, map_computer, split_duplicates
+    from jamf.simulator.computers import ComputerGenerator
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    generator = ComputerGenerator(args.seed, today)
+    db = Database.connect(args.url)
+    try:
+        run = store.start_run(db.uow(), source="jamf", inventory="default", kind="full")
+        seconds, devices = 0.0, 0
+        for start in range(1, args.limit_id + 1, args.page_size):
+            stop = min(start + args.page_size, args.limit_id + 1)
+            mapped = [map_computer(generator.record(i)) for i in range(start, stop)]
+            managed = [
+                m
+                for m, i in zip(mapped, range(start, stop), strict=True)
+                if isinstance(m, MappedDevice)
+                and generator.core(i)["general"]["remoteManagement"]["managed"]
+            ]
+            kept, _ = split_duplicates(managed)
+            records = [d.to_source_record() for d in kept]
+            began = time.perf_counter()
+            store.apply_page(
+                db.uow(), run, records, source="jamf", inventory="default", track_seen=False
+            )
+            seconds += time.perf_counter() - began
+            devices += len(records)
+        return {"seconds": seconds, "devices": devices}
+    finally:
+        db.close()
+
+
+def child_sync(args: argparse.Namespace) -> dict[str, Any]:
+    from inventory.db import Database
+    from jamf.client import JamfClient
+    from jamf.config import InventorySpec, SourceSpec
+    from jamf.sync import Kind, run_sync
+
+    spec = InventorySpec(filter_rsql=_filter(args.limit_id), page_size=args.page_size)
+    source = SourceSpec(inventories=(spec,))
+    db = Database.connect(args.url)
+    out: dict[str, Any] = {}
+    try:
+        with JamfClient(args.jamf, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as client:
+            client.api_version  # noqa: B018
+
+            def timed(name: str, kind: Kind) -> None:
+                began, cpu = time.perf_counter(), _cpu()
+                run = run_sync(db, client, source, spec, kind=kind, concurrency=args.concurrency)
+                if run.status != "succeeded":
+                    raise SystemExit(f"{name} sync failed: {run.error}")
+                out[name] = {
+                    "seconds": time.perf_counter() - began,
+                    "cpu": _cpu() - cpu,
+                    "details": run.details,
+                    "fetched": run.fetched,
+                    "created": run.created,
+                    "updated": run.updated,
+                    "unchanged": run.unchanged,
+                }
+
+            timed("full", Kind.FULL)
+            out["full"]["peak_rss"] = _peak_rss()
+            if args.only_full:
+                return out
+            timed("no-change", Kind.FULL)
+            changed = change_fleet(args.jamf, args.limit_id, share=0.01)
+            timed("partial", Kind.PARTIAL)
+            out["partial"]["changed"] = changed
+        return out
+    finally:
+        db.close()
+
+
+def change_fleet(jamf_url: str, devices: int, *, share: float) -> int:
+    """Send a new inventory report for ``share`` of the fleet, spread over it."""
+    step = max(1, round(1 / share))
+    with httpx.Client(base_url=jamf_url, timeout=30) as http:
+        ids = range(1, devices + 1, step)
+        for ident in ids:
+            http.patch(f"/_sim/computers/{ident}", json={}).raise_for_status()
+    return len(ids)
+
+
+CHILDREN = {"fetch": child_fetch, "write": child_write, "sync": child_sync}
+
+
+# -- the parent: simulator, databases, children, figures ------------------------------
+
+
+@contextmanager
+def simulator(devices: int, seed: int) -> Iterator[str]:
+    """``devtrust jamf simulator`` on a free loopback port, in its own process."""
+    proc = subprocess.Popen(
+        [str(devtrust_script()), "jamf", "simulator", "--devices", str(devices),
+         "--port", "0", "--seed", str(seed), "--token-ttl", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"at (http://\S+)", line)
+        if not match:
+            proc.kill()
+            raise SystemExit(f"the simulator did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def child(mode: str, args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.sync", "--child", mode]
+    settings = {
+        "page_size": args.page_size,
+        "concurrency": args.concurrency,
+        "seed": args.seed,
+        **options,
+    }
+    for key, value in settings.items():
+        if value is True:
+            argv.append(f"--{key.replace('_', '-')}")
+        elif value not in (None, False):
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    if result.returncode != 0:
+        raise SystemExit(f"bench child {mode} failed:\n{result.stderr.strip()}")
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@dataclass
+class Figures:
+    backend: str
+    devices: int
+    fetch: dict[str, Any]
+    write: dict[str, Any]
+    sync: dict[str, Any]
+    small: dict[str, Any]
+    small_devices: int
+
+    def checks(self) -> list[tuple[str, float, float, str]]:
+        """(name, figure, limit, unit) for each target."""
+        fetch, write = self.fetch["seconds"], self.write["seconds"]
+        full = self.sync["full"]["seconds"]
+        growth = (self.sync["full"]["peak_rss"] - self.small["full"]["peak_rss"]) / MB
+        return [
+            ("full sync", full, 1.5 * max(fetch, write), "s"),
+            ("no-change full sync", self.sync["no-change"]["seconds"], 1.2 * fetch, "s"),
+            ("partial sync, 1% changed", self.sync["partial"]["seconds"], 0.05 * full, "s"),
+            (f"peak RSS growth {self.small_devices} -> {self.devices}", growth, 30.0, "MB"),
+        ]
+
+    def report(self) -> list[str]:
+        full = self.sync["full"]
+        lines = [
+            f"{self.backend:<11} devices={self.devices}  fetch-only {self.fetch['seconds']:.2f} s"
+            f"  write-only {self.write['seconds']:.2f} s  full {full['seconds']:.2f} s "
+            f"({full['created'] / full['seconds']:,.0f} devices/s, peak RSS "
+            f"{full['peak_rss'] / MB:.0f} MB; {self.small['full']['peak_rss'] / MB:.0f} MB at "
+            f"{self.small_devices})",
+            f"{self.backend:<11} no-change: {self.sync['no-change']['unchanged']} unchanged, "
+            f"{self.sync['no-change']['updated']} updated;  partial: "
+            f"{self.sync['partial']['changed']} changed in Jamf, "
+            f"{self.sync['partial']['fetched']} fetched, {self.sync['partial']['updated']} updated",
+        ]
+        for name, figure, limit, unit in self.checks():
+            lines.append(
+                f"{self.backend:<11} {name}: {figure:.2f} {unit}  limit {limit:.2f} {unit}  "
+                f"ratio {figure / limit if limit else float('inf'):.2f}"
+            )
+        return lines
+
+    def passed(self) -> bool:
+        return all(figure <= limit for _, figure, limit, _ in self.checks())
+
+
+def bench_backend(backend: str, jamf: str, args: argparse.Namespace) -> Figures:
+    fetch = child("fetch", args, jamf=jamf, limit_id=args.devices)
+    with DATABASES[backend]() as url:
+        write = child("write", args, url=url, limit_id=args.devices)
+    with DATABASES[backend]() as url:
+        sync = child("sync", args, url=url, jamf=jamf, limit_id=args.devices)
+    with DATABASES[backend]() as url:
+        small = child("sync", args, url=url, jamf=jamf, limit_id=args.small, only_full=True)
+    return Figures(backend, args.devices, fetch, write, sync, small, args.small)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sync",
+        description="Time Jamf syncs against the simulator and print ratios to the targets.",
+    )
+    parser.add_argument("--devices", type=int, default=100_000, help="computers in the fleet")
+    parser.add_argument("--small", type=int, default=10_000, help="fleet for the RSS baseline")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--page-size", type=int, default=500, help="Jamf page size (max 2000)")
+    parser.add_argument("--concurrency", type=int, default=4, help="pages fetched ahead")
+    parser.add_argument("--seed", type=int, default=1, help="the simulator's fleet seed")
+    # For the child processes the parent starts:
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--jamf", help=argparse.SUPPRESS)
+    parser.add_argument("--limit-id", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--only-full", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.small < args.devices:
+        parser.error("--small must be at least 1 and below --devices")
+    if not 1 <= args.page_size <= 2000 or args.concurrency < 1:
+        parser.error("--page-size must be 1 to 2000 and --concurrency at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args)))
+        return 0
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    with simulator(args.devices, args.seed) as jamf:
+        print(f"simulator: {args.devices} computers at {jamf}", flush=True)
+        results = []
+        for backend in backends:
+            figures = bench_backend(backend, jamf, args)
+            for line in figures.report():
+                print(line, flush=True)
+            results.append(figures)
+    passed = all(r.passed() for r in results)
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
