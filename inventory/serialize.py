@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from inventory.domain import AuditEvent, CollectedData, Device, User
+from inventory.domain import AuditEvent, CollectedData, Device, SyncRun, User
 
 
 def _time(value: datetime | None) -> str | None:
@@ -91,4 +91,27 @@ def user_to_dict(user: User) -> dict[str, Any]:
         "roles": [r.value for r in user.roles],
         "create_time": _time(user.create_time),
         "update_time": _time(user.update_time),
+    }
+
+
+def run_to_dict(run: SyncRun) -> dict[str, Any]:
+    took = (run.end_time - run.start_time).total_seconds() if run.end_time else None
+    return {
+        "id": run.id,
+        "source": run.source,
+        "inventory": run.inventory,
+        "kind": run.kind,
+        "status": run.status,
+        "start_time": _time(run.start_time),
+        "end_time": _time(run.end_time),
+        "seconds": round(took, 3) if took is not None else None,
+        "fetched": run.fetched,
+        "created": run.created,
+        "updated": run.updated,
+        "unchanged": run.unchanged,
+        "deleted": run.deleted,
+        "skipped": run.skipped,
+        "error": run.error,
+        "watermark": _time(run.watermark),
+        "details": run.details,
     }

@@ -184,6 +184,14 @@ class JamfClient:
             raise JamfNotFound(f"Jamf Pro has no {path}: check the Jamf URL and server version")
         return result
 
+    def mobile_device(self, device_id: str) -> dict[str, Any] | None:
+        """One mobile device with the default sections, or None when Jamf no longer has it."""
+        if not device_id.strip():
+            raise JamfConfigError("a Jamf mobile device id is empty")
+        path = f"/api/v2/mobile-devices/{quote(device_id.strip(), '')}/detail"
+        params = httpx.QueryParams(tuple(("section", s) for s in MOBILE_SECTIONS))
+        return self._get(path, params, "Read Mobile Devices", lambda body: _record(body, path))
+
     def close(self) -> None:
         if self._closed:
             return
@@ -396,7 +404,7 @@ def _page(body: Any, path: str, page: int) -> InventoryPage:
 
 
 def _record(body: Any, path: str) -> dict[str, Any]:
-    if not isinstance(body, dict) or "id" not in body:
+    if not isinstance(body, dict) or not ("id" in body or "mobileDeviceId" in body):
         raise JamfBadResponse(path, "the record is not a JSON object with an 'id'")
     return body
 

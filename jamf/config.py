@@ -17,6 +17,7 @@ from inventory.settings import Settings
 from jamf.client import JamfClient
 
 DEFAULT_FILTER = "general.remoteManagement.managed==true"
+DEFAULT_MOBILE_FILTER = "managed==true"
 MAX_PAGE_SIZE = 2000
 
 
@@ -31,6 +32,8 @@ class InventorySpec:
 
     name: str = "default"
     filter_rsql: str = DEFAULT_FILTER
+    # For iOS devices, read when the source has mobile_devices on.
+    mobile_filter_rsql: str = DEFAULT_MOBILE_FILTER
     sync_period_partial: timedelta = timedelta(hours=6)
     sync_period_full: timedelta = timedelta(hours=24)
     on_missing: OnMissing = OnMissing.NOOP
@@ -46,6 +49,8 @@ class InventorySpec:
 class SourceSpec:
     name: str = "jamf"
     inventories: tuple[InventorySpec, ...] = (InventorySpec(),)
+    # Also sync iOS devices from /api/v2/mobile-devices/detail.
+    mobile_devices: bool = False
 
     def inventory(self, name: str | None) -> InventorySpec:
         if name is None:
@@ -60,6 +65,7 @@ class SourceSpec:
 _KEYS = {
     "name",
     "filter_rsql",
+    "mobile_filter_rsql",
     "sync_period_partial",
     "sync_period_full",
     "on_missing",
@@ -69,7 +75,9 @@ _KEYS = {
 }
 
 
-def parse_source(name: str, entries: Sequence[Mapping[str, Any]] | None) -> SourceSpec:
+def parse_source(
+    name: str, entries: Sequence[Mapping[str, Any]] | None, *, mobile_devices: bool = False
+) -> SourceSpec:
     """Build and check the source; every refusal names ``jamf_inventory[i].field``."""
     if not name.strip():
         raise ConfigurationError("jamf_source_name is empty")
@@ -78,7 +86,7 @@ def parse_source(name: str, entries: Sequence[Mapping[str, Any]] | None) -> Sour
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         raise ConfigurationError(f"two Jamf inventory entries are named {duplicate!r}")
-    return SourceSpec(name=name.strip(), inventories=specs)
+    return SourceSpec(name=name.strip(), inventories=specs, mobile_devices=mobile_devices)
 
 
 def _parse_entry(index: int, raw: Mapping[str, Any]) -> InventorySpec:
@@ -93,6 +101,7 @@ def _parse_entry(index: int, raw: Mapping[str, Any]) -> InventorySpec:
         spec = InventorySpec(
             name=str(raw.get("name", base.name)).strip(),
             filter_rsql=str(raw.get("filter_rsql", base.filter_rsql)).strip(),
+            mobile_filter_rsql=str(raw.get("mobile_filter_rsql", base.mobile_filter_rsql)).strip(),
             sync_period_partial=_duration(
                 raw, "sync_period_partial", base.sync_period_partial, where
             ),
@@ -141,7 +150,11 @@ def _on_missing(value: object, where: str) -> OnMissing:
 
 def source_from_settings(settings: Settings) -> SourceSpec:
     """The configured source (``jamf_source_name``, ``jamf_inventory``), checked."""
-    return parse_source(settings.jamf_source_name, settings.jamf_inventory)
+    return parse_source(
+        settings.jamf_source_name,
+        settings.jamf_inventory,
+        mobile_devices=settings.jamf_mobile_devices,
+    )
 
 
 def client_from_settings(settings: Settings) -> JamfClient:

@@ -24,6 +24,9 @@ from inventory.errors import InvalidArgument
 # against a hash computed from different fields.
 HASH_VERSION = "1"
 
+# One encoder for every hash: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 NO_ID = "no Jamf id"
 NO_SERIAL = "no serial number"
 
@@ -125,7 +128,7 @@ def profile_hash(asset_tag: str, os_type: OSType, profile: Profile) -> str:
         profile.external_id,
     ]
     # JSON, not a joined string: no choice of separator can make two profiles collide.
-    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    canonical = _CANONICAL.encode(fields)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -200,6 +203,8 @@ def _section(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # what JSON gives; the ABC check below is slow
+        return value
     return value if isinstance(value, Mapping) else {}
 
 

@@ -7,10 +7,12 @@ UPDATE), whatever its size. Rows whose content hash is unchanged are not written
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -22,7 +24,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
-    insert,
     or_,
     select,
     text,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 
 from inventory.db import UnitOfWork
 from inventory.domain import EnrollStatus, SourceOrigin, SourceRecord, SyncRun
-from inventory.models import DeviceRow, SyncRunRow
+from inventory.models import DeviceRow, SyncRunRow, UTCDateTime
 from inventory.services import audit
 from inventory.services.devices import to_device
 
@@ -127,10 +128,11 @@ def apply_page(
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         seen: list[str] = []
+        new_ids = iter(_uuid4s(sum(1 for key in first if key not in existing)))
         for key, record in first.items():
             row = existing.get(key)
             if row is None:
-                inserts.append(_new_row(record, source, inventory, run_id, now))
+                inserts.append(_new_row(next(new_ids), record, source, inventory, run_id, now))
                 continue
             ours = row.source_name == source
             if ours and row.profile_external_id not in (None, record.external_id):
@@ -181,39 +183,79 @@ def _tag_among(uow: UnitOfWork, tags: list[str]) -> ColumnElement[bool]:
     return DeviceRow.asset_tag.in_(tags)
 
 
-def _uuid4() -> str:
-    """``str(uuid.uuid4())`` at a third of the cost: one per new device in a bulk sync."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def _uuid4s(count: int) -> list[str]:
+    """``count`` of ``str(uuid.uuid4())`` from one ``os.urandom`` call.
+
+    A page's new devices need hundreds of ids; one system call for all of them matters
+    because each one lets the fetch threads take the GIL, and getting it back is slow.
+    """
+    pool = bytearray(os.urandom(16 * count))
+    ids = []
+    for start in range(0, 16 * count, 16):
+        raw = pool[start : start + 16]
+        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw.hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 def _insert_rows(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
-    """New devices: COPY on PostgreSQL, one Core executemany elsewhere.
+    """New devices, straight to the driver: COPY on PostgreSQL, executemany on SQLite.
 
-    COPY sends the page as one stream; psycopg's executemany costs a round of Python per
-    row, which at a million devices is most of a first sync's time.
+    This is the hot path of a first sync. SQLAlchemy's per-row parameter processing
+    (and psycopg's per-row executemany) cost more than the database's own work, so the
+    page goes to the driver as plain tuples, converted the way the column types would:
+    JSON as JSON, UTC times as SQLAlchemy stores them on SQLite. It runs on the session's
+    connection, inside the page's transaction.
     """
     connection = uow.session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(insert(_DEVICES), rows)
-        return
-    from psycopg.types.json import Json  # only on PostgreSQL
-
+    dbapi: Any = connection.connection.dbapi_connection
     columns = list(rows[0])
-    wrap = [isinstance(_DEVICES.c[name].type, JSON) for name in columns]
-    dbapi: Any = connection.connection.dbapi_connection  # a psycopg Connection
-    statement = f"COPY devices ({', '.join(columns)}) FROM STDIN"  # our own column names
-    with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    Json(row[name]) if json and row[name] is not None else row[name]
-                    for name, json in zip(columns, wrap, strict=True)
-                ]
-            )
+    postgres = connection.dialect.name == "postgresql"
+    convert = [_converter(_DEVICES.c[name].type, postgres) for name in columns]
+    tuples = [
+        [
+            value if fn is None or value is None else fn(value)
+            # Every row comes from _new_row: same keys, same order.
+            for value, fn in zip(row.values(), convert, strict=True)
+        ]
+        for row in rows
+    ]
+    names = ", ".join(columns)  # our own column names, never input
+    cursor = dbapi.cursor()
+    try:
+        if postgres:
+            with cursor.copy(f"COPY devices ({names}) FROM STDIN") as copy:
+                for values in tuples:
+                    copy.write_row(values)
+        else:
+            marks = ", ".join("?" * len(columns))
+            cursor.executemany(f"INSERT INTO devices ({names}) VALUES ({marks})", tuples)  # noqa: S608
+    finally:
+        cursor.close()
+
+
+def _converter(column_type: Any, postgres: bool) -> Callable[[Any], Any] | None:
+    if isinstance(column_type, JSON):
+        if postgres:
+            from psycopg.types.json import Json  # only on PostgreSQL
+
+            return Json
+        return json.dumps
+    if isinstance(column_type, UTCDateTime) and not postgres:
+        return _sqlite_time
+    return None
+
+
+@functools.lru_cache(maxsize=256)  # a page's rows share their create and update times
+def _sqlite_time(value: datetime) -> str:
+    """A UTC time as SQLAlchemy's SQLite DateTime stores it (and reads it back)."""
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
 
 
 def _update_by_id(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
@@ -250,10 +292,10 @@ def _profile_values(record: SourceRecord) -> dict[str, Any]:
 
 
 def _new_row(
-    record: SourceRecord, source: str, inventory: str, run_id: int, now: datetime
+    device_id: str, record: SourceRecord, source: str, inventory: str, run_id: int, now: datetime
 ) -> dict[str, Any]:
     return {
-        "id": _uuid4(),
+        "id": device_id,
         "os_type": record.os_type.value,
         "asset_tag": record.asset_tag,
         "enroll_status": EnrollStatus.NOT_ENROLLED.value,
@@ -346,16 +388,21 @@ def count_missing(uow: UnitOfWork, run_id: int, *, source: str, inventory: str) 
 
 def missing_batch(
     uow: UnitOfWork, run_id: int, *, source: str, inventory: str, after: str, limit: int = 200
-) -> list[tuple[str, str | None]]:
-    """The next (device id, external id) pairs not seen by the run, in id order."""
+) -> list[tuple[str, str | None, str]]:
+    """The next (device id, external id, OS type) not seen by the run, in id order."""
     with uow.read():
-        rows = uow.session.scalars(
-            _missing_query(run_id, source, inventory)
-            .where(DeviceRow.id > after)
+        rows = uow.session.execute(
+            select(DeviceRow.id, DeviceRow.profile_external_id, DeviceRow.os_type)
+            .where(
+                DeviceRow.source_name == source,
+                DeviceRow.source_inventory == inventory,
+                or_(DeviceRow.sync_run_id.is_(None), DeviceRow.sync_run_id != run_id),
+                DeviceRow.id > after,
+            )
             .order_by(DeviceRow.id)
             .limit(limit)
         ).all()
-        return [(r.id, r.profile_external_id) for r in rows]
+        return [(device_id, external_id, os_type) for device_id, external_id, os_type in rows]
 
 
 def delete_gone(
@@ -454,19 +501,22 @@ def last_success(uow: UnitOfWork, inventory: str) -> SyncRun | None:
         return to_run(row) if row else None
 
 
-def last_watermark(uow: UnitOfWork, inventory: str) -> datetime | None:
-    """Where the next partial sync starts: the newest successful run's watermark."""
+def last_watermarks(uow: UnitOfWork, inventory: str) -> dict[str, datetime]:
+    """Where the next partial sync starts, per kind of record ("computers", ...): the
+    newest successful run's watermarks (``details["watermarks"]``, else its column)."""
     with uow.read():
-        return uow.session.scalars(
-            select(SyncRunRow.watermark)
-            .where(
-                SyncRunRow.inventory == inventory,
-                SyncRunRow.status == SUCCEEDED,
-                SyncRunRow.watermark.is_not(None),
-            )
+        row = uow.session.scalars(
+            select(SyncRunRow)
+            .where(SyncRunRow.inventory == inventory, SyncRunRow.status == SUCCEEDED)
             .order_by(SyncRunRow.id.desc())
             .limit(1)
         ).one_or_none()
+        if row is None:
+            return {}
+        marks = (row.details or {}).get("watermarks")
+        if isinstance(marks, dict):
+            return {str(k): datetime.fromisoformat(str(v)) for k, v in marks.items() if v}
+        return {"computers": row.watermark} if row.watermark is not None else {}
 
 
 def alert(runs: Sequence[SyncRun]) -> bool:

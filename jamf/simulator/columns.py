@@ -62,10 +62,21 @@ def compile_columns(
     """A predicate over ids; every selector must be ``id_key`` or have a column."""
     if isinstance(node, Comparison):
         return _comparison(node, fields, columns, id_key)
-    parts = tuple(compile_columns(child, fields, columns, id_key) for child in node.children)
-    if isinstance(node, And):
-        return lambda ident: all(part(ident) for part in parts)
-    return lambda ident: any(part(ident) for part in parts)
+    parts = [compile_columns(child, fields, columns, id_key) for child in node.children]
+    # Chained two at a time: ``all()`` over a generator costs more than the comparisons,
+    # and a partial sync's filter is evaluated over the whole fleet every time.
+    predicate = parts[0]
+    for part in parts[1:]:
+        predicate = _both(predicate, part) if isinstance(node, And) else _either(predicate, part)
+    return predicate
+
+
+def _both(first: IdPredicate, second: IdPredicate) -> IdPredicate:
+    return lambda ident: first(ident) and second(ident)
+
+
+def _either(first: IdPredicate, second: IdPredicate) -> IdPredicate:
+    return lambda ident: first(ident) or second(ident)
 
 
 def _comparison(
@@ -79,21 +90,20 @@ def _comparison(
         raise RsqlError(f"invalid filter: {node.selector!r} has no column")
     targets = [to_column(argument_value(a, node.selector, field.type)) for a in node.arguments]
     if node.selector == id_key:
-
-        def value(ident: int) -> int:
-            return ident
-
-    else:
-        column = columns[node.selector]
-
-        def value(ident: int) -> int:
-            return column[ident - 1]
-
+        if node.operator == "=in=":
+            wanted = frozenset(targets)
+            return lambda ident: ident in wanted
+        if node.operator == "=out=":
+            unwanted = frozenset(targets)
+            return lambda ident: ident not in unwanted
+        compare, target = _COMPARE[node.operator], targets[0]
+        return lambda ident: compare(ident, target)
+    column = columns[node.selector]
     if node.operator == "=in=":
         wanted = frozenset(targets)
-        return lambda ident: value(ident) in wanted
+        return lambda ident: column[ident - 1] in wanted
     if node.operator == "=out=":
         unwanted = frozenset(targets)
-        return lambda ident: value(ident) not in unwanted
+        return lambda ident: column[ident - 1] not in unwanted
     compare, target = _COMPARE[node.operator], targets[0]
-    return lambda ident: compare(value(ident), target)
+    return lambda ident: compare(column[ident - 1], target)

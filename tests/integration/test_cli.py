@@ -640,3 +640,35 @@ def test_console_script_reports_a_bad_argument_in_one_line_without_traceback(
     assert line.startswith("error: ")
     assert "unknown OS 'plan9'" in line
     assert done.stdout == ""
+
+
+def test_jamf_status_shows_last_runs_and_the_alert(cli: Cli, db: Database) -> None:
+    from inventory.services import source_sync as store
+
+    assert "no sync has finished yet" in ok(cli("jamf", "status")).err
+    full = store.start_run(db.uow(), source="jamf", inventory="default", kind="full")
+    store.finish_run(db.uow(), full, status=store.SUCCEEDED, actor="sync")
+    for _ in range(2):
+        run = store.start_run(db.uow(), source="jamf", inventory="default", kind="partial")
+        store.finish_run(db.uow(), run, status=store.FAILED, actor="sync", error="Jamf said no")
+    result = ok(cli("jamf", "status"))
+    _, rows = table(result.out.split("\nALERT")[0])
+    assert [(r["Kind"], r["Status"], r["Error"]) for r in rows] == [
+        ("partial", "failed", "Jamf said no"),
+        ("full", "succeeded", ""),
+    ]
+    assert "ALERT: the last two syncs of jamf/default failed" in result.out
+    [entry] = json.loads(ok(cli("jamf", "status", "--format", "json")).out)
+    assert entry["alert"] is True and entry["running"] is None
+    assert entry["last_full"]["id"] == full and entry["last_partial"]["error"] == "Jamf said no"
+
+
+def test_jamf_status_names_a_bad_inventory_setting(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "DEVTRUST_JAMF_INVENTORY", '[{"sync_period_partial": "24h", "sync_period_full": "6h"}]'
+    )
+    result = cli("jamf", "status")
+    assert result.code != 0
+    assert "jamf_inventory[0]: sync_period_partial (24h) must be shorter" in result.error_line

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 
 from inventory.db import Database
 from inventory.domain import EnrollStatus, OSType, Profile, SourceRecord
@@ -89,8 +90,10 @@ def test_missing_devices_are_found_in_the_database_and_deleted_with_audit(db: Da
     apply(db, run2, [record(i) for i in range(8)])
     assert store.count_missing(db.uow(), run2, source=SRC, inventory=INV) == (2, 10)
     batch = store.missing_batch(db.uow(), run2, source=SRC, inventory=INV, after="")
-    assert sorted(ext for _, ext in batch) == ["8", "9"]
-    assert store.delete_gone(db.uow(), run2, [d for d, _ in batch], source=SRC, actor="sync") == 2
+    assert sorted(ext for _, ext, _ in batch) == ["8", "9"]
+    assert (
+        store.delete_gone(db.uow(), run2, [d for d, _, _ in batch], source=SRC, actor="sync") == 2
+    )
     assert devices.count_devices(db.uow()) == 8
     assert len(audit.list_events(db.uow(), type=audit.DEVICE_DELETE)) == 2
 
@@ -107,3 +110,35 @@ def test_two_failed_runs_in_a_row_raise_the_alert(db: Database, clock: Clock) ->
     last = store.last_success(db.uow(), INV)
     assert last is not None and last.status == store.SUCCEEDED
     assert last.end_time is not None and last.end_time <= clock.now - timedelta(seconds=1)
+
+
+def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock: Clock) -> None:
+    # New devices go to the driver directly (COPY, raw executemany): every column must
+    # read back through the ORM as if SQLAlchemy had written it.
+    clock.now = clock.now.replace(microsecond=123456)
+    reported = datetime(2026, 11, 25, 23, 59, 58, 987654, tzinfo=UTC)
+    profile = Profile(
+        model_identifier="Mac14,2",
+        os_version="15.1",
+        os_build="24B83",
+        os_build_supplemental="24B83a",
+        os_usernames=("alice", 'Ünïcode "quoted"'),
+        jamf_binary_version="11.10.0",
+        external_id="42",
+        update_time=reported,
+    )
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    rec = SourceRecord("C02BULK00001", OSType.MACOS, "42", profile, "hash-42")
+    assert apply(db, run, [rec]).created == 1
+    device = devices.get_device(db.uow(), "C02BULK00001")
+    assert device.profile == profile
+    assert device.create_time == device.update_time == clock.now
+    assert device.enroll_status is EnrollStatus.NOT_ENROLLED and device.owner is None
+    assert device.source is not None and device.source.name == SRC
+    uuid.UUID(device.id)  # a well-formed id
+    with db.uow().read() as uow:
+        row = uow.session.get(DeviceRow, device.id)
+        assert row is not None and (row.source_hash, row.sync_run_id) == ("hash-42", run)
+    # And the next run finds it unchanged by its hash: nothing rewritten.
+    run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    assert apply(db, run2, [rec]).unchanged == 1

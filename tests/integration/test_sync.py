@@ -287,3 +287,53 @@ def test_page_edges(db: Database, page_size: int) -> None:
             db, j.client, SOURCE, spec(filter_rsql="", page_size=page_size), kind=Kind.FULL
         )
         assert run.status == store.SUCCEEDED and run.created == 64 and len(synced(db)) == 64
+
+
+def _mobile_expected(j: Jamf) -> dict[str, tuple[str, str]]:
+    from jamf.mapping import map_mobile_device
+
+    fleet = j.sim.mobile_devices
+    out: dict[str, tuple[str, str]] = {}
+    for ident in list(fleet.live_ids()):
+        record = fleet.get(ident)
+        if record is None or not record["general"]["managed"]:
+            continue
+        mapped = map_mobile_device(record)
+        assert isinstance(mapped, MappedDevice)
+        out[mapped.asset_tag] = (mapped.external_id, mapped.content_hash)
+    return out
+
+
+def _synced_by_os(db: Database, os_type: str) -> dict[str, tuple[str | None, str | None]]:
+    with db.uow().read() as uow:
+        rows = uow.session.execute(
+            select(DeviceRow.asset_tag, DeviceRow.profile_external_id, DeviceRow.source_hash)
+            .where(DeviceRow.source_name == "jamf", DeviceRow.os_type == os_type)
+        )  # fmt: skip
+        return {tag: (ext, digest) for tag, ext, digest in rows}
+
+
+def test_mobile_devices_sync_behind_the_setting(db: Database) -> None:
+    with jamf(600, mobile_devices=300) as j:
+        entry = spec(page_size=100, on_missing=OnMissing.DELETE)
+        # Off by default: only computers.
+        run_sync(db, j.client, SOURCE, entry, kind=Kind.FULL)
+        assert _synced_by_os(db, "ios") == {}
+        with_mobile = SourceSpec(mobile_devices=True)
+        full = run_sync(db, j.client, with_mobile, entry, kind=Kind.FULL)
+        assert full.status == store.SUCCEEDED, full.error
+        assert _synced_by_os(db, "ios") == _mobile_expected(j)
+        assert set(full.details["watermarks"]) == {"computers", "mobile devices"}
+        # A changed iPhone is found by a partial sync on its own report date field.
+        managed = [i for i in range(1, 301) if j.sim.mobile_devices.get(i)["general"]["managed"]]  # type: ignore[index]
+        j.sim.mobile_devices.change(managed[0])
+        partial = run_sync(db, j.client, with_mobile, entry, kind=Kind.PARTIAL)
+        assert partial.status == store.SUCCEEDED and partial.updated >= 1
+        assert "mobile_since" in partial.details and partial.fetched < 50
+        assert _synced_by_os(db, "ios") == _mobile_expected(j)
+        # A deleted iPhone is confirmed gone with the mobile lookup, then deleted.
+        j.sim.mobile_devices.delete(managed[1])
+        again = run_sync(db, j.client, with_mobile, entry, kind=Kind.FULL)
+        assert again.status == store.SUCCEEDED and again.deleted == 1
+        assert _synced_by_os(db, "ios") == _mobile_expected(j)
+        assert synced(db).keys() >= j.expected().keys()

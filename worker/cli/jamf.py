@@ -6,14 +6,86 @@ from typing import Annotated
 
 import typer
 
+from inventory.domain import SyncRun
+
+from ._common import Format, database, echo_json, format_rows, info, settings
+
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
 SIMULATOR_PASSWORD = "admin-password"  # noqa: S105
 
 app = typer.Typer(
-    help="Jamf Pro: the simulator now; sync and status come with the worker.",
+    help="Jamf Pro: sync status, and a Jamf Pro-compatible simulator.",
     no_args_is_help=True,
 )
+
+
+@app.command("status")
+def status(
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """Each inventory's last partial and full sync, the alert flag, and any sync running."""
+    from inventory.serialize import run_to_dict
+    from inventory.services import source_sync as store
+    from jamf.config import source_from_settings
+
+    source = source_from_settings(settings())
+    db = database()
+    report = []
+    for spec in source.inventories:
+        runs = store.recent_runs(db.uow(), spec.name, limit=50)
+        finished = [r for r in runs if r.status != store.RUNNING]
+        report.append(
+            {
+                "source": source.name,
+                "inventory": spec.name,
+                "alert": store.alert(runs),
+                "running": next((r for r in runs if r.status == store.RUNNING), None),
+                "last_partial": next((r for r in finished if r.kind == "partial"), None),
+                "last_full": next((r for r in finished if r.kind == "full"), None),
+            }
+        )
+    if format is Format.JSON:
+        echo_json(
+            [
+                {k: run_to_dict(v) if isinstance(v, SyncRun) else v for k, v in entry.items()}
+                for entry in report
+            ]
+        )
+        return
+    rows = []
+    for entry in report:
+        for key in ("last_partial", "last_full", "running"):
+            run = entry[key]
+            if isinstance(run, SyncRun):
+                rows.append(_run_row(str(entry["inventory"]), run))
+    headers = ("Inventory", "Kind", "Status", "Started (UTC)", "Took", "Fetched", "Created",
+               "Updated", "Unchanged", "Deleted", "Skipped", "Error")  # fmt: skip
+    if rows:
+        typer.echo("\n".join(format_rows(headers, rows)))
+    for entry in report:
+        if not isinstance(entry["last_partial"], SyncRun) and not isinstance(
+            entry["last_full"], SyncRun
+        ):
+            info(f"{entry['source']}/{entry['inventory']}: no sync has finished yet.")
+        if entry["alert"]:
+            typer.echo(
+                f"ALERT: the last two syncs of {entry['source']}/{entry['inventory']} failed"
+            )
+
+
+def _run_row(inventory: str, run: SyncRun) -> tuple[str, ...]:
+    took = f"{(run.end_time - run.start_time).total_seconds():.1f} s" if run.end_time else "-"
+    return (
+        inventory,
+        run.kind,
+        run.status,
+        f"{run.start_time:%Y-%m-%d %H:%M:%S}",
+        took,
+        *(str(n) for n in (run.fetched, run.created, run.updated, run.unchanged)),
+        *(str(n) for n in (run.deleted, run.skipped)),
+        (run.error or "")[:120],
+    )
 
 
 @app.command("simulator")
