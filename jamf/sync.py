@@ -70,6 +70,9 @@ log = logging.getLogger("devtrust.jamf.sync")
 SKIP_SAMPLES = 20
 # Unseen devices confirmed per round of lookups in the deletion phase.
 CONFIRM_BATCH = 200
+# Pages read ahead per fetch thread: the threads go on reading while the writer waits
+# for the database. Memory stays bounded: a mapped page of 500 is about 1 MB.
+PREFETCH = 2
 # Devices created in a run before the first ANALYZE (PostgreSQL), then every 4x more.
 ANALYZE_FIRST = 2000
 
@@ -341,6 +344,7 @@ class _Sync:
         self.force = force
         self.progress = progress
         self.concurrency = concurrency
+        self.window = PREFETCH * concurrency
         self.totals = _Totals()
         self.mode = kind.value
         self.since: dict[str, datetime] = {}
@@ -400,7 +404,7 @@ class _Sync:
         newest: datetime | None = None
         fetch = page_fetcher(self.client, query, self.spec.page_size, target)
         reader = PageReader(self.pool, fetch)
-        with closing(reader.pages(self.spec.page_size, self.concurrency)) as pages:
+        with closing(reader.pages(self.spec.page_size, self.window)) as pages:
             while True:
                 started = time.perf_counter()
                 page = next(pages, None)

@@ -213,15 +213,17 @@ def _insert_rows(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
     dbapi: Any = connection.connection.dbapi_connection
     columns = list(rows[0])
     postgres = connection.dialect.name == "postgresql"
-    convert = [_converter(_DEVICES.c[name].type, postgres) for name in columns]
-    tuples = [
-        [
-            value if fn is None or value is None else fn(value)
-            # Every row comes from _new_row: same keys, same order.
-            for value, fn in zip(row.values(), convert, strict=True)
-        ]
-        for row in rows
+    converters = [
+        (i, _converter(_DEVICES.c[name].type, postgres)) for i, name in enumerate(columns)
     ]
+    convert = [(i, fn) for i, fn in converters if fn is not None]
+    tuples = []
+    for row in rows:
+        values = list(row.values())  # every row comes from _new_row: same keys, same order
+        for i, fn in convert:
+            if values[i] is not None:
+                values[i] = fn(values[i])
+        tuples.append(values)
     names = ", ".join(columns)  # our own column names, never input
     cursor = dbapi.cursor()
     try:

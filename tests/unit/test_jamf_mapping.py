@@ -107,16 +107,17 @@ def test_a_realistic_computer_maps_to_its_profile() -> None:
     assert device.content_hash == profile_hash(device.asset_tag, OSType.MACOS, device.profile)
 
 
-def test_a_mapped_device_becomes_the_inventorys_source_record() -> None:
+def test_a_mapped_device_is_the_inventorys_source_record() -> None:
     device = mapped(map_computer(computer_record()))
 
-    assert device.to_source_record() == SourceRecord(
-        asset_tag="C02ZX1YJMD6T",
-        os_type=OSType.MACOS,
-        external_id="117",
-        profile=device.profile,
-        content_hash=device.content_hash,
+    record = device.to_source_record()
+    assert isinstance(record, SourceRecord)
+    assert (record.asset_tag, record.os_type, record.external_id) == (
+        "C02ZX1YJMD6T",
+        OSType.MACOS,
+        "117",
     )
+    assert (record.profile, record.content_hash) == (device.profile, device.content_hash)
 
 
 def test_a_realistic_mobile_device_maps_to_an_ios_profile() -> None:
