@@ -11,8 +11,9 @@ _PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str, *, what: str = "duration") -> timedelta:
-    """Parse ``text`` into a positive timedelta, or raise InvalidArgument naming ``what``."""
+def parse_duration(text: str, *, what: str = "duration", allow_zero: bool = False) -> timedelta:
+    """Parse ``text`` into a positive timedelta (or zero, with ``allow_zero``), or raise
+    InvalidArgument naming ``what``."""
     compact = text.strip().replace(" ", "")
     if compact.isdigit():
         compact += "s"
@@ -22,7 +23,7 @@ def parse_duration(text: str, *, what: str = "duration") -> timedelta:
             f"invalid {what} {text!r}: use a number with a unit, like 90s, 30m, 1h or 1h30m"
         )
     seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise InvalidArgument(f"invalid {what} {text!r}: must be longer than zero")
     return timedelta(seconds=seconds)
 

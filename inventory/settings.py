@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     jamf_api_version: int | None = Field(None, description="computers-inventory version; probed")
     jamf_max_connections: int = Field(5, ge=1, le=50, description="Jamf recommends at most 5")
     jamf_timeout: float = Field(30.0, gt=0, description="seconds per Jamf request")
+    jamf_sync_start_delay: str = Field(
+        "1m", description="beat starts each schedule after a random delay up to this (0: now)"
+    )
+    jamf_sync_time_limit: str = Field("4h", description="a sync running longer is stopped")
+    jamf_sync_lock_ttl: str = Field(
+        "60s", description="a dead worker's sync lock frees itself after this long"
+    )
+    lock_url: str | None = Field(
+        None, description="Redis for the sync locks; default: the broker's, when it is Redis"
+    )
     api_url: str = "http://127.0.0.1:8800"
     user_token: SecretStr | None = None
     tpm_tcti: str = "device:/dev/tpmrm0"

@@ -36,6 +36,7 @@ inventory's alert flag.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import math
@@ -521,7 +522,10 @@ class _Sync:
     def _lookup(self, target: Target, external_ids: set[str]) -> dict[str, dict[str, Any] | None]:
         """Per-id lookups, ``concurrency`` at a time; None for a record Jamf no longer has."""
         ordered = sorted(external_ids)
-        futures = [self.pool.submit(target.lookup, self.client, ext) for ext in ordered]
+        futures = [
+            self.pool.submit(contextvars.copy_context().run, target.lookup, self.client, ext)
+            for ext in ordered
+        ]
         try:
             return {ext: future.result() for ext, future in zip(ordered, futures, strict=True)}
         finally:
@@ -614,7 +618,9 @@ class PageReader:
         try:
             while True:
                 while len(pending) < window and next_page < limit:
-                    pending.append(self.pool.submit(self.fetch, next_page))
+                    # The fetch threads log with the caller's context (task id, inventory).
+                    context = contextvars.copy_context()
+                    pending.append(self.pool.submit(context.run, self.fetch, next_page))
                     next_page += 1
                 if not pending:
                     return

@@ -480,6 +480,32 @@ def finish_run(
         return run
 
 
+def abandon_running(uow: UnitOfWork, inventory: str, *, actor: str) -> list[int]:
+    """Close runs of the inventory left ``running`` by a worker that died mid-sync.
+
+    Only call this holding the inventory's sync lock: then no run can really be going.
+    The devices they wrote stay (every page was its own transaction); the next full
+    sync finishes the job. Returns the ids of the runs closed.
+    """
+    with uow.read():
+        ids = list(
+            uow.session.scalars(
+                select(SyncRunRow.id).where(
+                    SyncRunRow.inventory == inventory, SyncRunRow.status == RUNNING
+                )
+            )
+        )
+    for run_id in ids:
+        finish_run(
+            uow,
+            run_id,
+            status=FAILED,
+            actor=actor,
+            error="interrupted: the worker stopped before the run finished",
+        )
+    return ids
+
+
 def recent_runs(uow: UnitOfWork, inventory: str, *, limit: int = 20) -> list[SyncRun]:
     """The inventory's newest runs, newest first."""
     with uow.read():

@@ -32,7 +32,17 @@ def test_bench_devices_ls_runs_on_both_backends() -> None:
 @pytest.mark.postgres
 def test_bench_sync_runs_every_measurement_on_both_backends() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench.sync", "--devices", "1500", "--small", "500"],
+        [
+            sys.executable,
+            "-m",
+            "bench.sync",
+            "--devices",
+            "1500",
+            "--small",
+            "500",
+            "--latency-ms",
+            "1",
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import typer
 
 from inventory.domain import SyncRun
 
-from ._common import Format, database, echo_json, format_rows, info, settings
+from ._common import Format, actor, database, echo_json, format_rows, info, settings
 
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
@@ -20,6 +20,39 @@ app = typer.Typer(
 )
 
 
+@app.command("sync")
+def sync(
+    inventory: Annotated[
+        str | None, typer.Option(help="the inventory entry (default: the first)")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="a full sync (default: partial)")] = False,
+    force: Annotated[
+        bool, typer.Option(help="delete even above max_delete_share (full syncs only)")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the run and exit non-zero if it fails")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="with --wait: give up waiting after this many seconds")
+    ] = 4 * 3600,
+) -> None:
+    """Queue a sync of one inventory on the worker and print the task id."""
+    from jamf.config import source_from_settings
+    from worker.cli._queue import follow, send_sync
+
+    if force and not full:
+        raise typer.BadParameter("--force only applies to a full sync: add --full")
+    spec = source_from_settings(settings()).inventory(inventory)
+    kind = "full" if full else "partial"
+    task_id = send_sync(settings(), inventory=spec.name, kind=kind, force=force, actor=actor())
+    typer.echo(task_id)
+    info(f"queued a {kind} sync of {spec.name} (task {task_id})")
+    if wait:
+        code = follow(settings(), task_id, timeout=timeout)
+        if code:
+            raise typer.Exit(code)
+
+
 @app.command("status")
 def status(
     format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
@@ -28,6 +61,7 @@ def status(
     from inventory.serialize import run_to_dict
     from inventory.services import source_sync as store
     from jamf.config import source_from_settings
+    from worker.jobs import sync_running
 
     source = source_from_settings(settings())
     db = database()
@@ -35,11 +69,13 @@ def status(
     for spec in source.inventories:
         runs = store.recent_runs(db.uow(), spec.name, limit=50)
         finished = [r for r in runs if r.status != store.RUNNING]
+        holder = sync_running(settings(), spec.name)
         report.append(
             {
                 "source": source.name,
                 "inventory": spec.name,
                 "alert": store.alert(runs),
+                "syncing": holder,
                 "running": next((r for r in runs if r.status == store.RUNNING), None),
                 "last_partial": next((r for r in finished if r.kind == "partial"), None),
                 "last_full": next((r for r in finished if r.kind == "full"), None),
@@ -68,6 +104,8 @@ def status(
             entry["last_full"], SyncRun
         ):
             info(f"{entry['source']}/{entry['inventory']}: no sync has finished yet.")
+        if entry["syncing"]:
+            typer.echo(f"{entry['source']}/{entry['inventory']}: syncing now ({entry['syncing']})")
         if entry["alert"]:
             typer.echo(
                 f"ALERT: the last two syncs of {entry['source']}/{entry['inventory']} failed"

@@ -1,0 +1,314 @@
+"""The worker for real: Celery workers and beat as processes, on the machine's Redis (or a
+private redis-server a test stops and starts), the Jamf simulator as a process, the
+inventory in a SQLite file they share; and the embedded default with no Redis at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from inventory.db import Database
+from inventory.models import DeviceRow, SyncRunRow
+from inventory.services import source_sync as store
+from inventory.settings import Settings, load_settings
+from jamf.simulator import SimulatorConfig, running_simulator
+from tests.processes import DEVTRUST, Process, RedisServer, simulator, started, wait_until, worker
+from worker import jobs
+from worker.celery import SYNC_TASK, StartDelaySchedule, beat_schedule, create_app
+from worker.locks import locks_for
+
+REDIS = "redis://127.0.0.1:6379"
+BROKER_DB, RESULT_DB = 12, 13
+INVENTORY = [{"name": "default", "on_missing": "DELETE", "page_size": 100}]
+
+
+@pytest.fixture
+def machine_redis() -> Iterator[str]:
+    """The machine's Redis, databases 12 (broker, locks) and 13 (results), emptied."""
+    clients = [redis.Redis.from_url(f"{REDIS}/{n}") for n in (BROKER_DB, RESULT_DB)]
+    try:
+        for client in clients:
+            client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS} ({exc}): run `make services`")
+    yield f"{REDIS}/{BROKER_DB}"
+    for client in clients:
+        client.flushdb()
+        client.close()
+
+
+def env_for(tmp: Path, jamf: str, broker: str | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        "DEVTRUST_DATA_DIR": str(tmp / "data"),
+        "DEVTRUST_DATABASE_URL": f"sqlite:///{tmp / 'devtrust.db'}",
+        "DEVTRUST_JAMF_URL": jamf,
+        "DEVTRUST_JAMF_CLIENT_ID": "devtrust",
+        "DEVTRUST_JAMF_CLIENT_SECRET": "devtrust-secret",
+        "DEVTRUST_JAMF_SYNC_LOCK_TTL": "3s",
+        "DEVTRUST_JAMF_SYNC_START_DELAY": "0",
+        "DEVTRUST_JAMF_INVENTORY": json.dumps(INVENTORY),
+        **extra,
+    }
+    if broker is not None:
+        env["DEVTRUST_BROKER_URL"] = broker
+        env["DEVTRUST_RESULT_BACKEND"] = broker.rsplit("/", 1)[0] + f"/{RESULT_DB}"
+    return env
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    return load_settings(
+        data_dir=Path(env["DEVTRUST_DATA_DIR"]),
+        database_url=env["DEVTRUST_DATABASE_URL"],
+        broker_url=env.get("DEVTRUST_BROKER_URL"),
+        result_backend=env.get("DEVTRUST_RESULT_BACKEND"),
+        jamf_url=env["DEVTRUST_JAMF_URL"],
+        jamf_client_id="devtrust",
+        jamf_client_secret="devtrust-secret",
+        jamf_sync_lock_ttl="3s",
+        jamf_sync_start_delay="0",
+        jamf_inventory=INVENTORY,
+    )
+
+
+def inventory_size(env: dict[str, str]) -> int:
+    db = Database.connect(env["DEVTRUST_DATABASE_URL"])
+    try:
+        with db.uow().read() as uow:
+            return int(uow.session.scalar(select(func.count()).select_from(DeviceRow)) or 0)
+    finally:
+        db.close()
+
+
+def runs(env: dict[str, str]) -> list[tuple[str, str, int]]:
+    db = Database.connect(env["DEVTRUST_DATABASE_URL"])
+    try:
+        with db.uow().read() as uow:
+            rows = uow.session.execute(
+                select(SyncRunRow.kind, SyncRunRow.status, SyncRunRow.fetched).order_by(
+                    SyncRunRow.id
+                )
+            )
+            return [(k, s, f) for k, s, f in rows]
+    finally:
+        db.close()
+
+
+def managed_count(jamf: str) -> int:
+    import httpx
+
+    listing = httpx.get(f"{jamf}/_sim/fleet", timeout=30).json()
+    return sum(1 for device in listing if device["managed"])
+
+
+def devtrust(
+    env: dict[str, str], *argv: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DEVTRUST, *argv], env={**_clean_env(), **env}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+
+
+# -- the task's function, with no broker -------------------------------------------------
+
+
+def test_sync_job_runs_once_and_a_second_one_is_skipped_while_the_lock_is_held(
+    tmp_path: Path,
+) -> None:
+    with running_simulator(SimulatorConfig(devices=300)) as jamf:
+        env = env_for(tmp_path, jamf)
+        settings = settings_for(env)
+        outcome = jobs.sync_inventory(settings, kind="full", actor="test")
+        assert outcome["status"] == store.SUCCEEDED and outcome["run"]["created"] > 250
+        locks = locks_for(None, settings.data_dir)
+        lease = locks.acquire(jobs.lock_name("jamf", "default"), 30, "the other worker")
+        assert lease is not None
+        with lease:
+            skipped = jobs.sync_inventory(settings, kind="full")
+            assert skipped["status"] == jobs.SKIPPED
+            assert "already running (the other worker)" in skipped["reason"]
+            assert jobs.sync_running(settings, "default") == "the other worker"
+        assert jobs.sync_running(settings, "default") is None
+        assert [s for _, s, _ in runs(env)] == [store.SUCCEEDED]  # the skip wrote no run
+
+
+def test_a_run_left_running_by_a_dead_worker_is_closed_by_the_next(tmp_path: Path) -> None:
+    with running_simulator(SimulatorConfig(devices=50)) as jamf:
+        env = env_for(tmp_path, jamf)
+        db = Database.connect(env["DEVTRUST_DATABASE_URL"])
+        store.start_run(db.uow(), source="jamf", inventory="default", kind="full")
+        db.close()
+        jobs.sync_inventory(settings_for(env), kind="partial")
+        assert runs(env)[0][1] == store.FAILED and runs(env)[1][1] == store.SUCCEEDED
+
+
+# -- beat --------------------------------------------------------------------------------
+
+
+def test_beat_schedule_has_a_partial_and_a_full_sync_per_inventory(tmp_path: Path) -> None:
+    two = [
+        {"name": "macs", "sync_period_partial": "1h", "sync_period_full": "12h"},
+        {"name": "lab", "filter_rsql": "id<100", "sync_period_partial": "2h"},
+    ]
+    settings = load_settings(data_dir=tmp_path, jamf_inventory=two, jamf_sync_start_delay="10m")
+    app = create_app(settings)
+    entries = beat_schedule(settings, app)
+    assert sorted(entries) == [
+        "jamf-full-lab", "jamf-full-macs", "jamf-partial-lab", "jamf-partial-macs",
+    ]  # fmt: skip
+    full = entries["jamf-full-macs"]
+    assert full["task"] == SYNC_TASK
+    assert full["kwargs"] == {"inventory": "macs", "kind": "full", "scheduled": True}
+    assert full["options"]["expires"] == 12 * 3600
+    assert full["schedule"].run_every.total_seconds() == 12 * 3600
+    assert entries["jamf-partial-lab"]["schedule"].run_every.total_seconds() == 2 * 3600
+    # The first full sync comes within the start delay; partials a period later.
+    due, wait = full["schedule"].is_due(full["schedule"].now())
+    assert not due and 0 < wait <= 600
+    partial = entries["jamf-partial-macs"]["schedule"]
+    assert 3600 <= partial.is_due(partial.now())[1] <= 3600 + 600
+
+
+def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
+    app = create_app(load_settings())
+    from datetime import timedelta
+
+    every = StartDelaySchedule(timedelta(minutes=5), timedelta(0), app)
+    due, next_in = every.is_due(every.now())
+    assert due and next_in == 300
+    assert every.is_due(every.now()) == (False, pytest.approx(300, abs=2))
+
+
+def test_beat_process_queues_scheduled_syncs_on_redis(tmp_path: Path, machine_redis: str) -> None:
+    inventory = [{"name": "default", "sync_period_partial": "1s", "sync_period_full": "2s"}]
+    env = env_for(
+        tmp_path, "http://127.0.0.1:9", machine_redis, DEVTRUST_JAMF_INVENTORY=json.dumps(inventory)
+    )
+    with started([DEVTRUST, "beat"], {**_clean_env(), **env}, "beat") as beat:
+        beat.wait_for("beat: Starting", timeout=30)
+        queue = redis.Redis.from_url(machine_redis)
+        wait_until(lambda: queue.llen("devtrust") >= 4, 30, "beat queued fewer than 4 tasks")
+    messages = [json.loads(m) for m in queue.lrange("devtrust", 0, -1)]
+    tasks = [m["headers"]["task"] for m in messages]
+    kinds = [json.loads(base64.b64decode(m["body"]))[1]["kind"] for m in messages]
+    assert set(tasks) == {SYNC_TASK}
+    assert "full" in kinds and "partial" in kinds
+    assert all(m["headers"]["expires"] for m in messages)  # a backlog expires
+
+
+# -- workers on Redis --------------------------------------------------------------------
+
+
+def send(env: dict[str, str], **kwargs: Any) -> Any:
+    app = create_app(settings_for(env))
+    return app.send_task(SYNC_TASK, kwargs=kwargs, queue="devtrust")
+
+
+def test_two_workers_racing_for_one_inventory_sync_it_once(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    with simulator(3000, "--latency-ms", "150") as jamf:
+        env = env_for(tmp_path, jamf, machine_redis)
+        with worker(env, "w1"), worker(env, "w2"):
+            first = send(env, kind="full")
+            second = send(env, kind="full")
+            results = sorted([first.get(timeout=120)["status"], second.get(timeout=120)["status"]])
+        assert results == [jobs.SKIPPED, store.SUCCEEDED]
+        assert [(k, s) for k, s, _ in runs(env)] == [("full", store.SUCCEEDED)]
+        assert inventory_size(env) == managed_count(jamf)
+
+
+def test_a_worker_killed_mid_sync_leaves_what_the_next_sync_completes(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    with simulator(3000, "--latency-ms", "150") as jamf:
+        env = env_for(tmp_path, jamf, machine_redis)
+        jobs.sync_inventory(settings_for(env), kind="full")  # the inventory, complete
+        before = inventory_size(env)
+        assert before == managed_count(jamf)
+        with worker(env, "victim") as victim:
+            send(env, kind="full")
+            wait_until(
+                lambda: any(s == store.RUNNING and f > 0 for _, s, f in runs(env)),
+                60,
+                "the sync never got going",
+            )
+            victim.kill(signal.SIGKILL)
+        assert runs(env)[-1][1] == store.RUNNING
+        assert inventory_size(env) == before  # nothing deleted by the killed run
+        time.sleep(3.5)  # the dead worker's lock expires (DEVTRUST_JAMF_SYNC_LOCK_TTL=3s)
+        with worker(env, "next"):
+            result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
+        assert result.returncode == 0, result.stderr
+        assert "full sync of default succeeded" in result.stdout
+        assert inventory_size(env) == managed_count(jamf)
+        statuses = [s for _, s, _ in runs(env)]
+        assert statuses[-2:] == [store.FAILED, store.SUCCEEDED]  # the killed run, closed
+
+
+def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        with simulator(200) as jamf:
+            env = env_for(tmp_path, jamf, f"{server.url}/0")
+            with worker(env, "w1") as w:
+                server.stop()
+                cli = Process(
+                    [DEVTRUST, "jamf", "sync", "--full", "--wait", "--timeout", "90"],
+                    {**_clean_env(), **env},
+                    "devtrust jamf sync",
+                )
+                time.sleep(2)  # the CLI is retrying its publish now
+                assert cli.proc.poll() is None, cli.output()
+                server.start()
+                code = cli.proc.wait(timeout=120)
+                assert code == 0, cli.output() + "\n--- worker:\n" + w.output()[-3000:]
+                assert "full sync of default succeeded" in cli.output()
+            assert inventory_size(env) == managed_count(jamf)
+    finally:
+        server.stop()
+
+
+# -- the embedded default ----------------------------------------------------------------
+
+
+def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None:
+    with simulator(500) as jamf:
+        env = env_for(tmp_path, jamf)  # no broker: files under the data directory
+        with worker(env, "solo"):
+            result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
+            assert result.returncode == 0, result.stderr
+            status = devtrust(env, "jamf", "status", "--format", "json")
+        assert "full sync of default succeeded" in result.stdout
+        assert inventory_size(env) == managed_count(jamf)
+        [entry] = json.loads(status.stdout)
+        assert entry["last_full"]["status"] == store.SUCCEEDED and entry["alert"] is False
+
+
+def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
+    env = env_for(tmp_path, "http://127.0.0.1:9")
+    forced = devtrust(env, "jamf", "sync", "--force")
+    assert forced.returncode == 2 and "--force only applies to a full sync" in forced.stderr
+    unknown = devtrust(env, "jamf", "sync", "--inventory", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "error: unknown Jamf inventory 'nope': configured are default"
+    )

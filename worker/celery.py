@@ -1,0 +1,188 @@
+"""The Celery app: broker and results from the settings, the beat schedule, logging.
+
+``celery -A worker ...`` finds ``app`` here, as Celery users expect; ``devtrust worker``
+and ``devtrust beat`` are thin wrappers over the same app.
+
+Production runs on Redis (``DEVTRUST_BROKER_URL=redis://...``): results go to the
+result backend (``DEVTRUST_RESULT_BACKEND``, by default the broker's server, database
+1), and the per-inventory sync locks to keys under ``devtrust:lock:`` on the broker's
+server. With no broker configured, everything runs on one machine with no server at
+all: kombu's filesystem transport carries the messages through directories under the
+data directory, results are files beside them, and the locks are ``flock`` files.
+RabbitMQ (``amqp://``) works unchanged.
+
+Building the app reads the settings and connects to nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, beat, signals
+from celery.schedules import schedstate, schedule
+
+from inventory.durations import parse_duration
+from inventory.settings import Settings, load_settings
+from worker.logs import bind_celery_task, clear_context, configure_logging
+
+SYNC_TASK = "devtrust.jamf.sync"
+QUEUE = "devtrust"
+
+
+def embedded_paths(data_dir: Path) -> dict[str, Path]:
+    base = data_dir.resolve() / "queue"
+    return {
+        "in": base / "messages",
+        "out": base / "messages",  # one directory: producers and consumers share it
+        "processed": base / "processed",
+        "results": data_dir.resolve() / "results",
+    }
+
+
+def broker_settings(settings: Settings) -> dict[str, Any]:
+    """Celery configuration for the broker, the results and the transport."""
+    time_limit = parse_duration(settings.jamf_sync_time_limit, what="jamf_sync_time_limit")
+    if settings.broker_url:
+        broker = settings.broker_url
+        backend = settings.result_backend or _default_backend(broker)
+        conf: dict[str, Any] = {"broker_url": broker, "result_backend": backend}
+        if broker.startswith(("redis://", "rediss://")):
+            # acks_late: a message comes back if its worker dies, but only after this
+            # long, so it must outlast the longest sync.
+            conf["broker_transport_options"] = {
+                "visibility_timeout": int(time_limit.total_seconds()) + 3600
+            }
+        return conf
+    paths = embedded_paths(settings.data_dir)
+    for path in paths.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(paths["in"]),
+            "data_folder_out": str(paths["out"]),
+            "processed_folder": str(paths["processed"]),
+            "store_processed": False,
+        },
+        "result_backend": settings.result_backend or f"file://{paths['results']}",
+    }
+
+
+def _default_backend(broker: str) -> str:
+    if broker.startswith(("redis://", "rediss://")):
+        # Results on the same server, database 1, apart from the broker's keys.
+        head, _, tail = broker.partition("://")
+        netloc = tail.split("/", 1)[0]
+        return f"{head}://{netloc}/1"
+    return "rpc://"
+
+
+class StartDelaySchedule(schedule):  # type: ignore[misc]
+    """Every ``run_every``, the first time after ``delay`` (0: as soon as beat starts).
+
+    A random delay per beat process spreads the syncs of many deployments, which would
+    otherwise all hit Jamf when they were (re)started together.
+    """
+
+    def __init__(self, run_every: timedelta, delay: timedelta, app: Celery) -> None:
+        super().__init__(run_every=run_every, app=app)
+        self.first_due: datetime = self.now() + delay
+        self.started = False
+
+    def is_due(self, last_run_at: datetime) -> schedstate:
+        if not self.started:
+            left = (self.first_due - self.now()).total_seconds()
+            if left > 0:
+                return schedstate(False, left)
+            self.started = True
+            return schedstate(True, self.seconds)
+        return super().is_due(last_run_at)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.run_every, timedelta(0), self.app))
+
+
+def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
+    """A partial and a full sync of every configured inventory, on their periods."""
+    from jamf.config import source_from_settings
+
+    source = source_from_settings(settings)
+    spread = parse_duration(
+        settings.jamf_sync_start_delay, what="jamf_sync_start_delay", allow_zero=True
+    )
+    entries: dict[str, Any] = {}
+    for spec in source.inventories:
+        for kind, period in (
+            ("full", spec.sync_period_full),
+            ("partial", spec.sync_period_partial),
+        ):
+            delay = timedelta(seconds=random.uniform(0, spread.total_seconds()))  # noqa: S311
+            if kind == "partial":
+                # The first full sync reads everything anyway: start partials a period later.
+                delay += period
+            entries[f"jamf-{kind}-{spec.name}"] = {
+                "task": SYNC_TASK,
+                "schedule": StartDelaySchedule(period, delay, app),
+                "kwargs": {"inventory": spec.name, "kind": kind, "scheduled": True},
+                # A run still queued when the next is due is dropped, not piled up.
+                "options": {"expires": period.total_seconds(), "queue": QUEUE},
+            }
+    return entries
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    time_limit = parse_duration(settings.jamf_sync_time_limit, what="jamf_sync_time_limit")
+    celery = Celery("devtrust", include=["worker.tasks"], set_as_current=True)
+    celery.conf.update(
+        broker_settings(settings),
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=timedelta(days=7),
+        result_extended=True,
+        task_track_started=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=int(time_limit.total_seconds()),
+        task_soft_time_limit=int(time_limit.total_seconds()) - 60,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_scheduler="worker.celery:Scheduler",
+        timezone="UTC",
+        enable_utc=True,
+    )
+    celery.conf.devtrust_settings = settings
+    return celery
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
+    configure_logging(loglevel or "INFO")
+
+
+@signals.task_prerun.connect
+def _bind(task_id: str, kwargs: dict[str, Any] | None = None, **_: object) -> None:
+    bind_celery_task(task_id, (kwargs or {}).get("inventory"))
+
+
+@signals.task_postrun.connect
+def _unbind(**_: object) -> None:
+    clear_context()
+
+
+class Scheduler(beat.Scheduler):  # type: ignore[misc]
+    """Celery's in-memory scheduler with our entries, built when beat starts (a worker
+    without beat needs no schedule) and with fresh start delays every time."""
+
+    def setup_schedule(self) -> None:
+        self.app.conf.beat_schedule = beat_schedule(self.app.conf.devtrust_settings, self.app)
+        super().setup_schedule()
+
+
+app = create_app()

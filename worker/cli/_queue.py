@@ -1,0 +1,117 @@
+"""Talking to the worker's queue from the CLI: send a task, follow it to its end."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from sqlalchemy.engine import make_url
+
+from inventory.errors import DevtrustError
+from inventory.settings import Settings
+
+POLL_SECONDS = 0.5
+
+
+class BrokerUnavailable(DevtrustError):
+    http_status = 503
+
+
+def _where(settings: Settings) -> str:
+    if not settings.broker_url:
+        return f"the embedded queue in {settings.data_dir}"
+    try:
+        return make_url(settings.broker_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads; still never print a password
+        return settings.broker_url.split("@")[-1]
+
+
+def send_sync(settings: Settings, *, inventory: str, kind: str, force: bool, actor: str) -> str:
+    """Queue a sync; a broker that is briefly away is retried for about a minute."""
+    from kombu.exceptions import OperationalError
+
+    from worker.celery import QUEUE, SYNC_TASK, app
+
+    try:
+        result = app.send_task(
+            SYNC_TASK,
+            kwargs={"inventory": inventory, "kind": kind, "force": force, "requested_by": actor},
+            queue=QUEUE,
+            retry=True,
+            retry_policy={
+                "max_retries": 60,
+                "interval_start": 0.2,
+                "interval_step": 0.5,
+                "interval_max": 1.0,
+            },
+        )
+    except (OperationalError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot queue the sync: {_where(settings)} did not answer ({exc})"
+        ) from None
+    return str(result.id)
+
+
+def follow(settings: Settings, task_id: str, *, timeout: float) -> int:
+    """Show the task's progress until it ends; the exit status the CLI should return."""
+    from celery.result import AsyncResult
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from worker.celery import app
+
+    result = AsyncResult(task_id, app=app)
+    console = Console(stderr=True)
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pages  {task.fields[devices]} devices"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        line = bar.add_task("waiting for a worker", total=None, devices=0)
+        while not result.ready():
+            if time.monotonic() > deadline:
+                typer.echo(f"error: task {task_id} still running after {timeout:g} s", err=True)
+                return 1
+            info = result.info if result.state == "PROGRESS" else None
+            if isinstance(info, dict):
+                bar.update(
+                    line,
+                    description=f"{info.get('kind', '')} sync of {info.get('inventory', '')}",
+                    completed=info.get("pages_done", 0),
+                    total=max(info.get("pages_expected", 0), info.get("pages_done", 0)) or None,
+                    devices=info.get("fetched", 0),
+                )
+            elif result.state == "STARTED":
+                bar.update(line, description="syncing")
+            time.sleep(POLL_SECONDS)
+    if result.failed():
+        typer.echo(f"error: the sync task failed: {result.result}", err=True)
+        return 1
+    return _summary(result.result)
+
+
+def _summary(outcome: Any) -> int:
+    if not isinstance(outcome, dict):
+        typer.echo(f"error: unexpected task result {outcome!r}", err=True)
+        return 1
+    if outcome.get("status") == "skipped":
+        typer.echo(f"error: sync skipped: {outcome.get('reason')}", err=True)
+        return 1
+    run = outcome.get("run") or {}
+    seconds = run.get("seconds")
+    took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
+    counts = ", ".join(
+        f"{key} {run.get(key, 0)}"
+        for key in ("fetched", "created", "updated", "unchanged", "deleted", "skipped")
+    )
+    typer.echo(
+        f"{run.get('kind')} sync of {run.get('inventory')} {run.get('status')}{took}: {counts}"
+    )
+    if run.get("status") != "succeeded":
+        typer.echo(f"error: {run.get('error')}", err=True)
+        return 1
+    return 0

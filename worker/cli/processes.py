@@ -1,0 +1,74 @@
+"""``devtrust worker`` and ``devtrust beat``: plain wrappers over Celery's own commands.
+
+``celery -A worker worker`` and ``celery -A worker beat`` do the same; these check the
+configuration first, so a mistake is one line rather than a traceback from a worker
+that has already started.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._common import settings
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _checked_level(loglevel: str) -> str:
+    level = loglevel.upper()
+    if level not in LOG_LEVELS:
+        raise typer.BadParameter(f"--loglevel must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _check_configuration() -> None:
+    from jamf.config import source_from_settings
+    from worker.celery import app, beat_schedule, broker_settings
+
+    current = settings()
+    source_from_settings(current)
+    broker_settings(current)
+    beat_schedule(current, app)  # the start delay and the periods, checked now
+
+
+def worker(
+    beat: Annotated[
+        bool, typer.Option("--beat", "-B", help="also run the scheduler (one machine only)")
+    ] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(help="worker processes (default: one per CPU)")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="node name, e.g. sync1@%h (default: celery@host)"),
+    ] = None,
+) -> None:
+    """Run a worker: Jamf syncs, scheduled and on demand."""
+    level = _checked_level(loglevel)
+    if concurrency is not None and concurrency < 1:
+        raise typer.BadParameter("--concurrency must be at least 1")
+    _check_configuration()
+    from worker.celery import QUEUE, app
+
+    argv = ["worker", f"--loglevel={level}", f"--queues={QUEUE}"]
+    if beat:
+        argv.append("--beat")
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    if name:
+        argv.append(f"--hostname={name}")
+    app.worker_main(argv)
+
+
+def beat(
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run the scheduler alone: it queues each inventory's partial and full syncs."""
+    level = _checked_level(loglevel)
+    _check_configuration()
+    from worker.celery import app
+
+    app.start(["beat", f"--loglevel={level}"])

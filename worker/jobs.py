@@ -1,0 +1,98 @@
+"""What the worker's tasks do, as plain functions: callable with no broker, and tested so.
+
+A task is one call into here. Each function opens what it needs (database, Jamf client,
+lock) from the settings, and closes it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from inventory.db import Database
+from inventory.durations import parse_duration
+from inventory.serialize import run_to_dict
+from inventory.services import source_sync as store
+from inventory.settings import Settings
+from jamf.config import client_from_settings, source_from_settings
+from jamf.sync import Kind, ProgressCallback, run_sync
+from worker.locks import locks_for
+
+log = logging.getLogger("devtrust.worker")
+
+SKIPPED = "skipped"
+
+
+def lock_name(source: str, inventory: str) -> str:
+    return f"jamf-sync:{source}:{inventory}"
+
+
+def sync_inventory(
+    settings: Settings,
+    *,
+    inventory: str | None = None,
+    kind: Kind | str = Kind.PARTIAL,
+    force: bool = False,
+    actor: str = "jamf-sync",
+    owner: str = "devtrust worker",
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """One sync of one inventory, unless one is running already anywhere.
+
+    Returns ``{"status": "succeeded" | "failed", "run": {...}}`` or, when another worker
+    holds the inventory's lock, ``{"status": "skipped", "reason": ...}``: a second sync
+    is skipped, not queued behind the first.
+    """
+    kind = Kind(kind)
+    source = source_from_settings(settings)
+    spec = source.inventory(inventory)
+    name = lock_name(source.name, spec.name)
+    ttl = parse_duration(settings.jamf_sync_lock_ttl, what="jamf_sync_lock_ttl").total_seconds()
+    locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
+    try:
+        lease = locks.acquire(name, ttl, owner)
+        if lease is None:
+            holder = locks.holder(name) or "another worker"
+            reason = f"a sync of {source.name}/{spec.name} is already running ({holder})"
+            log.info("%s sync skipped: %s", kind, reason)
+            return {"status": SKIPPED, "inventory": spec.name, "kind": kind.value, "reason": reason}
+        with lease:
+            lease.start_renewal()
+            db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+            try:
+                for run_id in store.abandon_running(db.uow(), spec.name, actor=actor):
+                    log.warning(
+                        "run %d of %s was interrupted; closed it as failed", run_id, spec.name
+                    )
+                with client_from_settings(settings) as client:
+                    run = run_sync(
+                        db,
+                        client,
+                        source,
+                        spec,
+                        kind=kind,
+                        force=force,
+                        actor=actor,
+                        progress=progress,
+                        concurrency=max(1, settings.jamf_max_connections - 1),
+                    )
+            finally:
+                db.close()
+        return {
+            "status": run.status,
+            "inventory": spec.name,
+            "kind": kind.value,
+            "run": run_to_dict(run),
+        }
+    finally:
+        locks.close()
+
+
+def sync_running(settings: Settings, inventory: str) -> str | None:
+    """Who is syncing the inventory now (the lock's holder), or None."""
+    source = source_from_settings(settings)
+    locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
+    try:
+        return locks.holder(lock_name(source.name, inventory))
+    finally:
+        locks.close()

@@ -1,0 +1,58 @@
+"""The worker's tasks: thin, named, time-limited; each one call into ``worker.jobs``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from celery import Task
+
+from inventory.errors import DatabaseUnavailable
+from jamf.sync import Progress
+from worker import jobs
+from worker.celery import SYNC_TASK, app
+from worker.locks import LockUnavailable
+
+# Progress is written to the result backend at most this often.
+PROGRESS_EVERY = 1.0
+
+
+@app.task(
+    name=SYNC_TASK,
+    bind=True,
+    # Retried: what a moment's wait can fix. A failed Jamf run is recorded, not retried:
+    # the next scheduled sync is the retry.
+    autoretry_for=(DatabaseUnavailable, LockUnavailable),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def sync(
+    self: Task,
+    inventory: str | None = None,
+    kind: str = "partial",
+    force: bool = False,
+    requested_by: str | None = None,
+    scheduled: bool = False,
+) -> dict[str, Any]:
+    """Sync one Jamf inventory entry (``kind``: partial or full)."""
+    last = 0.0
+
+    def progress(p: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY or p.phase == "delete":
+            last = now
+            self.update_state(state="PROGRESS", meta=asdict(p))
+
+    return jobs.sync_inventory(
+        self.app.conf.devtrust_settings,
+        inventory=inventory,
+        kind=kind,
+        force=force,
+        actor=requested_by or ("schedule" if scheduled else "jamf-sync"),
+        owner=f"{self.request.hostname or 'worker'} task {self.request.id}",
+        progress=progress,
+    )
