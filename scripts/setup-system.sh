@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
   libtss2-dev swtpm swtpm-tools tpm2-tools
-  redis-server redis-tools postgresql postgresql-client docker-compose
+  redis-server redis-tools postgresql postgresql-client docker-compose rabbitmq-server
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -75,8 +75,21 @@ redis() {
   say "Redis ready on 127.0.0.1:6379"
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+rabbitmq() {
+  # Only for the test that shows an amqp:// broker works unchanged.
+  if ! port_open 5672; then
+    say "starting RabbitMQ"
+    $SUDO rabbitmq-server -detached
+    for _ in $(seq 1 60); do port_open 5672 && break; sleep 1; done
+  fi
+  port_open 5672 || { say "RabbitMQ did not start"; exit 1; }
+  say "RabbitMQ ready on 127.0.0.1:5672"
+}
+
 case "${1:-}" in
   packages) packages ;;
-  services) postgres; redis ;;
+  services) postgres; redis; rabbitmq ;;
   *) echo "usage: $0 packages|services" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ Building the app reads the settings and connects to nothing.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,28 +81,32 @@ def _default_backend(broker: str) -> str:
 
 
 class StartDelaySchedule(schedule):  # type: ignore[misc]
-    """Every ``run_every``, the first time after ``delay`` (0: as soon as beat starts).
+    """Every ``run_every``, the first time ``delay`` after beat starts (0: at once).
 
     A random delay per beat process spreads the syncs of many deployments, which would
-    otherwise all hit Jamf when they were (re)started together.
+    otherwise all hit Jamf when they were (re)started together. Stateless, as beat asks
+    ``is_due`` more than once per run: the first run is due while the entry has not run
+    since beat started (its entries start with ``last_run_at`` at ``NEVER``).
     """
 
     def __init__(self, run_every: timedelta, delay: timedelta, app: Celery) -> None:
         super().__init__(run_every=run_every, app=app)
         self.first_due: datetime = self.now() + delay
-        self.started = False
 
     def is_due(self, last_run_at: datetime) -> schedstate:
-        if not self.started:
+        if last_run_at < self.first_due - self.run_every:
             left = (self.first_due - self.now()).total_seconds()
             if left > 0:
                 return schedstate(False, left)
-            self.started = True
             return schedstate(True, self.seconds)
         return super().is_due(last_run_at)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.run_every, timedelta(0), self.app))
+
+
+# What a schedule entry's last run is before its first: long ago.
+NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
@@ -127,6 +131,7 @@ def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
                 "task": SYNC_TASK,
                 "schedule": StartDelaySchedule(period, delay, app),
                 "kwargs": {"inventory": spec.name, "kind": kind, "scheduled": True},
+                "last_run_at": NEVER,
                 # A run still queued when the next is due is dropped, not piled up.
                 "options": {"expires": period.total_seconds(), "queue": QUEUE},
             }

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from inventory.settings import Settings, load_settings
 from jamf.simulator import SimulatorConfig, running_simulator
 from tests.processes import DEVTRUST, Process, RedisServer, simulator, started, wait_until, worker
 from worker import jobs
-from worker.celery import SYNC_TASK, StartDelaySchedule, beat_schedule, create_app
+from worker.celery import NEVER, SYNC_TASK, StartDelaySchedule, beat_schedule, create_app
 from worker.locks import locks_for
 
 REDIS = "redis://127.0.0.1:6379"
@@ -180,10 +182,10 @@ def test_beat_schedule_has_a_partial_and_a_full_sync_per_inventory(tmp_path: Pat
     assert full["schedule"].run_every.total_seconds() == 12 * 3600
     assert entries["jamf-partial-lab"]["schedule"].run_every.total_seconds() == 2 * 3600
     # The first full sync comes within the start delay; partials a period later.
-    due, wait = full["schedule"].is_due(full["schedule"].now())
+    due, wait = full["schedule"].is_due(full["last_run_at"])
     assert not due and 0 < wait <= 600
     partial = entries["jamf-partial-macs"]["schedule"]
-    assert 3600 <= partial.is_due(partial.now())[1] <= 3600 + 600
+    assert 3500 <= partial.is_due(NEVER)[1] <= 3600 + 600
 
 
 def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
@@ -191,9 +193,14 @@ def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
     from datetime import timedelta
 
     every = StartDelaySchedule(timedelta(minutes=5), timedelta(0), app)
-    due, next_in = every.is_due(every.now())
-    assert due and next_in == 300
-    assert every.is_due(every.now()) == (False, pytest.approx(300, abs=2))
+    assert every.is_due(NEVER) == (True, 300)
+    assert every.is_due(NEVER) == (True, 300)  # asked twice, still due: no hidden state
+    ran = every.now()
+    due, next_in = every.is_due(ran)
+    assert not due and next_in == pytest.approx(300, abs=2)
+    later = StartDelaySchedule(timedelta(minutes=5), timedelta(minutes=2), app)
+    due, next_in = later.is_due(NEVER)
+    assert not due and 110 <= next_in <= 120
 
 
 def test_beat_process_queues_scheduled_syncs_on_redis(tmp_path: Path, machine_redis: str) -> None:
@@ -312,3 +319,38 @@ def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     assert unknown.stderr.strip() == (
         "error: unknown Jamf inventory 'nope': configured are default"
     )
+
+
+def test_rabbitmq_broker_works_unchanged(tmp_path: Path) -> None:
+    # The machine's RabbitMQ; results over RPC to the client that asked. Locks are local
+    # files (one host), as worker.locks documents for amqp:// brokers.
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ is not reachable on 127.0.0.1:5672 ({exc}): run `make services`")
+    with simulator(300) as jamf:
+        env = env_for(tmp_path, jamf)
+        env["DEVTRUST_BROKER_URL"] = amqp
+        env["DEVTRUST_RESULT_BACKEND"] = "rpc://"
+        with worker(env, "rabbit"):
+            result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
+        assert result.returncode == 0, result.stderr
+        assert "full sync of default succeeded" in result.stdout
+        assert inventory_size(env) == managed_count(jamf)
+
+
+def test_make_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
+    result = subprocess.run(
+        ["bash", str(demo)],
+        env={**_clean_env(), "DEVTRUST_DATA_DIR": str(tmp_path / "demo")},
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "full sync of jamf/default succeeded" in result.stdout
+    assert re.search(r"\.\.\. (\d+) devices in all", result.stdout)
+    # It stopped what it started: nothing listens on the simulator's port any more.
+    port = int(re.search(r"on port (\d+)", result.stdout).group(1))  # type: ignore[union-attr]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

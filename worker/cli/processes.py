@@ -55,7 +55,8 @@ def worker(
 
     argv = ["worker", f"--loglevel={level}", f"--queues={QUEUE}"]
     if beat:
-        argv.append("--beat")
+        # Named here too: an embedded beat does not read beat_scheduler from the config.
+        argv += ["--beat", "--scheduler=worker.celery:Scheduler"]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
     if name:
