@@ -1,1 +1,1 @@
-"""Attestation verification, the ceremony service and the device agent (see issue 5)."""
+"""The enrollment ceremony: attestation checks, the ceremony HTTP service, the agent."""

@@ -33,6 +33,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(jamf.app, name="jamf")
 app.command("worker")(processes.worker)
 app.command("beat")(processes.beat)
+app.command("serve")(processes.serve)
 
 
 # Recent typer releases carry their own copy of click, whose exceptions are not

@@ -62,6 +62,7 @@ def status(
     from inventory.services import source_sync as store
     from jamf.config import source_from_settings
     from worker.jobs import sync_running
+    from worker.locks import LockUnavailable
 
     source = source_from_settings(settings())
     db = database()
@@ -69,7 +70,11 @@ def status(
     for spec in source.inventories:
         runs = store.recent_runs(db.uow(), spec.name, limit=50)
         finished = [r for r in runs if r.status != store.RUNNING]
-        holder = sync_running(settings(), spec.name)
+        try:
+            holder = sync_running(settings(), spec.name)
+        except LockUnavailable as exc:
+            holder = None
+            info(f"cannot tell whether a sync is running: {exc}")
         report.append(
             {
                 "source": source.name,

@@ -73,3 +73,26 @@ def beat(
     from worker.celery import app
 
     app.start(["beat", f"--loglevel={level}"])
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8800,
+) -> None:
+    """Run the ceremony HTTP service (today: /healthz and /openapi.json)."""
+    if not 0 < port < 65536:
+        raise typer.BadParameter("--port must be between 1 and 65535")
+    import uvicorn
+
+    from ceremony.service import broker_check, create_app, database_check
+    from worker.celery import broker_settings
+    from worker.logs import configure_logging
+
+    current = settings()
+    queue = broker_settings(current)
+    checks = {
+        "database": database_check(current),
+        "broker": broker_check(queue["broker_url"], queue.get("broker_transport_options", {})),
+    }
+    configure_logging("INFO")
+    uvicorn.run(create_app(current, checks), host=host, port=port, log_config=None)
