@@ -36,6 +36,7 @@ import argparse
 import json
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -275,16 +276,36 @@ def warm_up(jamf: str, *limits: int) -> None:
             client.computers_page(page=0, page_size=1, filter=_filter(limit))
 
 
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each number the median over the runs; anything else as the first run had it."""
+    out: dict[str, Any] = {}
+    for key, value in results[0].items():
+        if isinstance(value, dict):
+            out[key] = median_of([r[key] for r in results])
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in results)
+        else:
+            out[key] = value
+    return out
+
+
 def bench_backend(backend: str, jamf: str, args: argparse.Namespace) -> Figures:
+    """``--runs`` rounds of fetch-only, write-only and the syncs, interleaved so that
+    the machine's noise falls on all of them alike; each figure is the median."""
     warm_up(jamf, args.devices, args.small)
-    fetch = child("fetch", args, jamf=jamf, limit_id=args.devices)
-    with DATABASES[backend]() as url:
-        write = child("write", args, url=url, limit_id=args.devices)
-    with DATABASES[backend]() as url:
-        sync = child("sync", args, url=url, jamf=jamf, limit_id=args.devices)
+    fetches, writes, syncs = [], [], []
+    for _ in range(args.runs):
+        fetches.append(child("fetch", args, jamf=jamf, limit_id=args.devices))
+        with DATABASES[backend]() as url:
+            writes.append(child("write", args, url=url, limit_id=args.devices))
+        with DATABASES[backend]() as url:
+            syncs.append(child("sync", args, url=url, jamf=jamf, limit_id=args.devices))
     with DATABASES[backend]() as url:
         small = child("sync", args, url=url, jamf=jamf, limit_id=args.small, only_full=True)
-    return Figures(backend, args.devices, fetch, write, sync, small, args.small)
+    return Figures(
+        backend, args.devices, median_of(fetches), median_of(writes), median_of(syncs), small,
+        args.small,
+    )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -298,6 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--page-size", type=int, default=500, help="Jamf page size (max 2000)")
     parser.add_argument("--concurrency", type=int, default=4, help="pages fetched ahead")
     parser.add_argument("--seed", type=int, default=1, help="the simulator's fleet seed")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; figures are medians")
     parser.add_argument(
         "--latency-ms",
         type=float,
@@ -313,6 +335,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.small < args.devices:
         parser.error("--small must be at least 1 and below --devices")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if not 1 <= args.page_size <= 2000 or args.concurrency < 1:
         parser.error("--page-size must be 1 to 2000 and --concurrency at least 1")
     return args

@@ -16,6 +16,7 @@ Building the app reads the settings and connects to nothing.
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,6 +170,8 @@ def create_app(settings: Settings | None = None) -> Celery:
 @signals.setup_logging.connect
 def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
     configure_logging(loglevel or "INFO")
+    # One line per Jamf request is noise at INFO; failures are logged by jamf.client.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @signals.task_prerun.connect

@@ -300,10 +300,18 @@ def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: 
 def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None:
     with simulator(500) as jamf:
         env = env_for(tmp_path, jamf)  # no broker: files under the data directory
-        with worker(env, "solo"):
+        with worker(env, "solo") as solo:
             result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
             assert result.returncode == 0, result.stderr
             status = devtrust(env, "jamf", "status", "--format", "json")
+            task_id = result.stdout.splitlines()[0]
+        # Logs are JSON lines off a terminal; the sync's lines carry task id and inventory.
+        sync_lines = [
+            json.loads(line) for line in solo.lines if '"logger": "devtrust.jamf.sync"' in line
+        ]
+        assert sync_lines and all(
+            (entry["task_id"], entry["inventory"]) == (task_id, "default") for entry in sync_lines
+        )
         assert "full sync of default succeeded" in result.stdout
         assert inventory_size(env) == managed_count(jamf)
         [entry] = json.loads(status.stdout)
