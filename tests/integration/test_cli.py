@@ -206,6 +206,30 @@ def test_devices_get_prints_json_or_a_yaml_resource_by_default(cli: Cli) -> None
     assert by_id == as_yaml
 
 
+def test_devices_get_text_shows_one_field_per_line_and_dashes_for_nothing(
+    cli: Cli, db: Database
+) -> None:
+    from inventory.domain import OSType, Profile, SourceRecord
+    from inventory.services import source_sync as store
+
+    add_device(cli)
+    run = store.start_run(db.uow(), source="jamf", inventory="default", kind="full")
+    profile = Profile(model_identifier="Mac14,2", os_version="15.1", os_usernames=("alice", "bob"))
+    record = SourceRecord(TAG, OSType.MACOS, "42", profile, "hash")
+    store.apply_page(db.uow(), run, [record], source="jamf", inventory="default", track_seen=False)
+    lines = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (
+            line.partition(":")
+            for line in ok(cli("devices", "get", TAG, "--format", "text")).out.splitlines()
+        )
+    )
+    assert lines["owner"] == "-" and lines["credential"] == "-"
+    assert lines["profile.os_version"] == "15.1"
+    assert lines["profile.os_usernames"] == "alice, bob"
+    assert "None" not in lines.values()
+
+
 def test_devices_enroll_json_carries_the_token_for_the_device(cli: Cli) -> None:
     device_id = add_device(cli)
     issued = json.loads(

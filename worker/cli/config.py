@@ -36,9 +36,14 @@ def show(
 @app.command("set")
 def set_(
     key: Annotated[
-        str, typer.Argument(help="device_trust.mode, .auto_enroll or .ekcert_allowed_cas")
+        str,
+        typer.Argument(
+            help="device_trust.mode, .auto_enroll or .ekcert_allowed_cas", metavar="KEY"
+        ),
     ],
-    value: Annotated[str, typer.Argument(help="the new value; @FILE reads PEM CAs from a file")],
+    value: Annotated[
+        str, typer.Argument(help="the new value; @FILE reads PEM CAs from a file", metavar="VALUE")
+    ],
 ) -> None:
     """Change one field of the preference."""
     uow = database().uow()

@@ -19,7 +19,9 @@ def _engine() -> dbmod.Engine:
 
 
 @app.command("upgrade")
-def upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision", metavar="REVISION")] = "head",
+) -> None:
     """Upgrade the schema (to the newest revision by default)."""
     engine = _engine()
     try:
@@ -31,7 +33,10 @@ def upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "
 
 @app.command("downgrade")
 def downgrade(
-    revision: Annotated[str, typer.Argument(help="target revision, or 'base' to drop everything")],
+    revision: Annotated[
+        str,
+        typer.Argument(help="target revision, or 'base' to drop everything", metavar="REVISION"),
+    ],
     yes: Annotated[bool, typer.Option("--yes", help="confirm that data may be lost")] = False,
 ) -> None:
     """Downgrade the schema; tables dropped on the way lose their data."""

@@ -87,7 +87,7 @@ def _stream_json(pages: Iterator[Page]) -> None:
 
 @app.command("get")
 def get(
-    ref: Annotated[str, typer.Argument(help="asset tag or device id")],
+    ref: Annotated[str, typer.Argument(help="asset tag or device id", metavar="DEVICE")],
     format: Annotated[Format, typer.Option("--format", help="yaml, json or text")] = Format.YAML,
 ) -> None:
     """Show one device with its profile and credential."""
@@ -98,8 +98,22 @@ def get(
     elif format is Format.YAML:
         echo_yaml({"kind": "device", "version": "v1", "spec": data})
     else:
-        for key, value in data.items():
-            typer.echo(f"{key:>14}: {value}")
+        lines = list(_text_lines(data))
+        width = max(len(key) for key, _ in lines)
+        for key, value in lines:
+            typer.echo(f"{key:>{width}}: {value}")
+
+
+def _text_lines(data: dict[str, object], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``profile.os_version: 14.4``, one line per field; nothing becomes ``-``."""
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _text_lines(value, f"{name}.")
+        elif isinstance(value, list | tuple):
+            yield name, ", ".join(str(v) for v in value) or "-"
+        else:
+            yield name, "-" if value is None or value == {} else str(value)
 
 
 @app.command("rm")
@@ -157,7 +171,9 @@ def _print_token(
 
 
 @app.command("unenroll")
-def unenroll(ref: Annotated[str, typer.Argument(help="asset tag or device id")]) -> None:
+def unenroll(
+    ref: Annotated[str, typer.Argument(help="asset tag or device id", metavar="DEVICE")],
+) -> None:
     """Make an enrolled device not enrolled again (owner and credential cleared)."""
     device, changed = device_service.unenroll_device(database().uow(), ref, actor=actor())
     if changed:

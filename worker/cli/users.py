@@ -28,7 +28,7 @@ def _print_credential(name: str, token: str, roles: str, *, as_json: bool, verb:
 
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="the user's name")],
+    name: Annotated[str, typer.Argument(help="the user's name", metavar="NAME")],
     roles: Annotated[
         list[str],
         typer.Option(help="comma-separated: access, editor, device-admin, bot"),
@@ -66,7 +66,7 @@ def ls(
 
 
 @app.command("rm")
-def rm(name: Annotated[str, typer.Argument(help="the user to remove")]) -> None:
+def rm(name: Annotated[str, typer.Argument(help="the user to remove", metavar="NAME")]) -> None:
     """Remove a user; their credential stops working at once."""
     user = user_service.remove_user(database().uow(), name, actor=actor())
     typer.echo(f'User "{user.name}" removed')
@@ -74,7 +74,9 @@ def rm(name: Annotated[str, typer.Argument(help="the user to remove")]) -> None:
 
 @app.command("reset-token")
 def reset_token(
-    name: Annotated[str, typer.Argument(help="the user whose credential to replace")],
+    name: Annotated[
+        str, typer.Argument(help="the user whose credential to replace", metavar="NAME")
+    ],
     format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
 ) -> None:
     """Replace a user's credential and print the new one once."""
