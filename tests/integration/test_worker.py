@@ -312,6 +312,7 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         assert sync_lines and all(
             (entry["task_id"], entry["inventory"]) == (task_id, "default") for entry in sync_lines
         )
+        assert "devtrust-secret" not in solo.output()  # the Jamf client secret is never logged
         assert "full sync of default succeeded" in result.stdout
         assert inventory_size(env) == managed_count(jamf)
         [entry] = json.loads(status.stdout)
