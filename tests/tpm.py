@@ -1,0 +1,155 @@
+"""A real software TPM (swtpm) for the TPM path's tests.
+
+``swtpm_setup`` manufactures the TPM in a temp dir: its EKs and, unless told otherwise,
+EK certificates issued by a swtpm-localca CA whose keys also live in that temp dir (its
+configuration files are written there and passed with ``--config``, so nothing under /etc
+or /var is used). ``swtpm socket`` then serves it on free TCP ports until the test is done.
+
+A missing swtpm fails the test with a message saying how to install it; it never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tests.processes import free_port, wait_until
+
+LOCALCA = "/usr/share/swtpm/swtpm-localca"
+
+# TPM2_Startup is refused once the TPM is started; a well-formed answer proves it serves.
+_STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
+
+
+@dataclass(frozen=True)
+class SwTPM:
+    tcti: str  # for DEVTRUST_TPM_TCTI
+    ca_cert_pem: bytes  # the issuer and root certificates that signed the EK certificates
+    state_dir: Path
+    ek: Literal["rsa", "ecc"]  # which EK the test is about; swtpm makes both
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make system`", pytrace=False)
+    return path
+
+
+def _write_ca_config(directory: Path) -> Path:
+    """swtpm_setup.conf and the swtpm-localca files it names, all inside ``directory``."""
+    ca = directory / "ca"
+    ca.mkdir()
+    localca_conf = directory / "swtpm-localca.conf"
+    localca_conf.write_text(
+        f"statedir = {ca}\n"
+        f"signingkey = {ca / 'signkey.pem'}\n"
+        f"issuercert = {ca / 'issuercert.pem'}\n"
+        f"certserial = {ca / 'certserial'}\n"
+    )
+    localca_options = directory / "swtpm-localca.options"
+    localca_options.write_text(
+        "--platform-manufacturer devtrust\n--platform-version 2.1\n--platform-model swtpm\n"
+    )
+    setup_conf = directory / "swtpm_setup.conf"
+    setup_conf.write_text(
+        f"create_certs_tool = {LOCALCA}\n"
+        f"create_certs_tool_config = {localca_conf}\n"
+        f"create_certs_tool_options = {localca_options}\n"
+        "active_pcr_banks = sha256\n"
+    )
+    return setup_conf
+
+
+def _free_port_pair() -> int:
+    """A free port whose successor is free too: the swtpm TCTI expects the control
+    channel on port + 1 and has no option to say otherwise."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as sock:
+            sock.bind(("127.0.0.1", port + 1))
+            return port
+    pytest.fail("found no two consecutive free ports for swtpm", pytrace=False)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(_STARTUP_CLEAR)
+            return sock.recv(10)[:2] == b"\x80\x01"
+    except OSError:
+        return False
+
+
+@contextmanager
+def swtpm(
+    tmp_path: Path, ek: Literal["rsa", "ecc"] = "rsa", with_ek_cert: bool = True
+) -> Iterator[SwTPM]:
+    """A manufactured swtpm serving on free ports; stopped when the block ends.
+
+    swtpm_setup always creates both an RSA-2048 EK (certificate at NV 0x01c00002) and an
+    ECC NIST P-384 EK (high range, certificate at NV 0x01c00016); ``ek`` only records which
+    one the test means and adds ``--ecc`` (an ECC storage primary key) for "ecc".
+    """
+    setup = _binary("swtpm_setup")
+    server = _binary("swtpm")
+    if not Path(LOCALCA).exists():
+        pytest.fail(f"{LOCALCA} is missing: run `make system`", pytrace=False)
+    root = tmp_path / "swtpm"
+    state = root / "state"
+    state.mkdir(parents=True)
+    config = _write_ca_config(root)
+    # --create-platform-cert implies --create-ek-cert, so it goes too without certificates.
+    certs = ["--create-ek-cert", "--create-platform-cert"] if with_ek_cert else ["--createek"]
+    argv = [setup, "--tpm2", "--tpmstate", str(state), *certs, "--lock-nvram",
+            "--config", str(config), "--logfile", str(root / "setup.log")]  # fmt: skip
+    if ek == "ecc":
+        argv.append("--ecc")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        log = (root / "setup.log").read_text() if (root / "setup.log").exists() else ""
+        pytest.fail(f"swtpm_setup failed:\n{result.stdout}{result.stderr}{log}", pytrace=False)
+
+    ca_cert_pem = b""
+    if with_ek_cert:
+        ca = root / "ca"
+        ca_cert_pem = (ca / "issuercert.pem").read_bytes() + (
+            ca / "swtpm-localca-rootca-cert.pem"
+        ).read_bytes()
+
+    port = _free_port_pair()
+    ctrl = port + 1
+    process = subprocess.Popen(
+        [server, "socket", "--tpm2", "--tpmstate", f"dir={state}",
+         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+         "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
+         "--flags", "not-need-init,startup-clear", "--log", f"file={root / 'swtpm.log'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: process.poll() is not None or _answers(port), 10, "swtpm did not start")
+        if process.poll() is not None:
+            pytest.fail(f"swtpm exited with {process.returncode}", pytrace=False)
+        yield SwTPM(
+            tcti=f"swtpm:host=127.0.0.1,port={port}",
+            ca_cert_pem=ca_cert_pem,
+            state_dir=state,
+            ek=ek,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait(timeout=10)
