@@ -696,3 +696,24 @@ def test_jamf_status_names_a_bad_inventory_setting(
     result = cli("jamf", "status")
     assert result.code != 0
     assert "jamf_inventory[0]: sync_period_partial (24h) must be shorter" in result.error_line
+
+
+def test_device_asset_tag_and_collect_read_the_dmi_directory(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dmi = tmp_path / "dmi"
+    dmi.mkdir()
+    (dmi / "chassis_asset_tag").write_text("To Be Filled By O.E.M.\n")
+    (dmi / "product_serial").write_text("LNX-4C4C4544\n")
+    (dmi / "product_name").write_text("ThinkPad X1\n")
+    monkeypatch.setenv("DEVTRUST_DMI_DIR", str(dmi))
+    assert ok(cli("device", "asset-tag")).out == "LNX-4C4C4544\n"
+    data = json.loads(ok(cli("device", "collect", "--format", "json")).out)
+    assert (data["serial_number"], data["os_type"], data["model_identifier"]) == (
+        "LNX-4C4C4544",
+        "linux",
+        "ThinkPad X1",
+    )
+    assert data["reported_asset_tag"] is None
+    (dmi / "product_serial").write_text("Default string\n")
+    assert "reports no serial number" in cli("device", "asset-tag").error_line

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from inventory.errors import DevtrustError
 
-from . import _common, audit, config, db, devices, jamf, processes, users
+from . import _common, audit, config, db, device, devices, jamf, processes, users
 
 app = typer.Typer(
     name="devtrust",
@@ -31,6 +31,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(jamf.app, name="jamf")
+app.add_typer(device.app, name="device")
 app.command("worker")(processes.worker)
 app.command("beat")(processes.beat)
 app.command("serve")(processes.serve)
