@@ -137,6 +137,23 @@ class EnrollmentTokenRow(Base):
     spent_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ChallengeRow(Base):
+    """Server-side state of a ceremony between its two round trips; single use."""
+
+    __tablename__ = "ceremony_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    user_name: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    expire_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_type_id", "type", "id"),)

@@ -22,6 +22,7 @@ TABLES = {
     "cluster_preferences",
     "users",
     "sync_runs",
+    "ceremony_challenges",
 }
 
 

@@ -1,0 +1,124 @@
+"""Ceremony challenges: what the server must remember between a ceremony's two round trips.
+
+A challenge is issued with its state (the TPM secret and nonce, the AK's public area,
+the enrollment token it will spend...) and a short life (default 60 s). Taking it back is
+a conditional UPDATE, so of any number of responses racing for one challenge exactly one
+gets it; a replayed, late or unknown one is refused. Any instance behind a load balancer
+can continue a ceremony another one started: the state is in the database.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from inventory.db import UnitOfWork
+from inventory.errors import DevtrustError
+from inventory.models import ChallengeRow
+
+DEFAULT_TTL = timedelta(seconds=60)
+
+
+class ChallengeInvalid(DevtrustError):
+    """An unknown, used, expired or mismatched challenge; the message says which."""
+
+    http_status = 400
+
+
+@dataclass(frozen=True)
+class Challenge:
+    id: str
+    kind: str
+    device_id: str
+    user_name: str | None
+    state: dict[str, Any]
+    expire_time: datetime
+
+
+def issue_challenge(
+    uow: UnitOfWork,
+    *,
+    kind: str,
+    device_id: str,
+    user_name: str | None,
+    state: dict[str, Any],
+    ttl: timedelta = DEFAULT_TTL,
+) -> Challenge:
+    """Remember ``state`` for one response; returns the challenge with its id."""
+    if ttl <= timedelta(0):
+        raise ValueError("a challenge's lifetime must be positive")
+    with uow:
+        now = uow.now()
+        row = ChallengeRow(
+            id=secrets.token_urlsafe(32),
+            kind=kind,
+            device_id=device_id,
+            user_name=user_name,
+            state=state,
+            create_time=now,
+            expire_time=now + ttl,
+            used_time=None,
+        )
+        uow.session.add(row)
+        challenge = _to_challenge(row)
+        uow.commit()
+        return challenge
+
+
+def take_challenge(uow: UnitOfWork, challenge_id: str, *, kind: str) -> Challenge:
+    """The challenge's state, once: used, expired, unknown or of another kind is refused."""
+    with uow:
+        now = uow.now()
+        taken = uow.session.execute(
+            update(ChallengeRow)
+            .where(
+                ChallengeRow.id == challenge_id,
+                ChallengeRow.kind == kind,
+                ChallengeRow.used_time.is_(None),
+                ChallengeRow.expire_time > now,
+            )
+            .values(used_time=now)
+            .execution_options(synchronize_session=False)
+        )
+        row = uow.session.get(ChallengeRow, challenge_id)
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise ChallengeInvalid(_why_not(row, kind, now))
+        assert row is not None
+        challenge = _to_challenge(row)
+        uow.commit()
+        return challenge
+
+
+def purge_expired(uow: UnitOfWork, *, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Forget challenges that expired more than ``older_than`` ago; returns how many."""
+    with uow:
+        result = uow.session.execute(
+            delete(ChallengeRow).where(ChallengeRow.expire_time < uow.now() - older_than)
+        )
+        uow.commit()
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _why_not(row: ChallengeRow | None, kind: str, now: datetime) -> str:
+    if row is None:
+        return "unknown challenge: start the ceremony again"
+    if row.kind != kind:
+        return f"this is a {row.kind} challenge, not a {kind} one"
+    if row.used_time is not None:
+        return "challenge already answered: a response is accepted once"
+    return f"challenge expired at {row.expire_time:%H:%M:%S} UTC: start the ceremony again"
+
+
+def _to_challenge(row: ChallengeRow) -> Challenge:
+    return Challenge(
+        id=row.id,
+        kind=row.kind,
+        device_id=row.device_id,
+        user_name=row.user_name,
+        state=dict(row.state),
+        expire_time=row.expire_time,
+    )
