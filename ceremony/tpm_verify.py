@@ -1,0 +1,517 @@
+"""TPM enrollment, the server's side: pure checks over the bytes the device agent sends.
+
+The shapes follow go-attestation (ActivationParameters, EncryptedCredential, quote
+verification), which the reference system uses: the device proves with its EK that its AK
+lives in the same TPM (MakeCredential / ActivateCredential), the AK proves it was made by
+that TPM with the right attributes (its creation attestation), and quotes carry the
+server's nonce. Every structure arrives marshalled as the TPM produced it (TPM2B forms with
+their size prefix; signatures as TPMT_SIGNATURE) and every refusal is an AttestationError
+whose message says what is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import secrets
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from tpm2_pytss import TSS2_Exception  # type: ignore[import-untyped]
+from tpm2_pytss.constants import (  # type: ignore[import-untyped]
+    TPM2_ALG,
+    TPM2_ECC,
+    TPM2_GENERATED,
+    TPM2_ST,
+    TPMA_OBJECT,
+)
+from tpm2_pytss.types import (  # type: ignore[import-untyped]
+    TPM2B_CREATION_DATA,
+    TPM2B_PUBLIC,
+    TPMS_ATTEST,
+    TPMT_SIGNATURE,
+)
+from tpm2_pytss.utils import make_credential  # type: ignore[import-untyped]
+
+MAX_STRUCTURE = 4096  # bytes; every TPM structure the agent sends is far smaller
+MAX_CERTIFICATE = 8192
+MAX_CHAIN_DEPTH = 5
+EK_CERTIFICATE_EKU = x509.ObjectIdentifier("2.23.133.8.1")
+
+AttestationType = Literal["tpm_ekpub", "tpm_ekcert", "tpm_ekcert_trusted"]
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+_AK_REQUIRED = {
+    TPMA_OBJECT.RESTRICTED: "restricted",
+    TPMA_OBJECT.SIGN_ENCRYPT: "sign",
+    TPMA_OBJECT.FIXEDTPM: "fixedTPM",
+    TPMA_OBJECT.FIXEDPARENT: "fixedParent",
+    TPMA_OBJECT.SENSITIVEDATAORIGIN: "sensitiveDataOrigin",
+}
+_CURVES: dict[int, type[ec.EllipticCurve]] = {
+    TPM2_ECC.NIST_P256: ec.SECP256R1,
+    TPM2_ECC.NIST_P384: ec.SECP384R1,
+}
+_NAME_HASHES = {TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384", TPM2_ALG.SHA512: "sha512"}
+_PCR_BANKS = {TPM2_ALG.SHA1: 20, TPM2_ALG.SHA256: 32, TPM2_ALG.SHA384: 48, TPM2_ALG.SHA512: 64}
+_PARSE_ERRORS = (TSS2_Exception, ValueError, IndexError, TypeError, OverflowError, KeyError)
+# cryptography parses certificates lazily: any attribute of a damaged one may raise these.
+_X509_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+class AttestationError(Exception):
+    """A device's attestation is refused; the message says what is wrong, in one line."""
+
+
+class EKCertificateError(AttestationError):
+    """The EK certificate is unreadable, untrusted or does not match the EK."""
+
+
+class AKError(AttestationError):
+    """The attestation key's public area or creation proof is refused."""
+
+
+class ChallengeError(AttestationError):
+    """The credential challenge cannot be made, or its answer is wrong."""
+
+
+class QuoteError(AttestationError):
+    """A quote is malformed, not signed by the AK, or does not match the nonce or PCRs."""
+
+
+@dataclass(frozen=True)
+class EnrollmentRequest:
+    """What the device sends to enroll (go-attestation's EK and AttestationParameters)."""
+
+    ek_cert: bytes | None  # as read from NV: may carry a TCG header or padding
+    ek_public: bytes | None  # TPM2B_PUBLIC
+    ak_public: bytes  # TPM2B_PUBLIC
+    creation_data: bytes  # TPM2B_CREATION_DATA
+    creation_attestation: bytes  # TPM2B_ATTEST
+    creation_signature: bytes  # TPMT_SIGNATURE
+    ek_intermediates: tuple[bytes, ...] = ()  # DER certificates between the EK cert and a CA
+
+
+@dataclass(frozen=True)
+class AKInfo:
+    public: bytes  # the TPM2B_PUBLIC, to keep as the device's credential
+    name: bytes  # nameAlg || digest of the public area, for MakeCredential
+    key: PublicKey
+
+
+@dataclass(frozen=True)
+class Challenge:
+    credential_blob: bytes  # TPM2B_ID_OBJECT, sent to the device
+    encrypted_secret: bytes  # TPM2B_ENCRYPTED_SECRET, sent to the device
+    nonce: bytes  # for the quotes; kept server-side as well
+    secret: bytes  # kept server-side only
+
+
+# Parsing
+
+
+def _unmarshal(cls: Any, data: bytes, what: str, error: type[AttestationError]) -> Any:
+    if not isinstance(data, bytes | bytearray):
+        raise error(f"the {what} must be bytes, not {type(data).__name__}")
+    if len(data) > MAX_STRUCTURE:
+        raise error(f"the {what} is {len(data)} bytes, more than the {MAX_STRUCTURE} allowed")
+    try:
+        parsed, used = cls.unmarshal(bytes(data))
+    except _PARSE_ERRORS as exc:
+        raise error(f"the {what} is malformed or truncated ({exc})") from exc
+    if used != len(data):
+        raise error(f"the {what} has {len(data) - used} trailing bytes")
+    return parsed
+
+
+def _attestation(data: bytes, what: str, error: type[AttestationError]) -> tuple[Any, bytes]:
+    """A TPM2B_ATTEST's TPMS_ATTEST and the bytes the key signed (its contents)."""
+    if not isinstance(data, bytes | bytearray) or len(data) < 2:
+        raise error(f"the {what} is malformed or truncated (no TPM2B size)")
+    if len(data) > MAX_STRUCTURE:
+        raise error(f"the {what} is {len(data)} bytes, more than the {MAX_STRUCTURE} allowed")
+    (size,) = struct.unpack(">H", data[:2])
+    body = bytes(data[2:])
+    if len(body) < size:
+        raise error(f"the {what} is truncated: {len(body)} of {size} bytes")
+    if len(body) > size:
+        raise error(f"the {what} has {len(body) - size} trailing bytes")
+    parsed = _unmarshal(TPMS_ATTEST, body, what, error)
+    if parsed.magic != TPM2_GENERATED.VALUE:
+        raise error(f"the {what} was not generated by a TPM (magic {int(parsed.magic):#x})")
+    return parsed, body
+
+
+def _public_key(area: Any, what: str, error: type[AttestationError]) -> PublicKey:
+    """The cryptography key of a TPMT_PUBLIC: RSA of 2048 to 4096 bits, or ECC P-256/P-384."""
+    try:
+        if area.type == TPM2_ALG.RSA:
+            bits = int(area.parameters.rsaDetail.keyBits)
+            modulus = bytes(area.unique.rsa)
+            if not 2048 <= bits <= 4096 or len(modulus) * 8 != bits:
+                raise error(f"the {what} is RSA-{len(modulus) * 8}; RSA-2048 or larger is needed")
+            exponent = int(area.parameters.rsaDetail.exponent) or 65537
+            numbers = rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus, "big"))
+            return numbers.public_key()
+        if area.type == TPM2_ALG.ECC:
+            curve = _CURVES.get(int(area.parameters.eccDetail.curveID))
+            if curve is None:
+                raise error(f"the {what} uses an ECC curve other than NIST P-256 or P-384")
+            x = int.from_bytes(bytes(area.unique.ecc.x), "big")
+            y = int.from_bytes(bytes(area.unique.ecc.y), "big")
+            return ec.EllipticCurvePublicNumbers(x, y, curve()).public_key()
+    except _PARSE_ERRORS as exc:
+        raise error(f"the {what} holds no valid public key ({exc})") from exc
+    raise error(f"the {what} is neither an RSA nor an ECC key")
+
+
+def ek_public_key(tpm2b_public: bytes) -> PublicKey:
+    """The EK's public key from its marshalled TPM2B_PUBLIC."""
+    area = _unmarshal(TPM2B_PUBLIC, tpm2b_public, "EK public area", EKCertificateError)
+    return _public_key(area.publicArea, "EK public area", EKCertificateError)
+
+
+def _der_end(raw: bytes) -> int:
+    """Where the DER SEQUENCE at the start of raw ends, so trailing padding can be cut."""
+    if len(raw) < 2 or raw[0] != 0x30:
+        raise EKCertificateError("the EK certificate is not DER (no SEQUENCE at its start)")
+    if raw[1] < 0x80:
+        return 2 + raw[1]
+    octets = raw[1] & 0x7F
+    if not 1 <= octets <= 3 or len(raw) < 2 + octets:
+        raise EKCertificateError("the EK certificate has an invalid DER length")
+    return 2 + octets + int.from_bytes(raw[2 : 2 + octets], "big")
+
+
+def parse_ek_certificate(raw: bytes) -> x509.Certificate:
+    """An EK certificate as TPMs store it: an optional TCG NV header (10 01 00, then a
+    2-byte length), the DER certificate, then perhaps padding."""
+    if not isinstance(raw, bytes | bytearray):
+        raise EKCertificateError(f"the EK certificate must be bytes, not {type(raw).__name__}")
+    if len(raw) > MAX_CERTIFICATE:
+        raise EKCertificateError(
+            f"the EK certificate is {len(raw)} bytes, more than the {MAX_CERTIFICATE} allowed"
+        )
+    raw = bytes(raw)
+    if len(raw) > 5 and raw[:3] == b"\x10\x01\x00":
+        (length,) = struct.unpack(">H", raw[3:5])
+        if len(raw) < 5 + length:
+            raise EKCertificateError(
+                f"the EK certificate's NV header says {length} bytes but {len(raw) - 5} follow"
+            )
+        raw = raw[5 : 5 + length]
+    end = _der_end(raw)
+    if end > len(raw):
+        raise EKCertificateError(f"the EK certificate is truncated: {len(raw)} of {end} bytes")
+    try:
+        cert = x509.load_der_x509_certificate(raw[:end])
+        # What every later step reads, parsed now; extensions stay lazy (leniency).
+        _ = (cert.issuer, cert.subject, cert.serial_number, cert.not_valid_after_utc)
+        return cert
+    except _X509_ERRORS as exc:
+        raise EKCertificateError(
+            f"the EK certificate is not a valid X.509 certificate ({exc})"
+        ) from exc
+
+
+def ek_public_from_certificate(cert: x509.Certificate) -> PublicKey:
+    try:
+        key = cert.public_key()
+    except _X509_ERRORS as exc:
+        raise EKCertificateError(f"the EK certificate's public key is unsupported ({exc})") from exc
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and type(key.curve) in _CURVES.values():
+        return key
+    raise EKCertificateError("the EK certificate's key is neither RSA-2048+ nor ECC P-256/P-384")
+
+
+def _check_dates(cert: x509.Certificate, what: str, now: datetime.datetime) -> None:
+    if now < cert.not_valid_before_utc:
+        raise EKCertificateError(f"the {what} is not valid before {cert.not_valid_before_utc}")
+    if now > cert.not_valid_after_utc:
+        raise EKCertificateError(f"the {what} expired on {cert.not_valid_after_utc}")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, *_X509_ERRORS):
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, *_X509_ERRORS):
+        return False
+
+
+def verify_ek_chain(
+    cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    allowed_cas_pem: bytes,
+    now: datetime.datetime | None = None,
+) -> None:
+    """The EK certificate chains to one of the allowed CAs and carries the TCG EK EKU.
+
+    The chain is walked by hand: generic path builders refuse EK certificates (critical
+    directoryName SANs, no digitalSignature key usage, empty subjects).
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    try:
+        roots = x509.load_pem_x509_certificates(allowed_cas_pem)
+    except ValueError as exc:
+        raise EKCertificateError(
+            f"ekcert_allowed_cas holds no valid PEM certificate ({exc})"
+        ) from exc
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise EKCertificateError("the EK certificate has no extended key usage") from None
+    except _X509_ERRORS as exc:
+        raise EKCertificateError(f"the EK certificate's extensions are malformed ({exc})") from exc
+    if EK_CERTIFICATE_EKU not in eku:
+        raise EKCertificateError(
+            "the EK certificate lacks the TCG EK extended key usage "
+            f"{EK_CERTIFICATE_EKU.dotted_string}"
+        )
+    try:
+        _check_dates(cert, "EK certificate", now)
+        _walk_chain(cert, intermediates, roots, now)
+    except _X509_ERRORS as exc:
+        raise EKCertificateError(f"the EK certificate chain is malformed ({exc})") from exc
+
+
+def _walk_chain(
+    cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: list[x509.Certificate],
+    now: datetime.datetime,
+) -> None:
+    current = cert
+    for _ in range(MAX_CHAIN_DEPTH):
+        for root in roots:
+            if _issued_by(current, root):
+                _check_dates(root, f"CA certificate {root.subject.rfc4514_string()!r}", now)
+                return
+        issuer = next((c for c in intermediates if _is_ca(c) and _issued_by(current, c)), None)
+        if issuer is None:
+            break
+        _check_dates(issuer, f"intermediate {issuer.subject.rfc4514_string()!r}", now)
+        current = issuer
+    raise EKCertificateError(
+        f"the EK certificate issued by {cert.issuer.rfc4514_string()!r} "
+        "does not chain to any CA in ekcert_allowed_cas"
+    )
+
+
+# The attestation key
+
+
+def _ak_area(ak_public: bytes) -> tuple[Any, PublicKey]:
+    area = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public area", AKError).publicArea
+    attributes = int(area.objectAttributes)
+    missing = [name for bit, name in _AK_REQUIRED.items() if not attributes & bit]
+    if missing:
+        raise AKError(f"the AK is not a restricted signing key: {', '.join(missing)} not set")
+    if attributes & TPMA_OBJECT.DECRYPT:
+        raise AKError("the AK is not a restricted signing key: decrypt is set")
+    if area.nameAlg not in _NAME_HASHES:
+        raise AKError("the AK's name algorithm is not SHA-256, SHA-384 or SHA-512")
+    return area, _public_key(area, "AK", AKError)
+
+
+def _verify_signature(
+    key: PublicKey, message: bytes, signature: bytes, what: str, error: type[AttestationError]
+) -> None:
+    """The pinned schemes: RSASSA-SHA256 for RSA AKs, ECDSA-SHA256 for ECC ones."""
+    sig = _unmarshal(TPMT_SIGNATURE, signature, f"{what} signature", error)
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            if sig.sigAlg != TPM2_ALG.RSASSA or sig.signature.rsassa.hash != TPM2_ALG.SHA256:
+                raise error(f"the {what} signature is not RSASSA with SHA-256")
+            raw = bytes(sig.signature.rsassa.sig)
+            key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            if sig.sigAlg != TPM2_ALG.ECDSA or sig.signature.ecdsa.hash != TPM2_ALG.SHA256:
+                raise error(f"the {what} signature is not ECDSA with SHA-256")
+            der = encode_dss_signature(
+                int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big"),
+                int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big"),
+            )
+            key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, *_PARSE_ERRORS):
+        raise error(f"the {what} signature does not verify with the AK") from None
+
+
+def check_ak(req: EnrollmentRequest) -> AKInfo:
+    """The AK is a restricted signing key that the TPM certified over its own creation."""
+    area, key = _ak_area(req.ak_public)
+    name = bytes(area.get_name())
+    _unmarshal(TPM2B_CREATION_DATA, req.creation_data, "AK creation data", AKError)
+    creation, signed = _attestation(req.creation_attestation, "AK creation attestation", AKError)
+    if creation.type != TPM2_ST.ATTEST_CREATION:
+        raise AKError("the AK creation attestation is not a creation certification")
+    if bytes(creation.attested.creation.objectName) != name:
+        raise AKError("the AK creation attestation names another key than the AK sent")
+    digest = hashlib.new(_NAME_HASHES[area.nameAlg], bytes(req.creation_data[2:])).digest()
+    if not hmac.compare_digest(bytes(creation.attested.creation.creationHash), digest):
+        raise AKError("the AK creation attestation does not cover the creation data sent")
+    _verify_signature(key, signed, req.creation_signature, "AK creation attestation", AKError)
+    return AKInfo(public=bytes(req.ak_public), name=name, key=key)
+
+
+# The EK and the attestation type
+
+
+def _request_ek(req: EnrollmentRequest) -> tuple[x509.Certificate | None, PublicKey]:
+    if req.ek_cert is None:
+        if req.ek_public is None:
+            raise EKCertificateError("the device sent neither an EK certificate nor an EK key")
+        return None, ek_public_key(req.ek_public)
+    cert = parse_ek_certificate(req.ek_cert)
+    key = ek_public_from_certificate(cert)
+    if req.ek_public is not None and ek_public_key(req.ek_public) != key:
+        raise EKCertificateError("the EK public key sent is not the one in the EK certificate")
+    return cert, key
+
+
+def attestation_type(
+    req: EnrollmentRequest, allowed_cas_pem: bytes | None, now: datetime.datetime | None = None
+) -> AttestationType:
+    """tpm_ekcert_trusted when the EK certificate chains to an allowed CA, tpm_ekcert when
+    no CAs are configured, tpm_ekpub when the device has no EK certificate."""
+    if allowed_cas_pem and req.ek_cert is None:
+        raise EKCertificateError(
+            "ekcert_allowed_cas is configured but the device sent no EK certificate"
+        )
+    cert, _ = _request_ek(req)
+    if cert is None:
+        return "tpm_ekpub"
+    if not allowed_cas_pem:
+        return "tpm_ekcert"
+    intermediates = [parse_ek_certificate(raw) for raw in req.ek_intermediates]
+    verify_ek_chain(cert, intermediates, allowed_cas_pem, now)
+    return "tpm_ekcert_trusted"
+
+
+def challenge_ek(req: EnrollmentRequest) -> bytes:
+    """The EK TPM2B_PUBLIC to make the challenge for: the one sent (checked against the
+    certificate), else one rebuilt from the certificate's key with the TCG EK template for
+    its kind (MakeCredential uses only the key, the name algorithm and the symmetric cipher)."""
+    _, key = _request_ek(req)
+    if req.ek_public is not None:
+        return bytes(req.ek_public)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size != 2048:
+            raise ChallengeError("an RSA EK other than RSA-2048 must be sent as its public area")
+        template = TPM2B_PUBLIC.parse("rsa2048:aes128cfb")
+        template.publicArea.unique.rsa = key.public_numbers().n.to_bytes(256, "big")
+        return bytes(template.marshal())
+    size = key.curve.key_size // 8
+    # The P-384 EK exists only in the high range: SHA-384 names, AES-256.
+    if size == 32:
+        template = TPM2B_PUBLIC.parse("ecc256:aes128cfb", nameAlg=TPM2_ALG.SHA256)
+    else:
+        template = TPM2B_PUBLIC.parse("ecc384:aes256cfb", nameAlg=TPM2_ALG.SHA384)
+    template.publicArea.unique.ecc.x = key.public_numbers().x.to_bytes(size, "big")
+    template.publicArea.unique.ecc.y = key.public_numbers().y.to_bytes(size, "big")
+    return bytes(template.marshal())
+
+
+# The challenge and the answers
+
+
+def make_challenge(ek_public_tpm2b: bytes, ak_name: bytes) -> Challenge:
+    """MakeCredential(EK, fresh 32-byte secret, AK name), and a fresh 32-byte nonce."""
+    area = _unmarshal(TPM2B_PUBLIC, ek_public_tpm2b, "EK public area", ChallengeError)
+    _public_key(area.publicArea, "EK public area", ChallengeError)
+    if not isinstance(ak_name, bytes) or len(ak_name) < 2:
+        raise ChallengeError("the AK name is malformed")
+    (alg,) = struct.unpack(">H", ak_name[:2])
+    name_hash = _NAME_HASHES.get(alg)
+    if name_hash is None or len(ak_name) != 2 + hashlib.new(name_hash).digest_size:
+        raise ChallengeError("the AK name is not a SHA-256, SHA-384 or SHA-512 name")
+    secret = secrets.token_bytes(32)
+    try:
+        blob, encrypted = make_credential(area, secret, ak_name)
+    except _PARSE_ERRORS as exc:
+        raise ChallengeError(f"cannot make a credential for this EK ({exc})") from exc
+    return Challenge(
+        credential_blob=bytes(blob.marshal()),
+        encrypted_secret=bytes(encrypted.marshal()),
+        nonce=secrets.token_bytes(32),
+        secret=secret,
+    )
+
+
+def verify_activation(challenge: Challenge, activated_secret: bytes) -> None:
+    if not isinstance(activated_secret, bytes) or not hmac.compare_digest(
+        challenge.secret, activated_secret
+    ):
+        raise ChallengeError(
+            "the activated secret does not match the challenge: the AK is not in the EK's TPM"
+        )
+
+
+def _selected_pcrs(quote: Any) -> tuple[int, list[int]]:
+    """The bank and PCR indices the quote signed, in selection order."""
+    selections = quote.pcrSelect
+    if int(selections.count) != 1:
+        raise QuoteError(f"the quote selects {int(selections.count)} PCR banks, not exactly one")
+    selection = selections[0]
+    size = int(selection.sizeofSelect)
+    if selection.hash not in _PCR_BANKS or not 1 <= size <= 4:
+        raise QuoteError("the quote's PCR selection is malformed")
+    bitmap = bytes(selection.pcrSelect)[:size]
+    pcrs = [8 * i + bit for i, octet in enumerate(bitmap) for bit in range(8) if octet >> bit & 1]
+    if not pcrs:
+        raise QuoteError("the quote covers no PCRs")
+    return int(selection.hash), pcrs
+
+
+def verify_quote(
+    ak_public: bytes,
+    nonce: bytes,
+    quote_attestation: bytes,
+    signature: bytes,
+    pcr_values: dict[int, bytes],
+) -> None:
+    """The quote is the AK's, over this nonce, and the PCR values are the ones it covers."""
+    _, key = _ak_area(ak_public)
+    quoted, signed = _attestation(quote_attestation, "quote", QuoteError)
+    _verify_signature(key, signed, signature, "quote", QuoteError)
+    if quoted.type != TPM2_ST.ATTEST_QUOTE:
+        raise QuoteError("the quote attestation is not a quote")
+    if not isinstance(nonce, bytes) or not hmac.compare_digest(bytes(quoted.extraData), nonce):
+        raise QuoteError("the quote is not over the challenge's nonce")
+    bank, pcrs = _selected_pcrs(quoted.attested.quote)
+    if set(pcr_values) != set(pcrs):
+        raise QuoteError(
+            f"the PCR values sent ({sorted(pcr_values)}) are not the quoted PCRs ({pcrs})"
+        )
+    size = _PCR_BANKS[bank]
+    if any(not isinstance(pcr_values[i], bytes) or len(pcr_values[i]) != size for i in pcrs):
+        raise QuoteError("a PCR value sent is not a digest of the quoted bank")
+    digest = hashlib.sha256(b"".join(pcr_values[i] for i in pcrs)).digest()
+    if not hmac.compare_digest(bytes(quoted.attested.quote.pcrDigest), digest):
+        raise QuoteError("the PCR values sent do not match the quoted PCR digest")
