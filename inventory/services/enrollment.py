@@ -1,0 +1,76 @@
+"""Making a device trusted: the last step of the ceremony, once its proof has verified.
+
+One transaction spends the enrollment token (single use, for this very device), records
+the credential and the owner, stores the collected data, and audits ``device.enroll``.
+A refusal changes nothing and is audited as a failed ``device.enroll`` with its reason.
+"""
+
+from __future__ import annotations
+
+from inventory.db import UnitOfWork
+from inventory.domain import CollectedData, Credential, Device, EnrollStatus
+from inventory.errors import DevtrustError, TokenInvalid
+from inventory.models import DeviceRow
+from inventory.services import audit, tokens
+from inventory.services.devices import record_collected_data_within, to_device
+
+
+def check_collected_matches(device: Device, collected: CollectedData) -> None:
+    """The token names one device: the data the enrolling device sent must be that one."""
+    if (collected.serial_number, collected.os_type) != (device.asset_tag, device.os_type):
+        raise TokenInvalid(
+            f"the enrollment token is for device {device.label}, but this device reports "
+            f"{collected.serial_number}/{collected.os_type.value}"
+        )
+
+
+def enroll_device(
+    uow: UnitOfWork,
+    *,
+    token: str,
+    credential: Credential,
+    collected: CollectedData,
+    user: str,
+    history_limit: int = 10,
+) -> Device:
+    """Spend ``token`` and enroll its device with ``credential``, owned by ``user``."""
+    try:
+        with uow:
+            device = tokens.spend_token_within(uow, token, actor=user, user=user)
+            check_collected_matches(device, collected)
+            if device.enroll_status is EnrollStatus.ENROLLED:
+                raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
+            row = uow.session.get(DeviceRow, device.id)
+            assert row is not None  # spend_token_within just read it
+            row.enroll_status = EnrollStatus.ENROLLED.value
+            row.owner = user
+            row.credential_id = credential.id
+            row.credential_public_key = credential.public_key
+            row.credential_ek_cert_serial = credential.ek_cert_serial
+            row.credential_attestation_type = credential.attestation_type.value
+            row.update_time = uow.now()
+            record_collected_data_within(uow, device.id, collected, keep=history_limit)
+            enrolled = to_device(row)
+            audit.record_within(
+                uow,
+                audit.DEVICE_ENROLL,
+                actor=user,
+                message=f"device {enrolled.label} enrolled by {user} "
+                f"({credential.attestation_type.value})",
+                device=enrolled,
+                details={
+                    "credential_id": credential.id,
+                    "attestation_type": credential.attestation_type.value,
+                },
+            )
+            uow.commit()
+            return enrolled
+    except DevtrustError as exc:
+        audit.record_failure(
+            uow,
+            audit.DEVICE_ENROLL,
+            actor=user,
+            message=f"enrollment of {collected.serial_number}/{collected.os_type.value} "
+            f"refused: {exc}",
+        )
+        raise
