@@ -153,18 +153,12 @@ class JamfClient:
     ) -> InventoryPage:
         path = f"/api/v{self.api_version}/computers-inventory"
         params = _page_params(page, page_size, sections, sort, filter)
-        result = self._get(path, params, "Read Computers", lambda body: _page(body, path, page))
-        if result is None:
-            raise JamfNotFound(f"Jamf Pro has no {path}: check the Jamf URL and API version")
-        return result
+        return self._inventory_page(path, params, page, "Read Computers", "API version")
 
     def computer(self, computer_id: str) -> dict[str, Any] | None:
         """One computer with the default sections, or None when Jamf no longer has it."""
-        if not computer_id.strip():
-            raise JamfConfigError("a Jamf computer id is empty")
-        path = f"/api/v{self.api_version}/computers-inventory/{quote(computer_id.strip(), '')}"
-        params = httpx.QueryParams(tuple(("section", s) for s in DEFAULT_SECTIONS))
-        return self._get(path, params, "Read Computers", lambda body: _record(body, path))
+        path = f"/api/v{self.api_version}/computers-inventory/{{id}}"
+        return self._record_by_id(path, computer_id, "computer", DEFAULT_SECTIONS, "Read Computers")
 
     def mobile_devices_page(
         self,
@@ -175,22 +169,34 @@ class JamfClient:
         sort: str = "mobileDeviceId:asc",
         filter: str | None = None,
     ) -> InventoryPage:
-        path = MOBILE_DEVICES_PATH
         params = _page_params(page, page_size, sections, sort, filter)
-        result = self._get(
-            path, params, "Read Mobile Devices", lambda body: _page(body, path, page)
+        return self._inventory_page(
+            MOBILE_DEVICES_PATH, params, page, "Read Mobile Devices", "server version"
         )
-        if result is None:
-            raise JamfNotFound(f"Jamf Pro has no {path}: check the Jamf URL and server version")
-        return result
 
     def mobile_device(self, device_id: str) -> dict[str, Any] | None:
         """One mobile device with the default sections, or None when Jamf no longer has it."""
-        if not device_id.strip():
-            raise JamfConfigError("a Jamf mobile device id is empty")
-        path = f"/api/v2/mobile-devices/{quote(device_id.strip(), '')}/detail"
-        params = httpx.QueryParams(tuple(("section", s) for s in MOBILE_SECTIONS))
-        return self._get(path, params, "Read Mobile Devices", lambda body: _record(body, path))
+        path = "/api/v2/mobile-devices/{id}/detail"
+        return self._record_by_id(
+            path, device_id, "mobile device", MOBILE_SECTIONS, "Read Mobile Devices"
+        )
+
+    def _inventory_page(
+        self, path: str, params: httpx.QueryParams, page: int, privilege: str, check: str
+    ) -> InventoryPage:
+        result = self._get(path, params, privilege, lambda body: _page(body, path, page))
+        if result is None:
+            raise JamfNotFound(f"Jamf Pro has no {path}: check the Jamf URL and {check}")
+        return result
+
+    def _record_by_id(
+        self, template: str, ident: str, what: str, sections: Sequence[str], privilege: str
+    ) -> dict[str, Any] | None:
+        if not ident.strip():
+            raise JamfConfigError(f"a Jamf {what} id is empty")
+        path = template.format(id=quote(ident.strip(), ""))
+        params = httpx.QueryParams(tuple(("section", s) for s in sections))
+        return self._get(path, params, privilege, lambda body: _record(body, path))
 
     def close(self) -> None:
         if self._closed:
