@@ -353,8 +353,9 @@ def _add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
     )
 
 
-def _missing_query(run_id: int, source: str, inventory: str) -> Any:
-    return select(DeviceRow).where(
+def _missing(run_id: int, source: str, inventory: str) -> tuple[ColumnElement[bool], ...]:
+    """Devices of this source and inventory that the run has not stamped as seen."""
+    return (
         DeviceRow.source_name == source,
         DeviceRow.source_inventory == inventory,
         or_(DeviceRow.sync_run_id.is_(None), DeviceRow.sync_run_id != run_id),
@@ -378,7 +379,7 @@ def count_missing(uow: UnitOfWork, run_id: int, *, source: str, inventory: str) 
     """(devices of this source and inventory not seen by the run, all of them)."""
     with uow.read():
         missing = uow.session.scalar(
-            select(func.count()).select_from(_missing_query(run_id, source, inventory).subquery())
+            select(func.count()).where(*_missing(run_id, source, inventory))
         )
         total = uow.session.scalar(
             select(func.count()).where(
@@ -395,12 +396,7 @@ def missing_batch(
     with uow.read():
         rows = uow.session.execute(
             select(DeviceRow.id, DeviceRow.profile_external_id, DeviceRow.os_type)
-            .where(
-                DeviceRow.source_name == source,
-                DeviceRow.source_inventory == inventory,
-                or_(DeviceRow.sync_run_id.is_(None), DeviceRow.sync_run_id != run_id),
-                DeviceRow.id > after,
-            )
+            .where(*_missing(run_id, source, inventory), DeviceRow.id > after)
             .order_by(DeviceRow.id)
             .limit(limit)
         ).all()
