@@ -102,9 +102,6 @@ class StartDelaySchedule(schedule):  # type: ignore[misc]
             return schedstate(True, self.seconds)
         return super().is_due(last_run_at)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.run_every, timedelta(0), self.app))
-
 
 # What a schedule entry's last run is before its first: long ago.
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import typer
-from sqlalchemy.engine import make_url
 
 from inventory.errors import DevtrustError
 from inventory.settings import Settings
@@ -19,12 +18,11 @@ class BrokerUnavailable(DevtrustError):
 
 
 def _where(settings: Settings) -> str:
+    from worker.locks import redacted_url
+
     if not settings.broker_url:
         return f"the embedded queue in {settings.data_dir}"
-    try:
-        return make_url(settings.broker_url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads; still never print a password
-        return settings.broker_url.split("@")[-1]
+    return redacted_url(settings.broker_url)
 
 
 def send_sync(settings: Settings, *, inventory: str, kind: str, force: bool, actor: str) -> str:
