@@ -99,15 +99,16 @@ def child_write(args: argparse.Namespace) -> dict[str, Any]:
         seconds, devices, cpu = 0.0, 0, 0.0
         for start in range(1, args.limit_id + 1, args.page_size):
             stop = min(start + args.page_size, args.limit_id + 1)
-            mapped = [map_computer(generator.record(i)) for i in range(start, stop)]
+            raw = [generator.record(i) for i in range(start, stop)]
             managed = [
                 m
-                for m, i in zip(mapped, range(start, stop), strict=True)
+                for m in (
+                    map_computer(r) for r in raw if r["general"]["remoteManagement"]["managed"]
+                )
                 if isinstance(m, MappedDevice)
-                and generator.core(i)["general"]["remoteManagement"]["managed"]
             ]
             kept, _ = split_duplicates(managed)
-            records = [d.to_source_record() for d in kept]
+            records = kept
             began, cpu_before = time.perf_counter(), _cpu()
             store.apply_page(
                 db.uow(), run, records, source="jamf", inventory="default", track_seen=False

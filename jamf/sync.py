@@ -427,7 +427,7 @@ class _Sync:
         for skip in skipped:
             self._skip(skip.external_id, skip.reason)
         self._apply(
-            [d.to_source_record() for d in kept],
+            kept,  # a MappedDevice is a SourceRecord
             track_seen,
             fetched=page.raw_count,
             skipped_before=len(skipped),
@@ -564,7 +564,7 @@ class _Sync:
                 found = self._lookup(target, {ext for _, ext in mine})
                 gone += [device_id for device_id, ext in mine if found[ext] is None]
                 present += [
-                    mapped.to_source_record()
+                    mapped
                     for record in found.values()
                     if record is not None and isinstance(mapped := target.map(record), MappedDevice)
                 ]
