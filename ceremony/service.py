@@ -1,21 +1,50 @@
-"""The ceremony HTTP service (``devtrust serve``). For now: its health check.
+"""The ceremony HTTP service (``devtrust serve``): enrollment in two round trips, health.
 
-The enrollment and authentication routes come with the ceremony itself; the service,
-its settings and ``/healthz`` are here first so deployments (docker-compose) can run and
-watch it.
+Routes (JSON; the device agent sends the user's credential as ``Authorization: Bearer``):
+
+- ``POST /v1/enroll/init``: token, collected data and the device's keys -> a challenge;
+- ``POST /v1/enroll/complete``: the answer to the challenge -> the enrolled device;
+- ``POST /v1/enroll/self-token``: for editors and device admins, register the calling
+  device if needed and mint a token to enroll it (``device enroll --current-device``);
+- ``GET /healthz``: whether the database and the broker answer.
+
+Every refusal is a 4xx whose body is ``{"error": "<one line>"}``; bodies over
+``MAX_BODY_BYTES`` are refused unread with 413. Nothing a client sends yields a 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from ceremony.enroll import EnrollmentCeremony
+from ceremony.protocol import (
+    MAX_BODY_BYTES,
+    DeviceResult,
+    EnrollChallenge,
+    EnrollComplete,
+    EnrollInit,
+    ErrorBody,
+    SelfToken,
+    SelfTokenRequest,
+)
 from inventory.db import create_db_engine
+from inventory.errors import DevtrustError, Unauthenticated
+from inventory.serialize import device_to_dict
 from inventory.settings import Settings
+
+log = logging.getLogger("devtrust.serve")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 Check = Callable[[], None]
 
@@ -43,9 +72,105 @@ def broker_check(broker_url: str, transport_options: dict[str, Any]) -> Check:
     return check
 
 
-def create_app(settings: Settings, checks: dict[str, Check]) -> FastAPI:
-    """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell)."""
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes: by their Content-Length before reading,
+    and while reading when the client streams without one."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"request body is larger than {limit} bytes")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else f"request body: {message}"
+
+
+def bearer_credential(
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The user's credential from ``Authorization: Bearer <DEVTRUST_USER_TOKEN>``."""
+    if not authorization:
+        raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <user credential>'")
+    return value.strip()
+
+
+Credential = Annotated[str, Depends(bearer_credential)]
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422)
+}
+
+
+def create_app(
+    settings: Settings,
+    checks: dict[str, Check],
+    ceremony: EnrollmentCeremony | None = None,
+) -> FastAPI:
+    """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
+
+    Without ``ceremony`` only ``/healthz`` is served.
+    """
     app = FastAPI(title="devtrust ceremony service", version="0.1")
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.exception_handler(DevtrustError)
+    async def refused(_: Request, exc: DevtrustError) -> JSONResponse:
+        return _error(exc.http_status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _validation_message(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        return _too_large(MAX_BODY_BYTES)
+
+    @app.exception_handler(DBAPIError)
+    async def database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("database error: %s", exc)
+        return _error(503, "the inventory database is unavailable; try again shortly")
+
+    if ceremony is not None:
+        _enrollment_routes(app, ceremony)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -63,3 +188,27 @@ def create_app(settings: Settings, checks: dict[str, Check]) -> FastAPI:
                             status_code=200 if healthy else 503)  # fmt: skip
 
     return app
+
+
+def _enrollment_routes(app: FastAPI, ceremony: EnrollmentCeremony) -> None:
+    @app.post("/v1/enroll/init", responses=REFUSALS)
+    def enroll_init(body: EnrollInit, credential: Credential) -> EnrollChallenge:
+        """First round trip: the enrollment token, the collected data and the device's
+        keys (TPM EK and AK parameters, or a macOS public key) -> a single-use challenge."""
+        return ceremony.begin(credential, body)
+
+    @app.post("/v1/enroll/complete", responses=REFUSALS)
+    def enroll_complete(body: EnrollComplete, credential: Credential) -> DeviceResult:
+        """Second round trip: the answer to the challenge -> the enrolled device."""
+        return DeviceResult(device=device_to_dict(ceremony.complete(credential, body)))
+
+    @app.post("/v1/enroll/self-token", status_code=201, responses=REFUSALS)
+    def self_token(body: SelfTokenRequest, credential: Credential) -> SelfToken:
+        """For editors and device admins: register this device if needed and mint a
+        short-lived token, bound to the caller, to enroll it."""
+        issued = ceremony.self_token(credential, body.collected)
+        return SelfToken(
+            token=issued.token,
+            expire_time=issued.expire_time,
+            device=device_to_dict(issued.device),
+        )

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     dmi_dir: Path = Path("/sys/class/dmi/id")
     collected_history_limit: int = Field(10, ge=1, le=1000)
     enrollment_token_ttl: str = "1h"  # noqa: S105 (a duration, not a secret)
+    challenge_ttl: str = Field(
+        "60s", description="how long a device has to answer an enrollment challenge"
+    )
+    agent_dir: Path | None = Field(
+        None, description="the device agent's keys (TPM AK blob, macOS key); default data_dir/agent"
+    )
     auto_migrate: bool = Field(True, description="upgrade the schema when a program starts")
 
     @classmethod
@@ -108,6 +114,10 @@ class Settings(BaseSettings):
                 )
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @property
+    def agent_dir_value(self) -> Path:
+        return self.agent_dir if self.agent_dir is not None else self.data_dir / "agent"
 
     @property
     def database_url_value(self) -> str:

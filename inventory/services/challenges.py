@@ -49,44 +49,68 @@ def issue_challenge(
     ttl: timedelta = DEFAULT_TTL,
 ) -> Challenge:
     """Remember ``state`` for one response; returns the challenge with its id."""
-    if ttl <= timedelta(0):
-        raise ValueError("a challenge's lifetime must be positive")
     with uow:
-        now = uow.now()
-        row = ChallengeRow(
-            id=secrets.token_urlsafe(32),
-            kind=kind,
-            device_id=device_id,
-            user_name=user_name,
-            state=state,
-            create_time=now,
-            expire_time=now + ttl,
-            used_time=None,
+        challenge = issue_challenge_within(
+            uow, kind=kind, device_id=device_id, user_name=user_name, state=state, ttl=ttl
         )
-        uow.session.add(row)
-        challenge = _to_challenge(row)
         uow.commit()
         return challenge
 
 
-def take_challenge(uow: UnitOfWork, challenge_id: str, *, kind: str) -> Challenge:
-    """The challenge's state, once: used, expired, unknown or of another kind is refused."""
+def issue_challenge_within(
+    uow: UnitOfWork,
+    *,
+    kind: str,
+    device_id: str,
+    user_name: str | None,
+    state: dict[str, Any],
+    ttl: timedelta = DEFAULT_TTL,
+) -> Challenge:
+    """``issue_challenge`` inside the caller's transaction."""
+    if ttl <= timedelta(0):
+        raise ValueError("a challenge's lifetime must be positive")
+    now = uow.now()
+    row = ChallengeRow(
+        id=secrets.token_urlsafe(32),
+        kind=kind,
+        device_id=device_id,
+        user_name=user_name,
+        state=state,
+        create_time=now,
+        expire_time=now + ttl,
+        used_time=None,
+    )
+    uow.session.add(row)
+    return _to_challenge(row)
+
+
+def take_challenge(
+    uow: UnitOfWork, challenge_id: str, *, kind: str, user_name: str | None = None
+) -> Challenge:
+    """The challenge's state, once: used, expired, unknown or of another kind is refused.
+
+    With ``user_name``, only that user may answer: another user's attempt is refused and
+    leaves the challenge for its owner.
+    """
     with uow:
         now = uow.now()
+        conditions = [
+            ChallengeRow.id == challenge_id,
+            ChallengeRow.kind == kind,
+            ChallengeRow.used_time.is_(None),
+            ChallengeRow.expire_time > now,
+        ]
+        if user_name is not None:
+            conditions.append(ChallengeRow.user_name == user_name)
         taken = uow.session.execute(
             update(ChallengeRow)
-            .where(
-                ChallengeRow.id == challenge_id,
-                ChallengeRow.kind == kind,
-                ChallengeRow.used_time.is_(None),
-                ChallengeRow.expire_time > now,
-            )
+            .where(*conditions)
             .values(used_time=now)
             .execution_options(synchronize_session=False)
         )
         row = uow.session.get(ChallengeRow, challenge_id)
         if taken.rowcount != 1:  # type: ignore[attr-defined]
-            raise ChallengeInvalid(_why_not(row, kind, now))
+            raise ChallengeInvalid(_why_not(row, kind, user_name, now))
         assert row is not None
         challenge = _to_challenge(row)
         uow.commit()
@@ -103,11 +127,13 @@ def purge_expired(uow: UnitOfWork, *, older_than: timedelta = timedelta(hours=1)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _why_not(row: ChallengeRow | None, kind: str, now: datetime) -> str:
+def _why_not(row: ChallengeRow | None, kind: str, user_name: str | None, now: datetime) -> str:
     if row is None:
         return "unknown challenge: start the ceremony again"
     if row.kind != kind:
         return f"this is a {row.kind} challenge, not a {kind} one"
+    if user_name is not None and row.user_name != user_name:
+        return "this challenge was issued to another user"
     if row.used_time is not None:
         return "challenge already answered: a response is accepted once"
     return f"challenge expired at {row.expire_time:%H:%M:%S} UTC: start the ceremony again"

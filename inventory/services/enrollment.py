@@ -27,16 +27,20 @@ def check_collected_matches(device: Device, collected: CollectedData) -> None:
 def enroll_device(
     uow: UnitOfWork,
     *,
-    token: str,
+    token: str | None = None,
+    token_hash: str | None = None,
     credential: Credential,
     collected: CollectedData,
     user: str,
     history_limit: int = 10,
 ) -> Device:
-    """Spend ``token`` and enroll its device with ``credential``, owned by ``user``."""
+    """Spend the token (given as itself or as its hash) and enroll its device with
+    ``credential``, owned by ``user``."""
     try:
         with uow:
-            device = tokens.spend_token_within(uow, token, actor=user, user=user)
+            device = tokens.spend_token_within(
+                uow, token, actor=user, user=user, token_hash=token_hash
+            )
             check_collected_matches(device, collected)
             if device.enroll_status is EnrollStatus.ENROLLED:
                 raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")

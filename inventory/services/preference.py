@@ -12,7 +12,12 @@ from inventory.services import audit
 def get_preference(uow: UnitOfWork) -> Preference:
     """The stored preference, or the defaults when nobody has set one."""
     with uow.read():
-        return _to_preference(uow.session.get(ClusterPreferenceRow, NAME))
+        return get_preference_within(uow)
+
+
+def get_preference_within(uow: UnitOfWork) -> Preference:
+    """The stored preference, read in the caller's transaction."""
+    return _to_preference(uow.session.get(ClusterPreferenceRow, NAME))
 
 
 def update_preference(

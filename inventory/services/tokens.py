@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from inventory.credentials import hash_secret, new_secret, secret_matches
+from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
 from inventory.domain import Device, EnrollStatus, IssuedToken, TokenKind
 from inventory.errors import DevtrustError, InvalidArgument, TokenInvalid
@@ -115,46 +116,51 @@ def spend_token(
         raise
 
 
-def spend_token_within(
+def check_token_within(
     uow: UnitOfWork,
     token: str,
+    *,
+    kinds: frozenset[TokenKind] = frozenset(TokenKind),
+    user: str | None = None,
+) -> Device:
+    """The device ``token`` would enroll, checked as spending would but left unspent.
+
+    The ceremony's first round trip uses it: a token that cannot be spent is refused
+    before any challenge is made, and only the second round trip spends it.
+    """
+    row = _usable_row(uow, hash_secret(token.strip()), kinds=kinds, user=user)
+    return _token_device(uow, row)
+
+
+def spend_token_within(
+    uow: UnitOfWork,
+    token: str | None = None,
     *,
     actor: str,
     kinds: frozenset[TokenKind] = frozenset(TokenKind),
     user: str | None = None,
+    token_hash: str | None = None,
 ) -> Device:
     """Mark the token spent inside the caller's transaction.
 
-    The conditional UPDATE is what makes a token single use: of any number of
-    concurrent spenders, exactly one sees its row change.
+    The token may be given as its hash (``token_hash``), which is what a ceremony keeps
+    between its round trips. The conditional UPDATE is what makes a token single use: of
+    any number of concurrent spenders, exactly one sees its row change.
     """
-    token_hash = hash_secret(token.strip())
-    row = uow.session.scalars(
-        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == token_hash)
-    ).one_or_none()
-    if row is None or not secret_matches(token.strip(), row.token_hash):
-        raise TokenInvalid("invalid enrollment token")
-    now = uow.now()
-    if row.spent_time is not None:
-        raise TokenInvalid("enrollment token was already used")
-    if row.expire_time <= now:
-        raise TokenInvalid(f"enrollment token expired at {row.expire_time:%Y-%m-%d %H:%M:%S} UTC")
-    if TokenKind(row.kind) not in kinds:
-        raise TokenInvalid(f"a {row.kind} enrollment token cannot be used here")
-    if row.user_name is not None and row.user_name != user:
-        raise TokenInvalid("enrollment token was minted for another user")
+    if token_hash is None:
+        if token is None:
+            raise TypeError("spend_token_within needs the token or its hash")
+        token_hash = hash_secret(token.strip())
+    row = _usable_row(uow, token_hash, kinds=kinds, user=user)
     spent = uow.session.execute(
         update(EnrollmentTokenRow)
         .where(EnrollmentTokenRow.id == row.id, EnrollmentTokenRow.spent_time.is_(None))
-        .values(spent_time=now)
+        .values(spent_time=uow.now())
         .execution_options(synchronize_session=False)
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         raise TokenInvalid("enrollment token was already used")
-    device_row = uow.session.get(DeviceRow, row.device_id)
-    if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
-        raise TokenInvalid("the device this token was minted for has been removed")
-    device = to_device(device_row)
+    device = _token_device(uow, row)
     audit.record_within(
         uow,
         audit.DEVICE_TOKEN_SPENT,
@@ -164,3 +170,29 @@ def spend_token_within(
         details={"kind": row.kind, "user": user},
     )
     return device
+
+
+def _usable_row(
+    uow: UnitOfWork, token_hash: str, *, kinds: frozenset[TokenKind], user: str | None
+) -> EnrollmentTokenRow:
+    row = uow.session.scalars(
+        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == token_hash)
+    ).one_or_none()
+    if row is None or not hmac.compare_digest(token_hash, row.token_hash):
+        raise TokenInvalid("invalid enrollment token")
+    if row.spent_time is not None:
+        raise TokenInvalid("enrollment token was already used")
+    if row.expire_time <= uow.now():
+        raise TokenInvalid(f"enrollment token expired at {row.expire_time:%Y-%m-%d %H:%M:%S} UTC")
+    if TokenKind(row.kind) not in kinds:
+        raise TokenInvalid(f"a {row.kind} enrollment token cannot be used here")
+    if row.user_name is not None and row.user_name != user:
+        raise TokenInvalid("enrollment token was minted for another user")
+    return row
+
+
+def _token_device(uow: UnitOfWork, row: EnrollmentTokenRow) -> Device:
+    device_row = uow.session.get(DeviceRow, row.device_id)
+    if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
+        raise TokenInvalid("the device this token was minted for has been removed")
+    return to_device(device_row)

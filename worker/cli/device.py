@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inventory.domain import CollectedData
+from inventory.domain import CollectedData, OSType
 from inventory.errors import DevtrustError
 
 from ._common import Format, echo_json, settings
 
-app = typer.Typer(help="This device: its asset tag and collected data.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from ceremony.agent.enroll import CeremonyClient
+
+app = typer.Typer(
+    help="This device: its asset tag, its collected data, and enrolling it.",
+    no_args_is_help=True,
+)
 
 
 class DeviceDataError(DevtrustError):
@@ -47,3 +53,59 @@ def collect(
     width = max(len(key) for key in data)
     for key, value in data.items():
         typer.echo(f"{key:>{width}}: {'-' if value is None else value}")
+
+
+@app.command("enroll")
+def enroll(
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="the enrollment token from `devtrust devices enroll`"),
+    ] = None,
+    current_device: Annotated[
+        bool,
+        typer.Option(
+            "--current-device",
+            help="register this device if needed and enroll it (editor or device-admin role)",
+        ),
+    ] = False,
+) -> None:
+    """Enroll this device: prove with its TPM (or macOS key) that it is the device the
+    token was minted for. The user's credential comes from DEVTRUST_USER_TOKEN."""
+    if (token is None) == (not current_device):
+        raise typer.BadParameter("give either --token or --current-device")
+    if token is not None and not token.strip():
+        raise typer.BadParameter("--token is empty")
+    current = settings()
+    if current.user_token is None or not current.user_token.get_secret_value().strip():
+        raise DeviceDataError(
+            "set DEVTRUST_USER_TOKEN to the credential `devtrust users add` printed for you"
+        )
+    collected = _collect()
+    from ceremony.agent.enroll import CeremonyClient, ServiceError
+
+    with CeremonyClient(current.api_url, current.user_token.get_secret_value()) as client:
+        try:
+            device = _enroll(client, token, collected)
+        except ServiceError as exc:
+            raise DeviceDataError(str(exc)) from None
+    os_type = OSType(device["os_type"])
+    typer.echo(f'Device "{device["asset_tag"]}"/{os_type.display} enrolled')
+
+
+def _enroll(client: CeremonyClient, token: str | None, collected: CollectedData) -> dict[str, Any]:
+    from ceremony.agent.enroll import enroll_macos, enroll_tpm, self_token
+    from ceremony.agent.softkey import SoftwareEnclaveKey
+    from ceremony.agent.tpm import DeviceTPM, TPMError
+
+    current = settings()
+    if token is None:
+        token = self_token(client, collected).token
+    state_dir = current.agent_dir_value
+    try:
+        if collected.os_type is OSType.MACOS:
+            key = SoftwareEnclaveKey.load_or_create(state_dir)
+            return enroll_macos(client, token, collected, key)
+        with DeviceTPM(current.tpm_tcti) as tpm:
+            return enroll_tpm(client, token, collected, tpm, state_dir)
+    except (TPMError, OSError, ValueError) as exc:
+        raise DeviceDataError(str(exc)) from None

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import settings
+from ._common import database, settings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -79,12 +79,14 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8800,
 ) -> None:
-    """Run the ceremony HTTP service (today: /healthz and /openapi.json)."""
+    """Run the ceremony HTTP service: device enrollment, /healthz and /openapi.json."""
     if not 0 < port < 65536:
         raise typer.BadParameter("--port must be between 1 and 65535")
     import uvicorn
 
+    from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
     from ceremony.service import broker_check, create_app, database_check
+    from inventory.durations import parse_duration
     from worker.celery import broker_settings
     from worker.logs import configure_logging
 
@@ -94,5 +96,11 @@ def serve(
         "database": database_check(current),
         "broker": broker_check(queue["broker_url"], queue.get("broker_transport_options", {})),
     }
+    config = CeremonyConfig(
+        challenge_ttl=parse_duration(current.challenge_ttl, what="DEVTRUST_CHALLENGE_TTL"),
+        history_limit=current.collected_history_limit,
+    )
+    ceremony = EnrollmentCeremony(database(), config)
     configure_logging("INFO")
-    uvicorn.run(create_app(current, checks), host=host, port=port, log_config=None)
+    app = create_app(current, checks, ceremony)
+    uvicorn.run(app, host=host, port=port, log_config=None)

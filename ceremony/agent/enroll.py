@@ -1,0 +1,172 @@
+"""The device's side of the enrollment ceremony: two round trips to ``devtrust serve``.
+
+A TPM device (Linux, Windows) sends its EK (certificate and public area) and its AK's
+parameters, activates the credential the server sealed to them and quotes the PCRs over
+the server's nonce. A macOS device sends its key's public half and signs the server's
+challenge. The user's credential (``DEVTRUST_USER_TOKEN``) goes with every request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from ceremony.agent.tpm import DeviceTPM, load_ak
+from ceremony.protocol import (
+    Collected,
+    EnrollChallenge,
+    EnrollComplete,
+    EnrollInit,
+    MacOSKey,
+    MacOSResponse,
+    Quote,
+    SelfToken,
+    SelfTokenRequest,
+    TPMAttestation,
+    TPMResponse,
+    Wire,
+)
+from inventory.domain import CollectedData
+
+
+class ServiceError(Exception):
+    """The service refused the request or could not be reached; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EnclaveKey(Protocol):
+    def public_key_der(self) -> bytes: ...
+
+    def sign(self, challenge: bytes) -> bytes: ...
+
+
+class CeremonyClient:
+    """JSON over HTTP to the ceremony service, as the user whose credential it holds."""
+
+    def __init__(
+        self,
+        api_url: str,
+        user_token: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {user_token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> CeremonyClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def post(self, path: str, body: Wire) -> dict[str, Any]:
+        try:
+            response = self._http.post(path, json=body.model_dump(mode="json"))
+        except httpx.TransportError as exc:
+            raise ServiceError(
+                f"cannot reach the devtrust service at {self.api_url}: {exc} "
+                "(is DEVTRUST_API_URL right?)"
+            ) from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.is_success and isinstance(payload, dict):
+            return payload
+        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+            raise ServiceError(payload["error"], response.status_code)
+        raise ServiceError(
+            f"the devtrust service answered {response.status_code} "
+            f"{response.reason_phrase} to {path}",
+            response.status_code,
+        )
+
+
+def _challenge(payload: dict[str, Any]) -> EnrollChallenge:
+    try:
+        return EnrollChallenge.model_validate(payload)
+    except ValueError:
+        raise ServiceError("the service's challenge is malformed") from None
+
+
+def enroll_tpm(
+    client: CeremonyClient,
+    token: str,
+    collected: CollectedData,
+    tpm: DeviceTPM,
+    state_dir: Path,
+) -> dict[str, Any]:
+    """Enroll with the TPM; the AK is made once and kept in ``state_dir``."""
+    ak = load_ak(state_dir) or tpm.create_ak(state_dir)
+    init = EnrollInit(
+        token=token,
+        collected=Collected.from_domain(collected),
+        tpm=TPMAttestation(
+            ek_cert=tpm.ek_certificate(),
+            ek_public=tpm.ek_public(),
+            ak_public=ak.public,
+            creation_data=ak.creation_data,
+            creation_attestation=ak.creation_attestation,
+            creation_signature=ak.creation_signature,
+        ),
+    )
+    challenge = _challenge(client.post("/v1/enroll/init", init))
+    if challenge.tpm is None:
+        raise ServiceError("the service sent no TPM challenge")
+    secret = tpm.activate_credential(
+        ak, challenge.tpm.credential_blob, challenge.tpm.encrypted_secret
+    )
+    quote = tpm.quote(ak, challenge.tpm.nonce, challenge.tpm.pcrs, challenge.tpm.pcr_bank)
+    answer = EnrollComplete(
+        challenge_id=challenge.challenge_id,
+        tpm=TPMResponse(
+            activated_secret=secret,
+            quotes=[
+                Quote(
+                    attestation=quote.attestation,
+                    signature=quote.signature,
+                    pcr_values=quote.pcr_values,
+                )
+            ],
+        ),
+    )
+    return client.post("/v1/enroll/complete", answer)["device"]  # type: ignore[no-any-return]
+
+
+def enroll_macos(
+    client: CeremonyClient, token: str, collected: CollectedData, key: EnclaveKey
+) -> dict[str, Any]:
+    """Enroll with the device's ECDSA P-256 key (Secure Enclave, or its software stand-in)."""
+    init = EnrollInit(
+        token=token,
+        collected=Collected.from_domain(collected),
+        macos=MacOSKey(public_key=key.public_key_der()),
+    )
+    challenge = _challenge(client.post("/v1/enroll/init", init))
+    if challenge.macos is None:
+        raise ServiceError("the service sent no macOS challenge")
+    answer = EnrollComplete(
+        challenge_id=challenge.challenge_id,
+        macos=MacOSResponse(signature=key.sign(challenge.macos.challenge)),
+    )
+    return client.post("/v1/enroll/complete", answer)["device"]  # type: ignore[no-any-return]
+
+
+def self_token(client: CeremonyClient, collected: CollectedData) -> SelfToken:
+    """Register this device if needed and get a token to enroll it (editors, admins)."""
+    request = SelfTokenRequest(collected=Collected.from_domain(collected))
+    return SelfToken.model_validate(client.post("/v1/enroll/self-token", request))

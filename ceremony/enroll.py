@@ -1,0 +1,300 @@
+"""The enrollment ceremony, server side: two round trips, state kept in the database.
+
+``begin`` authenticates the user, checks the enrollment token without spending it (it
+must be for the very device whose data was sent), verifies what the device sent about its
+keys and answers with a challenge; ``complete`` takes the challenge back once, verifies the
+answer and only then spends the token and enrolls the device (``enroll_device``). Any
+instance of the service can run either half. Every refusal after the user is known is
+audited as a failed ``device.enroll`` with its reason, and changes nothing else.
+
+TPM devices (Linux, Windows) prove with credential activation and a quote
+(``tpm_verify``); macOS devices prove with a signature by their Secure Enclave key
+(``macos``). No HTTP here: the service and the benchmark call these methods directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ceremony import macos, tpm_verify
+from ceremony.protocol import (
+    PCR_BANK,
+    QUOTED_PCRS,
+    Collected,
+    EnrollChallenge,
+    EnrollComplete,
+    EnrollInit,
+    MacOSChallenge,
+    TPMChallenge,
+)
+from inventory.credentials import hash_secret
+from inventory.db import Database
+from inventory.domain import (
+    AttestationType,
+    CollectedData,
+    Credential,
+    Device,
+    EnrollStatus,
+    IssuedToken,
+    OSType,
+    Role,
+    TokenKind,
+    User,
+)
+from inventory.errors import AccessDenied, DevtrustError, InvalidArgument, NotFound, TokenInvalid
+from inventory.services import audit, challenges, devices, tokens, users
+from inventory.services.enrollment import check_collected_matches, enroll_device
+from inventory.services.preference import get_preference_within
+
+TPM_KIND = "enroll-tpm"
+MACOS_KIND = "enroll-macos"
+SELF_ENROLL_ROLES = (Role.EDITOR, Role.DEVICE_ADMIN)
+SELF_TOKEN_TTL = timedelta(minutes=5)
+
+
+class ProofRefused(DevtrustError):
+    """The device's attestation or key proof did not verify; the message says why."""
+
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class CeremonyConfig:
+    challenge_ttl: timedelta = challenges.DEFAULT_TTL
+    history_limit: int = 10
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class EnrollmentCeremony:
+    def __init__(self, db: Database, config: CeremonyConfig | None = None) -> None:
+        self.db = db
+        self.config = config or CeremonyConfig()
+
+    # -- the first round trip ------------------------------------------------------
+
+    def begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
+        """Check the token, the device and its keys; answer with a challenge."""
+        user = users.authenticate(self.db.uow(), credential)
+        collected = _collected(request.collected)
+        device: Device | None = None
+        try:
+            uow = self.db.uow()
+            with uow:
+                device = tokens.check_token_within(uow, request.token, user=user.name)
+                check_collected_matches(device, collected)
+                if device.enroll_status is EnrollStatus.ENROLLED:
+                    raise TokenInvalid(
+                        f"device {device.label} is already enrolled: unenroll it first"
+                    )
+                _check_flow(device, tpm=request.tpm is not None)
+                if request.tpm is not None:
+                    allowed = get_preference_within(uow).device_trust.ekcert_allowed_cas
+                    kind, state, answer = _tpm_challenge(request, allowed)
+                else:
+                    assert request.macos is not None
+                    kind, state, answer = _macos_challenge(request.macos.public_key)
+                state.update(
+                    token_hash=hash_secret(request.token),
+                    collected=request.collected.model_dump(mode="json"),
+                )
+                issued = challenges.issue_challenge_within(
+                    uow,
+                    kind=kind,
+                    device_id=device.id,
+                    user_name=user.name,
+                    state=state,
+                    ttl=self.config.challenge_ttl,
+                )
+                uow.commit()
+        except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
+            self._refused(user, collected, device, str(exc))
+            raise ProofRefused(str(exc)) from None
+        except DevtrustError as exc:
+            self._refused(user, collected, device, str(exc))
+            raise
+        return EnrollChallenge(challenge_id=issued.id, expire_time=issued.expire_time, **answer)
+
+    # -- the second round trip -----------------------------------------------------
+
+    def complete(self, credential: str, response: EnrollComplete) -> Device:
+        """Verify the answer to the challenge, then spend the token and enroll."""
+        user = users.authenticate(self.db.uow(), credential)
+        kind = TPM_KIND if response.tpm is not None else MACOS_KIND
+        taken = challenges.take_challenge(
+            self.db.uow(), response.challenge_id, kind=kind, user_name=user.name
+        )
+        state = taken.state
+        collected = Collected.model_validate(state["collected"]).to_domain()
+        try:
+            if response.tpm is not None:
+                public_key, ek_serial, attestation = _verify_tpm_answer(state, response)
+            else:
+                assert response.macos is not None
+                public_key = _unb64(state["public_key"])
+                macos.verify_key_proof(
+                    public_key, _unb64(state["challenge"]), response.macos.signature
+                )
+                ek_serial, attestation = None, AttestationType.NONE
+        except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
+            self._refused(user, collected, None, str(exc), device_id=taken.device_id)
+            raise ProofRefused(str(exc)) from None
+        return enroll_device(
+            self.db.uow(),
+            token_hash=state["token_hash"],
+            credential=Credential(
+                id=str(uuid.uuid4()),
+                public_key=public_key,
+                ek_cert_serial=ek_serial,
+                attestation_type=attestation,
+            ),
+            collected=collected,
+            user=user.name,
+            history_limit=self.config.history_limit,
+        )
+
+    # -- self-enrollment -----------------------------------------------------------
+
+    def self_token(self, credential: str, collected_data: Collected) -> IssuedToken:
+        """Register the device if it is new and mint a token for the user to enroll it.
+
+        Only users with the editor or device-admin role may; the token is bound to them.
+        """
+        user = users.authenticate(self.db.uow(), credential)
+        if not any(user.has(role) for role in SELF_ENROLL_ROLES):
+            roles = ", ".join(r.value for r in user.roles)
+            raise AccessDenied(
+                "enrolling the current device requires the editor or device-admin role; "
+                f"user {user.name} has {roles}: ask an admin for an enrollment token"
+            )
+        collected = _collected(collected_data)
+        try:
+            device = devices.get_device(
+                self.db.uow(), collected.serial_number, os_type=collected.os_type
+            )
+        except NotFound:
+            device = devices.register_device(
+                self.db.uow(),
+                os_type=collected.os_type,
+                asset_tag=collected.serial_number,
+                actor=user.name,
+            )
+        return tokens.create_token(
+            self.db.uow(),
+            device.id,
+            actor=user.name,
+            kind=TokenKind.SELF,
+            ttl=SELF_TOKEN_TTL,
+            user=user.name,
+        )
+
+    def _refused(
+        self,
+        user: User,
+        collected: CollectedData,
+        device: Device | None,
+        reason: str,
+        *,
+        device_id: str | None = None,
+    ) -> None:
+        if device is None and device_id is not None:
+            try:
+                device = devices.get_device(self.db.uow(), device_id)
+            except NotFound:
+                device = None
+        audit.record_failure(
+            self.db.uow(),
+            audit.DEVICE_ENROLL,
+            actor=user.name,
+            message=f"enrollment of {collected.serial_number}/{collected.os_type.value} "
+            f"refused: {reason}",
+            device=device,
+        )
+
+
+def _collected(data: Collected) -> CollectedData:
+    try:
+        return data.to_domain()
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"collected data: {exc}") from None
+
+
+def _check_flow(device: Device, *, tpm: bool) -> None:
+    if device.os_type is OSType.MACOS and tpm:
+        raise InvalidArgument("a macOS device enrolls with its Secure Enclave key, not a TPM")
+    if device.os_type in (OSType.LINUX, OSType.WINDOWS) and not tpm:
+        raise InvalidArgument(f"a {device.os_type.display} device enrolls with its TPM")
+    if device.os_type is OSType.IOS:
+        raise InvalidArgument("iOS devices cannot enroll through this ceremony")
+
+
+def _tpm_challenge(
+    request: EnrollInit, allowed_cas: tuple[str, ...]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    assert request.tpm is not None
+    tpm = request.tpm
+    attestation = tpm_verify.EnrollmentRequest(
+        ek_cert=tpm.ek_cert,
+        ek_public=tpm.ek_public,
+        ak_public=tpm.ak_public,
+        creation_data=tpm.creation_data,
+        creation_attestation=tpm.creation_attestation,
+        creation_signature=tpm.creation_signature,
+        ek_intermediates=tuple(tpm.ek_intermediates),
+    )
+    cas_pem = "\n".join(allowed_cas).encode() if allowed_cas else None
+    ak = tpm_verify.check_ak(attestation)
+    kind = tpm_verify.attestation_type(attestation, cas_pem)
+    challenge = tpm_verify.make_challenge(tpm_verify.challenge_ek(attestation), ak.name)
+    serial = None
+    if tpm.ek_cert is not None:
+        serial = format(tpm_verify.parse_ek_certificate(tpm.ek_cert).serial_number, "x")
+    state = {
+        "ak_public": _b64(ak.public),
+        "secret": _b64(challenge.secret),
+        "nonce": _b64(challenge.nonce),
+        "attestation_type": kind,
+        "ek_cert_serial": serial,
+    }
+    answer = TPMChallenge(
+        credential_blob=challenge.credential_blob,
+        encrypted_secret=challenge.encrypted_secret,
+        nonce=challenge.nonce,
+        pcr_bank=PCR_BANK,
+        pcrs=list(QUOTED_PCRS),
+    )
+    return TPM_KIND, state, {"tpm": answer}
+
+
+def _macos_challenge(public_key: bytes) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    macos.parse_public_key(public_key)
+    challenge = macos.new_challenge()
+    state = {"public_key": _b64(public_key), "challenge": _b64(challenge)}
+    return MACOS_KIND, state, {"macos": MacOSChallenge(challenge=challenge)}
+
+
+def _verify_tpm_answer(
+    state: dict[str, Any], response: EnrollComplete
+) -> tuple[bytes, str | None, AttestationType]:
+    assert response.tpm is not None
+    ak_public = _unb64(state["ak_public"])
+    nonce = _unb64(state["nonce"])
+    expected = tpm_verify.Challenge(
+        credential_blob=b"", encrypted_secret=b"", nonce=nonce, secret=_unb64(state["secret"])
+    )
+    tpm_verify.verify_activation(expected, response.tpm.activated_secret)
+    for quote in response.tpm.quotes:
+        tpm_verify.verify_quote(
+            ak_public, nonce, quote.attestation, quote.signature, dict(quote.pcr_values)
+        )
+    return ak_public, state["ek_cert_serial"], AttestationType(state["attestation_type"])

@@ -1,0 +1,203 @@
+"""The ceremony's wire format: what the device agent and ``devtrust serve`` exchange.
+
+JSON bodies validated by pydantic; binary TPM structures travel as standard base64 of the
+exact bytes the TPM produced. Every model refuses unknown fields, so a misspelt field is
+an error rather than silently ignored. Sizes are bounded here as well as in the verifiers:
+the service also refuses any body over ``MAX_BODY_BYTES`` before reading it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+from inventory.domain import CollectedData, OSType, normalize_asset_tag
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_BLOB_BYTES = 16 * 1024  # decoded; the verifiers bound each structure more tightly
+PCR_BANK = "sha256"
+QUOTED_PCRS = tuple(range(24))  # go-attestation's AttestPlatform quotes every PCR
+
+
+def _decode(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    if len(value) > MAX_BLOB_BYTES * 4 // 3 + 4:
+        raise ValueError(f"is more than {MAX_BLOB_BYTES} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+
+
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+B64 = Annotated[
+    bytes,
+    BeforeValidator(_decode),
+    PlainSerializer(encode, return_type=str),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Collected(Wire):
+    """What the device collected about itself (``devtrust device collect``)."""
+
+    serial_number: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    os_type: OSType
+    model_identifier: Text | None = None
+    os_version: Text | None = None
+    os_build: Text | None = None
+    os_id: Text | None = None
+    os_login_user: Text | None = None
+    jamf_binary_version: Text | None = None
+    reported_asset_tag: Text | None = None
+    system_serial_number: Text | None = None
+    base_board_serial_number: Text | None = None
+    collect_time: datetime | None = None
+
+    def to_domain(self) -> CollectedData:
+        return CollectedData(
+            serial_number=normalize_asset_tag(self.serial_number),
+            os_type=self.os_type,
+            model_identifier=self.model_identifier,
+            os_version=self.os_version,
+            os_build=self.os_build,
+            os_id=self.os_id,
+            os_login_user=self.os_login_user,
+            jamf_binary_version=self.jamf_binary_version,
+            reported_asset_tag=self.reported_asset_tag,
+            system_serial_number=self.system_serial_number,
+            base_board_serial_number=self.base_board_serial_number,
+            collect_time=self.collect_time,
+        )
+
+    @classmethod
+    def from_domain(cls, data: CollectedData) -> Collected:
+        fields = {name: getattr(data, name) for name in cls.model_fields}
+        return cls(**fields)
+
+
+class TPMAttestation(Wire):
+    """The EK and the AK's parameters (go-attestation's EK and AttestationParameters)."""
+
+    ek_cert: B64 | None = None
+    ek_public: B64 | None = None
+    ek_intermediates: list[B64] = Field(default_factory=list, max_length=4)
+    ak_public: B64
+    creation_data: B64
+    creation_attestation: B64
+    creation_signature: B64
+
+
+class MacOSKey(Wire):
+    public_key: B64  # DER SubjectPublicKeyInfo of the ECDSA P-256 key
+
+
+def _exactly_one(model: Wire, first: str, second: str) -> None:
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"give exactly one of {first!r} and {second!r}")
+
+
+class EnrollInit(Wire):
+    """The first round trip: the token, the collected data and the device's keys."""
+
+    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+    collected: Collected
+    tpm: TPMAttestation | None = None
+    macos: MacOSKey | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        _exactly_one(self, "tpm", "macos")
+        return self
+
+
+class TPMChallenge(Wire):
+    credential_blob: B64  # TPM2B_ID_OBJECT
+    encrypted_secret: B64  # TPM2B_ENCRYPTED_SECRET
+    nonce: B64  # to quote over
+    pcr_bank: str = PCR_BANK
+    pcrs: list[int] = Field(default_factory=lambda: list(QUOTED_PCRS))
+
+
+class MacOSChallenge(Wire):
+    challenge: B64  # to sign with ECDSA-SHA256
+
+
+class EnrollChallenge(Wire):
+    challenge_id: str
+    expire_time: datetime
+    tpm: TPMChallenge | None = None
+    macos: MacOSChallenge | None = None
+
+
+class Quote(Wire):
+    attestation: B64  # TPM2B_ATTEST
+    signature: B64  # TPMT_SIGNATURE
+    pcr_values: dict[int, B64] = Field(max_length=24)
+
+
+class TPMResponse(Wire):
+    activated_secret: B64
+    quotes: list[Quote] = Field(min_length=1, max_length=4)
+
+
+class MacOSResponse(Wire):
+    signature: B64
+
+
+class EnrollComplete(Wire):
+    """The second round trip: the answer to the challenge."""
+
+    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    tpm: TPMResponse | None = None
+    macos: MacOSResponse | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        _exactly_one(self, "tpm", "macos")
+        return self
+
+
+class SelfTokenRequest(Wire):
+    """``devtrust device enroll --current-device``: register this device if needed and mint
+    a token for the calling user to enroll it."""
+
+    collected: Collected
+
+
+class DeviceResult(Wire):
+    device: dict[str, Any]
+
+
+class SelfToken(Wire):
+    token: str
+    expire_time: datetime
+    device: dict[str, Any]
+
+
+class ErrorBody(Wire):
+    error: str
