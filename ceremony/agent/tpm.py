@@ -114,6 +114,9 @@ def _access_error(path: str) -> TPMAccessError:
 
 
 def _open(tcti: str) -> Any:
+    # The TSS logs to stderr each NV index it probes for an EK certificate and does not
+    # find, which is expected; set TSS2_LOG (e.g. all+debug) to see its logs again.
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
     if tcti.startswith("device"):
         _, _, path = tcti.partition(":")
         path = path or "/dev/tpmrm0"
