@@ -30,6 +30,8 @@ from inventory.settings import Settings, load_settings
 from worker.logs import bind_celery_task, clear_context, configure_logging
 
 SYNC_TASK = "devtrust.jamf.sync"
+PURGE_TASK = "devtrust.ceremony.purge"
+PURGE_EVERY = timedelta(hours=1)
 QUEUE = "devtrust"
 
 
@@ -108,7 +110,8 @@ NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
-    """A partial and a full sync of every configured inventory, on their periods."""
+    """A partial and a full sync of every configured inventory, on their periods, and an
+    hourly purge of expired ceremony challenges."""
     from jamf.config import source_from_settings
 
     source = source_from_settings(settings)
@@ -133,6 +136,12 @@ def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
                 # A run still queued when the next is due is dropped, not piled up.
                 "options": {"expires": period.total_seconds(), "queue": QUEUE},
             }
+    entries["ceremony-purge"] = {
+        "task": PURGE_TASK,
+        "schedule": StartDelaySchedule(PURGE_EVERY, PURGE_EVERY, app),
+        "last_run_at": NEVER,
+        "options": {"expires": PURGE_EVERY.total_seconds(), "queue": QUEUE},
+    }
     return entries
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from inventory.db import Database
 from inventory.durations import parse_duration
 from inventory.serialize import run_to_dict
+from inventory.services import challenges
 from inventory.services import source_sync as store
 from inventory.settings import Settings
 from jamf.config import client_from_settings, source_from_settings
@@ -96,3 +97,15 @@ def sync_running(settings: Settings, inventory: str) -> str | None:
         return locks.holder(lock_name(source.name, inventory))
     finally:
         locks.close()
+
+
+def purge_challenges(settings: Settings) -> int:
+    """Delete ceremony challenges that expired more than an hour ago."""
+    db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+    try:
+        purged = challenges.purge_expired(db.uow())
+    finally:
+        db.close()
+    if purged:
+        log.info("purged %d expired ceremony challenges", purged)
+    return purged

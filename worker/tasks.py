@@ -11,7 +11,7 @@ from celery import Task
 from inventory.errors import DatabaseUnavailable
 from jamf.sync import Progress
 from worker import jobs
-from worker.celery import SYNC_TASK, app
+from worker.celery import PURGE_TASK, SYNC_TASK, app
 from worker.locks import LockUnavailable
 
 # Progress is written to the result backend at most this often.
@@ -56,3 +56,9 @@ def sync(
         owner=f"{self.request.hostname or 'worker'} task {self.request.id}",
         progress=progress,
     )
+
+
+@app.task(name=PURGE_TASK, autoretry_for=(DatabaseUnavailable,), max_retries=3)
+def purge_challenges() -> int:
+    """Forget ceremony challenges that expired over an hour ago; returns how many."""
+    return jobs.purge_challenges(app.conf.devtrust_settings)

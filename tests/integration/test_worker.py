@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,20 @@ from sqlalchemy import func, select
 
 from inventory.db import Database
 from inventory.models import DeviceRow, SyncRunRow
+from inventory.services import challenges, devices
 from inventory.services import source_sync as store
 from inventory.settings import Settings, load_settings
 from jamf.simulator import SimulatorConfig, running_simulator
 from tests.processes import DEVTRUST, Process, RedisServer, simulator, started, wait_until, worker
 from worker import jobs
-from worker.celery import NEVER, SYNC_TASK, StartDelaySchedule, beat_schedule, create_app
+from worker.celery import (
+    NEVER,
+    PURGE_TASK,
+    SYNC_TASK,
+    StartDelaySchedule,
+    beat_schedule,
+    create_app,
+)
 from worker.locks import locks_for
 
 REDIS = "redis://127.0.0.1:6379"
@@ -173,8 +182,11 @@ def test_beat_schedule_has_a_partial_and_a_full_sync_per_inventory(tmp_path: Pat
     app = create_app(settings)
     entries = beat_schedule(settings, app)
     assert sorted(entries) == [
+        "ceremony-purge",
         "jamf-full-lab", "jamf-full-macs", "jamf-partial-lab", "jamf-partial-macs",
     ]  # fmt: skip
+    purge = entries["ceremony-purge"]
+    assert purge["task"] == PURGE_TASK and purge["schedule"].run_every.total_seconds() == 3600
     full = entries["jamf-full-macs"]
     assert full["task"] == SYNC_TASK
     assert full["kwargs"] == {"inventory": "macs", "kind": "full", "scheduled": True}
@@ -190,7 +202,6 @@ def test_beat_schedule_has_a_partial_and_a_full_sync_per_inventory(tmp_path: Pat
 
 def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
     app = create_app(load_settings())
-    from datetime import timedelta
 
     every = StartDelaySchedule(timedelta(minutes=5), timedelta(0), app)
     assert every.is_due(NEVER) == (True, 300)
@@ -363,3 +374,19 @@ def test_make_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> Non
     port = int(re.search(r"on port (\d+)", result.stdout).group(1))  # type: ignore[union-attr]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_the_purge_job_forgets_challenges_that_expired_over_an_hour_ago(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    url = settings.database_url_value
+    for age in (timedelta(hours=2), timedelta(0)):
+        db = Database.connect(url, clock=lambda age=age: datetime.now(UTC) - age)
+        device = devices.register_device(
+            db.uow(), os_type="linux", asset_tag=f"LNX-{age.seconds}", actor="admin"
+        )
+        challenges.issue_challenge(
+            db.uow(), kind="enroll-tpm", device_id=device.id, user_name=None, state={}
+        )
+        db.close()
+    assert jobs.purge_challenges(settings) == 1
+    assert jobs.purge_challenges(settings) == 0
