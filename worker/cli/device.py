@@ -69,8 +69,12 @@ def enroll(
         ),
     ] = False,
 ) -> None:
-    """Enroll this device: prove with its TPM (or macOS key) that it is the device the
-    token was minted for. The user's credential comes from DEVTRUST_USER_TOKEN."""
+    """Enroll this device with its TPM (or macOS key), as the user in DEVTRUST_USER_TOKEN.
+
+    It proves, with keys that cannot leave its hardware, that it is the token's device.
+
+    DEVTRUST_API_URL names the ceremony service.
+    """
     if (token is None) == (not current_device):
         raise typer.BadParameter("give either --token or --current-device")
     if token is not None and not token.strip():
