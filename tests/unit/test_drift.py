@@ -1,0 +1,132 @@
+"""Auto-enrollment's checks, as pure functions: each refusal names its specific reason."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from inventory.domain import CollectedData, Device, EnrollStatus, OSType, Profile
+from inventory.drift import (
+    AutoEnrollRefused,
+    _version_key,
+    check_auto_enroll,
+    compare,
+    drift,
+)
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PROFILE = Profile(
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_build_supplemental="23C71a",
+    os_usernames=("alice", "admin"),
+    jamf_binary_version="11.1.0-t1700000000",
+    external_id="42",
+)
+DEVICE = Device(
+    id="d-1",
+    os_type=OSType.MACOS,
+    asset_tag="C02XL0GJJGH5",
+    enroll_status=EnrollStatus.NOT_ENROLLED,
+    credential=None,
+    source=None,
+    profile=PROFILE,
+    owner=None,
+    create_time=NOW,
+    update_time=NOW,
+)
+COLLECTED = CollectedData(
+    serial_number="C02XL0GJJGH5",
+    os_type=OSType.MACOS,
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_login_user="alice",
+    jamf_binary_version="11.1.0-t1700000000",
+)
+
+
+def test_matching_data_passes_every_field() -> None:
+    assert check_auto_enroll([DEVICE], COLLECTED) is DEVICE
+    assert all(f.ok for f in compare(DEVICE, COLLECTED))
+    assert [f.name for f in compare(DEVICE, COLLECTED)] == [
+        "os_type", "serial_number", "model_identifier", "os_version", "os_build",
+        "jamf_binary_version", "os_login_user",
+    ]  # fmt: skip
+
+
+def test_no_device_and_more_than_one_device_are_refused() -> None:
+    with pytest.raises(AutoEnrollRefused, match="^device not found$"):
+        check_auto_enroll([], COLLECTED)
+    other_os = replace(DEVICE, id="d-2", os_type=OSType.LINUX)
+    with pytest.raises(AutoEnrollRefused, match="^device not found$"):
+        check_auto_enroll([other_os], COLLECTED)
+    twin = replace(DEVICE, id="d-3")
+    with pytest.raises(AutoEnrollRefused, match="^collected data matches more than one device$"):
+        check_auto_enroll([DEVICE, twin], COLLECTED)
+
+
+def test_an_enrolled_device_is_refused_whoever_enrolled_it() -> None:
+    enrolled = replace(DEVICE, enroll_status=EnrollStatus.ENROLLED, owner="bob")
+    with pytest.raises(AutoEnrollRefused, match="^device is already enrolled$"):
+        check_auto_enroll([enrolled], COLLECTED)
+
+
+def test_a_device_without_a_profile_is_refused_with_what_to_do() -> None:
+    with pytest.raises(AutoEnrollRefused, match="has no MDM profile.*enroll the device by hand"):
+        check_auto_enroll([replace(DEVICE, profile=None)], COLLECTED)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_identifier": "MacBookAir10,1"},
+         "model_identifier differs: the device reports 'MacBookAir10,1', "
+         "the MDM profile says 'MacBookPro18,3'"),
+        ({"os_version": "14.3"},
+         "os_version differs: the device reports '14.3', the MDM profile says '14.2.1'"),
+        ({"os_version": "14.1"},
+         "os_version is older than the profile's: the device reports '14.1', "
+         "the MDM profile says '14.2.1'"),
+        ({"os_version": None},
+         "os_version is missing: the device reports nothing, the MDM profile says '14.2.1'"),
+        ({"os_build": "23D56"},
+         "os_build differs: the device reports '23D56', the MDM profile says '23C71 or 23C71a'"),
+        ({"jamf_binary_version": "11.2.0"},
+         "jamf_binary_version differs: the device reports '11.2.0', "
+         "the MDM profile says '11.1.0-t1700000000'"),
+        ({"os_login_user": "mallory"},
+         "os_login_user is not among the profile's usernames: the device reports 'mallory', "
+         "the MDM profile says 'alice, admin'"),
+    ],
+)  # fmt: skip
+def test_each_drifted_field_is_named_with_both_values(
+    change: dict[str, str | None], message: str
+) -> None:
+    collected = replace(COLLECTED, **change)  # type: ignore[arg-type]
+    [field] = drift(DEVICE, collected)
+    assert str(field) == message
+    assert field.advice
+    with pytest.raises(AutoEnrollRefused) as refused:
+        check_auto_enroll([DEVICE], collected)
+    assert str(refused.value) == f"device does not match its MDM profile: {message}"
+
+
+def test_the_supplemental_build_passes_and_every_failure_is_listed() -> None:
+    assert drift(DEVICE, replace(COLLECTED, os_build="23C71a")) == []
+    both = replace(COLLECTED, os_version="15.0", os_login_user="eve")
+    assert [f.name for f in drift(DEVICE, both)] == ["os_version", "os_login_user"]
+
+
+def test_fields_the_profile_does_not_have_are_not_compared() -> None:
+    bare = replace(DEVICE, profile=Profile(os_version="14.2.1"))
+    assert drift(bare, replace(COLLECTED, os_login_user=None, model_identifier="x")) == []
+
+
+def test_versions_compare_numerically() -> None:
+    assert _version_key("14.10") > _version_key("14.9")
+    assert _version_key("14.2") < _version_key("14.2.1")
+    assert drift(DEVICE, replace(COLLECTED, os_version="14.10"))[0].problem == "differs"
