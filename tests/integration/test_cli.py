@@ -717,3 +717,75 @@ def test_device_asset_tag_and_collect_read_the_dmi_directory(
     assert data["reported_asset_tag"] is None
     (dmi / "product_serial").write_text("Default string\n")
     assert "reports no serial number" in cli("device", "asset-tag").error_line
+
+
+# -- devices diff ------------------------------------------------------------------------
+
+
+def _synced_mac_with_report(db: Database, **collected: str) -> None:
+    from inventory.domain import CollectedData, OSType, Profile
+    from inventory.services import devices as svc
+
+    profile = Profile(
+        model_identifier="MacBookPro18,3",
+        os_version="14.2.1",
+        os_build="23C71",
+        os_usernames=("alice",),
+        jamf_binary_version="11.1.0",
+    )
+    device = svc.register_device(
+        db.uow(), os_type="macos", asset_tag=TAG, actor="jamf", profile=profile
+    )
+    report = {
+        "model_identifier": "MacBookPro18,3",
+        "os_version": "14.2.1",
+        "os_build": "23C71",
+        "os_login_user": "alice",
+        "jamf_binary_version": "11.1.0",
+        **collected,
+    }
+    data = CollectedData(serial_number=TAG, os_type=OSType.MACOS, **report)
+    uow = db.uow()
+    with uow:
+        svc.record_collected_data_within(uow, device.id, data, keep=10)
+        uow.commit()
+
+
+def test_devices_diff_marks_each_drifted_field_and_says_what_to_do(db: Database, cli: Cli) -> None:
+    _synced_mac_with_report(db, os_version="14.3", os_login_user="mallory")
+    result = cli("devices", "diff", TAG)
+    assert result.code == 1 and result.err == ""
+    first, *lines = result.out.splitlines()
+    assert first.startswith(f"Device {TAG}/macOS: collected 2026-")
+    _, rows = table("\n".join(lines[:9]))
+    checks = {row["Field"]: (row["Collected"], row["MDM Profile"], row["Check"]) for row in rows}
+    assert checks["os_version"] == ("14.3", "14.2.1", "FAIL: differs")
+    assert checks["os_login_user"] == (
+        "mallory", "alice", "FAIL: is not among the profile's usernames"
+    )  # fmt: skip
+    assert checks["model_identifier"] == ("MacBookPro18,3", "MacBookPro18,3", "ok")
+    assert lines[9] == "2 field(s) would fail auto-enrollment:"
+    assert "run `devtrust jamf sync`" in lines[10] and lines[10].startswith("- os_version: ")
+    assert lines[11].startswith("- os_login_user: fix the device's profile in the MDM")
+
+    as_json = json.loads(cli("devices", "diff", TAG, "--format", "json").out)
+    failed = [f["field"] for f in as_json["fields"] if not f["ok"]]
+    assert failed == ["os_version", "os_login_user"]
+
+
+def test_devices_diff_of_a_matching_device_exits_0(db: Database, cli: Cli) -> None:
+    _synced_mac_with_report(db)
+    result = ok(cli("devices", "diff", TAG))
+    assert result.out.splitlines()[-1] == (
+        "Every field matches: auto-enrollment would accept this data."
+    )
+
+
+def test_devices_diff_without_collected_data_says_when_it_comes(cli: Cli) -> None:
+    add_device(cli)
+    line = cli("devices", "diff", TAG).error_line
+    assert line == (
+        f"error: device {TAG}/macOS has sent no collected data yet: it is recorded when the "
+        "device enrolls or logs in (run `devtrust device collect` on the device to see it)"
+    )
+    assert cli("devices", "diff", "NOPE").error_line == "error: device 'NOPE' not found"

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from inventory.domain import Device, OSType, Page, TokenKind
+from inventory.domain import CollectedData, Device, OSType, Page, TokenKind
 from inventory.durations import format_duration, parse_duration
 from inventory.errors import InvalidArgument
 from inventory.serialize import device_to_dict
 from inventory.services import devices as device_service
 from inventory.services import tokens as token_service
 
-from ._common import Format, actor, database, echo_json, echo_yaml, info, settings, table_lines
+from ._common import (
+    Format,
+    actor,
+    database,
+    echo_json,
+    echo_yaml,
+    format_rows,
+    info,
+    settings,
+    table_lines,
+)
+
+if TYPE_CHECKING:
+    from inventory.drift import Field
 
 app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
 
@@ -180,3 +193,78 @@ def unenroll(
         typer.echo(f'Device "{device.asset_tag}" unenrolled')
     else:
         typer.echo(f'Device "{device.asset_tag}" is not enrolled; nothing to do')
+
+
+@app.command("diff")
+def diff(
+    asset_tag: Annotated[str, typer.Argument(help="the device's asset tag or id")],
+    os: Annotated[str | None, typer.Option("--os", help="when the tag names two OSes")] = None,
+    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+) -> None:
+    """Compare the device's last collected data with its MDM profile, field by field.
+
+    Marks each field auto-enrollment would refuse and says what to do; exits 1 if any.
+    """
+    from inventory.drift import compare
+
+    if format is Format.YAML:
+        raise InvalidArgument("devices diff supports --format text or json")
+    db = database()
+    device = device_service.get_device(
+        db.uow(), asset_tag, os_type=OSType.parse(os) if os else None
+    )
+    history = device_service.collected_history(db.uow(), device.id, limit=1)
+    if not history:
+        raise InvalidArgument(
+            f"device {device.label} has sent no collected data yet: it is recorded when the "
+            "device enrolls or logs in (run `devtrust device collect` on the device to see it)"
+        )
+    fields = compare(device, history[0])
+    failed = [f for f in fields if not f.ok]
+    if format is Format.JSON:
+        echo_json(
+            {
+                "device": device_to_dict(device),
+                "collect_time": _when(history[0].record_time or history[0].collect_time),
+                "fields": [
+                    {"field": f.name, "collected": f.collected, "profile": f.profile,
+                     "ok": f.ok, "problem": f.problem, "advice": f.advice}
+                    for f in fields
+                ],
+            }
+        )  # fmt: skip
+    else:
+        _print_diff(device, history[0], fields, failed)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None
+
+
+def _print_diff(
+    device: Device, collected: CollectedData, fields: list[Field], failed: list[Field]
+) -> None:
+    profile_time = device.profile.update_time if device.profile else None
+    reported = _when(collected.record_time) or "at an unknown time"
+    if device.profile is None:
+        mdm = "no MDM profile"
+    else:
+        mdm = f"MDM profile from {_when(profile_time) or 'an unknown time'}"
+    typer.echo(f"Device {device.label}: collected {reported}, {mdm}")
+    rows = [
+        (f.name, f.collected or "-", f.profile or "-", "ok" if f.ok else f"FAIL: {f.problem}")
+        for f in fields
+    ]
+    for line in format_rows(("Field", "Collected", "MDM Profile", "Check"), rows):
+        typer.echo(line)
+    if device.profile is None:
+        typer.echo("The device has no MDM profile: auto-enrollment refuses it; enroll it by hand.")
+    if not failed:
+        if device.profile is not None:
+            typer.echo("Every field matches: auto-enrollment would accept this data.")
+        return
+    typer.echo(f"{len(failed)} field(s) would fail auto-enrollment:")
+    for field in failed:
+        typer.echo(f"- {field.name}: {field.advice}")
