@@ -93,28 +93,35 @@ def take_challenge(
     leaves the challenge for its owner.
     """
     with uow:
-        now = uow.now()
-        conditions = [
-            ChallengeRow.id == challenge_id,
-            ChallengeRow.kind == kind,
-            ChallengeRow.used_time.is_(None),
-            ChallengeRow.expire_time > now,
-        ]
-        if user_name is not None:
-            conditions.append(ChallengeRow.user_name == user_name)
-        taken = uow.session.execute(
-            update(ChallengeRow)
-            .where(*conditions)
-            .values(used_time=now)
-            .execution_options(synchronize_session=False)
-        )
-        row = uow.session.get(ChallengeRow, challenge_id)
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
-            raise ChallengeInvalid(_why_not(row, kind, user_name, now))
-        assert row is not None
-        challenge = _to_challenge(row)
+        challenge = take_challenge_within(uow, challenge_id, kind=kind, user_name=user_name)
         uow.commit()
         return challenge
+
+
+def take_challenge_within(
+    uow: UnitOfWork, challenge_id: str, *, kind: str, user_name: str | None = None
+) -> Challenge:
+    """``take_challenge`` inside the caller's transaction: one UPDATE ... RETURNING."""
+    now = uow.now()
+    conditions = [
+        ChallengeRow.id == challenge_id,
+        ChallengeRow.kind == kind,
+        ChallengeRow.used_time.is_(None),
+        ChallengeRow.expire_time > now,
+    ]
+    if user_name is not None:
+        conditions.append(ChallengeRow.user_name == user_name)
+    taken = uow.session.execute(
+        update(ChallengeRow)
+        .where(*conditions)
+        .values(used_time=now)
+        .returning(*_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if taken is None:
+        row = uow.session.get(ChallengeRow, challenge_id)
+        raise ChallengeInvalid(_why_not(row, kind, user_name, now))
+    return Challenge(**taken._asdict())
 
 
 def purge_expired(uow: UnitOfWork, *, older_than: timedelta = timedelta(hours=1)) -> int:
@@ -137,6 +144,16 @@ def _why_not(row: ChallengeRow | None, kind: str, user_name: str | None, now: da
     if row.used_time is not None:
         return "challenge already answered: a response is accepted once"
     return f"challenge expired at {row.expire_time:%H:%M:%S} UTC: start the ceremony again"
+
+
+_COLUMNS = (
+    ChallengeRow.id,
+    ChallengeRow.kind,
+    ChallengeRow.device_id,
+    ChallengeRow.user_name,
+    ChallengeRow.state,
+    ChallengeRow.expire_time,
+)
 
 
 def _to_challenge(row: ChallengeRow) -> Challenge:

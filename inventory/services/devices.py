@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork
@@ -253,8 +253,9 @@ def record_collected_data_within(
     uow: UnitOfWork, device_id: str, data: CollectedData, *, keep: int
 ) -> None:
     """Store what a device reported, keeping only its ``keep`` newest reports."""
-    uow.session.add(
-        CollectedDataRow(
+    table = CollectedDataRow.__table__
+    uow.session.execute(
+        insert(table).values(
             device_id=device_id,
             serial_number=data.serial_number,
             os_type=data.os_type.value,
@@ -271,21 +272,20 @@ def record_collected_data_within(
             record_time=uow.now(),
         )
     )
-    uow.session.flush()
-    # The newest report beyond the window; it and everything older go.
-    cutoff = uow.session.scalar(
+    # The newest report beyond the window; it and everything older go (none: no-op).
+    cutoff = (
         select(CollectedDataRow.id)
         .where(CollectedDataRow.device_id == device_id)
         .order_by(CollectedDataRow.id.desc())
         .offset(keep)
         .limit(1)
+        .scalar_subquery()
     )
-    if cutoff is not None:
-        uow.session.execute(
-            delete(CollectedDataRow).where(
-                CollectedDataRow.device_id == device_id, CollectedDataRow.id <= cutoff
-            )
-        )
+    uow.session.execute(
+        delete(CollectedDataRow)
+        .where(CollectedDataRow.device_id == device_id, CollectedDataRow.id <= cutoff)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def collected_history(uow: UnitOfWork, device_id: str, *, limit: int = 10) -> list[CollectedData]:

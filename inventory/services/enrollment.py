@@ -38,43 +38,62 @@ def enroll_device(
     ``credential``, owned by ``user``."""
     try:
         with uow:
-            device = tokens.spend_token_within(
-                uow, token, actor=user, user=user, token_hash=token_hash
-            )
-            check_collected_matches(device, collected)
-            if device.enroll_status is EnrollStatus.ENROLLED:
-                raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
-            row = uow.session.get(DeviceRow, device.id)
-            assert row is not None  # spend_token_within just read it
-            row.enroll_status = EnrollStatus.ENROLLED.value
-            row.owner = user
-            row.credential_id = credential.id
-            row.credential_public_key = credential.public_key
-            row.credential_ek_cert_serial = credential.ek_cert_serial
-            row.credential_attestation_type = credential.attestation_type.value
-            row.update_time = uow.now()
-            record_collected_data_within(uow, device.id, collected, keep=history_limit)
-            enrolled = to_device(row)
-            audit.record_within(
+            enrolled = enroll_device_within(
                 uow,
-                audit.DEVICE_ENROLL,
-                actor=user,
-                message=f"device {enrolled.label} enrolled by {user} "
-                f"({credential.attestation_type.value})",
-                device=enrolled,
-                details={
-                    "credential_id": credential.id,
-                    "attestation_type": credential.attestation_type.value,
-                },
+                token=token,
+                token_hash=token_hash,
+                credential=credential,
+                collected=collected,
+                user=user,
+                history_limit=history_limit,
             )
             uow.commit()
             return enrolled
     except DevtrustError as exc:
-        audit.record_failure(
-            uow,
-            audit.DEVICE_ENROLL,
-            actor=user,
-            message=f"enrollment of {collected.serial_number}/{collected.os_type.value} "
-            f"refused: {exc}",
-        )
+        audit.record_failure(uow, audit.DEVICE_ENROLL, actor=user, message=refusal(collected, exc))
         raise
+
+
+def refusal(collected: CollectedData, reason: object) -> str:
+    """The audit message of a refused enrollment."""
+    return f"enrollment of {collected.serial_number}/{collected.os_type.value} refused: {reason}"
+
+
+def enroll_device_within(
+    uow: UnitOfWork,
+    *,
+    token: str | None = None,
+    token_hash: str | None = None,
+    credential: Credential,
+    collected: CollectedData,
+    user: str,
+    history_limit: int = 10,
+) -> Device:
+    """``enroll_device`` inside the caller's transaction (which rolls back on a refusal)."""
+    device = tokens.spend_token_within(uow, token, actor=user, user=user, token_hash=token_hash)
+    check_collected_matches(device, collected)
+    if device.enroll_status is EnrollStatus.ENROLLED:
+        raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
+    row = uow.session.get(DeviceRow, device.id)
+    assert row is not None  # spend_token_within just read it
+    row.enroll_status = EnrollStatus.ENROLLED.value
+    row.owner = user
+    row.credential_id = credential.id
+    row.credential_public_key = credential.public_key
+    row.credential_ek_cert_serial = credential.ek_cert_serial
+    row.credential_attestation_type = credential.attestation_type.value
+    row.update_time = uow.now()
+    record_collected_data_within(uow, device.id, collected, keep=history_limit)
+    enrolled = to_device(row)
+    audit.record_within(
+        uow,
+        audit.DEVICE_ENROLL,
+        actor=user,
+        message=f"device {enrolled.label} enrolled by {user} ({credential.attestation_type.value})",
+        device=enrolled,
+        details={
+            "credential_id": credential.id,
+            "attestation_type": credential.attestation_type.value,
+        },
+    )
+    return enrolled

@@ -151,23 +151,35 @@ def spend_token_within(
         if token is None:
             raise TypeError("spend_token_within needs the token or its hash")
         token_hash = hash_secret(token.strip())
-    row = _usable_row(uow, token_hash, kinds=kinds, user=user)
+    now = uow.now()
+    owner = EnrollmentTokenRow.user_name
     spent = uow.session.execute(
         update(EnrollmentTokenRow)
-        .where(EnrollmentTokenRow.id == row.id, EnrollmentTokenRow.spent_time.is_(None))
-        .values(spent_time=uow.now())
+        .where(
+            EnrollmentTokenRow.token_hash == token_hash,
+            EnrollmentTokenRow.spent_time.is_(None),
+            EnrollmentTokenRow.expire_time > now,
+            EnrollmentTokenRow.kind.in_([k.value for k in kinds]),
+            owner.is_(None) if user is None else (owner.is_(None) | (owner == user)),
+        )
+        .values(spent_time=now)
+        .returning(EnrollmentTokenRow.device_id, EnrollmentTokenRow.kind)
         .execution_options(synchronize_session=False)
-    )
-    if spent.rowcount != 1:  # type: ignore[attr-defined]
-        raise TokenInvalid("enrollment token was already used")
-    device = _token_device(uow, row)
+    ).one_or_none()
+    if spent is None:
+        _usable_row(uow, token_hash, kinds=kinds, user=user)  # raises with the reason
+        raise TokenInvalid("enrollment token was already used")  # lost a race to spend it
+    device_row = uow.session.get(DeviceRow, spent.device_id)
+    if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
+        raise TokenInvalid("the device this token was minted for has been removed")
+    device = to_device(device_row)
     audit.record_within(
         uow,
         audit.DEVICE_TOKEN_SPENT,
         actor=actor,
-        message=f"{row.kind} enrollment token spent for device {device.label}",
+        message=f"{spent.kind} enrollment token spent for device {device.label}",
         device=device,
-        details={"kind": row.kind, "user": user},
+        details={"kind": spent.kind, "user": user},
     )
     return device
 

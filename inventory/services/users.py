@@ -87,16 +87,21 @@ def reset_token(uow: UnitOfWork, name: str, *, actor: str) -> tuple[User, str]:
 
 def authenticate(uow: UnitOfWork, token: str) -> User:
     """The user whose credential this is, or Unauthenticated."""
+    with uow.read():
+        return authenticate_within(uow, token)
+
+
+def authenticate_within(uow: UnitOfWork, token: str) -> User:
+    """``authenticate`` inside the caller's transaction."""
     token = token.strip()
     if not token:
         raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
-    with uow.read():
-        row = uow.session.scalars(
-            select(UserRow).where(UserRow.token_hash == hash_secret(token))
-        ).one_or_none()
-        if row is None or not secret_matches(token, row.token_hash):
-            raise Unauthenticated("invalid user credential (check DEVTRUST_USER_TOKEN)")
-        return _to_user(row)
+    row = uow.session.scalars(
+        select(UserRow).where(UserRow.token_hash == hash_secret(token))
+    ).one_or_none()
+    if row is None or not secret_matches(token, row.token_hash):
+        raise Unauthenticated("invalid user credential (check DEVTRUST_USER_TOKEN)")
+    return _to_user(row)
 
 
 def _row(uow: UnitOfWork, name: str) -> UserRow:
