@@ -253,9 +253,8 @@ def record_collected_data_within(
     uow: UnitOfWork, device_id: str, data: CollectedData, *, keep: int
 ) -> None:
     """Store what a device reported, keeping only its ``keep`` newest reports."""
-    table = CollectedDataRow.__table__
     uow.session.execute(
-        insert(table).values(
+        insert(CollectedDataRow).values(
             device_id=device_id,
             serial_number=data.serial_number,
             os_type=data.os_type.value,
