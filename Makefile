@@ -44,6 +44,7 @@ demo: setup
 bench: setup services
 	$(PY) -m bench.bench_devices_ls
 	$(PY) -m bench.sync
+	$(PY) -m bench.ceremony
 
 clean:
 	rm -rf $(VENV) .devtrust .pytest_cache .mypy_cache .ruff_cache

@@ -86,9 +86,10 @@ class EnrollmentCeremony:
     def begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
         """Check the token, the device and its keys; answer with a challenge."""
         user = users.authenticate(self.db.uow(), credential)
-        collected = _collected(request.collected)
+        collected: CollectedData | None = None
         device: Device | None = None
         try:
+            collected = _collected(request.collected)
             uow = self.db.uow()
             with uow:
                 device = tokens.check_token_within(uow, request.token, user=user.name)
@@ -131,9 +132,13 @@ class EnrollmentCeremony:
         """Verify the answer to the challenge, then spend the token and enroll."""
         user = users.authenticate(self.db.uow(), credential)
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
-        taken = challenges.take_challenge(
-            self.db.uow(), response.challenge_id, kind=kind, user_name=user.name
-        )
+        try:
+            taken = challenges.take_challenge(
+                self.db.uow(), response.challenge_id, kind=kind, user_name=user.name
+            )
+        except challenges.ChallengeInvalid as exc:
+            self._refused(user, None, None, str(exc))
+            raise
         state = taken.state
         collected = Collected.model_validate(state["collected"]).to_domain()
         try:
@@ -201,7 +206,7 @@ class EnrollmentCeremony:
     def _refused(
         self,
         user: User,
-        collected: CollectedData,
+        collected: CollectedData | None,
         device: Device | None,
         reason: str,
         *,
@@ -212,12 +217,14 @@ class EnrollmentCeremony:
                 device = devices.get_device(self.db.uow(), device_id)
             except NotFound:
                 device = None
+        what = "enrollment"
+        if collected is not None:
+            what = f"enrollment of {collected.serial_number}/{collected.os_type.value}"
         audit.record_failure(
             self.db.uow(),
             audit.DEVICE_ENROLL,
             actor=user.name,
-            message=f"enrollment of {collected.serial_number}/{collected.os_type.value} "
-            f"refused: {reason}",
+            message=f"{what} refused: {reason}",
             device=device,
         )
 

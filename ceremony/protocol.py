@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -55,7 +57,29 @@ B64 = Annotated[
     PlainSerializer(encode, return_type=str),
     WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
 ]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+# Bounded as the inventory's columns are, so what is accepted here can be stored.
+Text64 = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_storable)
+]
+Text128 = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=128), AfterValidator(_storable)
+]
+UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class Wire(BaseModel):
@@ -67,16 +91,16 @@ class Collected(Wire):
 
     serial_number: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     os_type: OSType
-    model_identifier: Text | None = None
-    os_version: Text | None = None
-    os_build: Text | None = None
-    os_id: Text | None = None
-    os_login_user: Text | None = None
-    jamf_binary_version: Text | None = None
-    reported_asset_tag: Text | None = None
-    system_serial_number: Text | None = None
-    base_board_serial_number: Text | None = None
-    collect_time: datetime | None = None
+    model_identifier: Text128 | None = None
+    os_version: Text64 | None = None
+    os_build: Text64 | None = None
+    os_id: Text64 | None = None
+    os_login_user: Text128 | None = None
+    jamf_binary_version: Text64 | None = None
+    reported_asset_tag: Text128 | None = None
+    system_serial_number: Text128 | None = None
+    base_board_serial_number: Text128 | None = None
+    collect_time: UTCTime | None = None
 
     def to_domain(self) -> CollectedData:
         return CollectedData(

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
@@ -72,13 +73,14 @@ def broker_check(broker_url: str, transport_options: dict[str, Any]) -> Check:
     return check
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes: by their Content-Length before reading,
-    and while reading when the client streams without one."""
+    and while reading when the client streams without one.
+
+    The body is read here in full (it is small) and handed on in one piece: an error
+    raised from inside the app's own read would reach FastAPI, which turns any of them
+    into a 400 of its own shape.
+    """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int):
         self.app = app
@@ -92,17 +94,27 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_large(self.limit)(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -113,11 +125,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _location(part: object) -> str:
+    """One step of an error's location; a field name the client made up may hold
+    anything, so it is escaped onto one line and cut short."""
+    text = str(part)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= 64 else f"{text[:61]}..."
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     first = exc.errors()[0]
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON"
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    where = ".".join(_location(p) for p in first.get("loc", ()) if p != "body")
     message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
     return f"{where}: {message}" if where else f"request body: {message}"
 
@@ -160,9 +181,18 @@ def create_app(
     async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(400, _validation_message(exc))
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
-        return _too_large(MAX_BODY_BYTES)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refused(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals: an unknown route or method, or a body it could not
+        # decode at all (not UTF-8, nested too deeply for the JSON parser).
+        message = str(exc.detail)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            message = "request body is not valid JSON"
+            if isinstance(exc.__cause__, RecursionError):
+                message = "request body is nested too deeply"
+        response = _error(exc.status_code, message)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(DBAPIError)
     async def database_down(_: Request, exc: DBAPIError) -> JSONResponse:

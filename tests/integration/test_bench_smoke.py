@@ -65,3 +65,27 @@ def test_bench_sync_runs_every_measurement_on_both_backends() -> None:
     assert all(", 0 updated;" in line for line in lines if "no-change:" in line), result.stdout
     assert all("15 changed in Jamf" in line for line in lines if "partial:" in line), result.stdout
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.swtpm
+def test_bench_ceremony_prints_every_figure_for_both_eks_and_backends() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.ceremony", "--enrollments", "5", "--quick"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 1), result.stderr  # timings may miss; crashes may not
+    lines = result.stdout.splitlines()
+    for ek in ("rsa-ek", "ecc-ek"):
+        alone = [line for line in lines if line.startswith(f"{ek} ")]
+        assert any("raw crypto per enrollment: median" in line for line in alone), result.stdout
+        assert any("verification only" in line for line in alone), result.stdout
+        for backend in ("sqlite", "postgresql"):
+            mine = [line for line in lines if line.split()[:2] == [backend, ek]]
+            assert any("enrollments=5" in line and "p95" in line for line in mine), result.stdout
+            names = {line.split(":")[0].split(None, 2)[2] for line in mine if " ratio " in line}
+            assert names == {"server time per enrollment", "server time / raw crypto"}, mine
+    assert lines[-1] in ("PASS", "FAIL"), result.stdout

@@ -1,0 +1,594 @@
+"""Target: the server's time per TPM enrollment, against a limit and against its crypto.
+
+Figures, per EK (swtpm's RSA-2048 EK and its high-range ECC P-384 one, with the RSA AK
+the agent makes) and per backend (SQLite, PostgreSQL), all measured in the same run:
+
+* ``server``: ``EnrollmentCeremony.begin`` plus ``complete`` per enrollment, in process
+  (authenticating the user, the token, the challenge and the enrolled device in the
+  database included; HTTP and JSON excluded), median and p95. The device's own time, the
+  TPM's activation and quote between the two calls, is not counted. Split into
+  ``verification`` (``tpm_verify``'s functions, timed where the ceremony calls them) and
+  ``database and service code`` (the rest);
+* ``verification only``: those ``tpm_verify`` functions as the ceremony calls them, no
+  database (what parsing with tpm2-pytss adds shows against the raw figure). In a loop of
+  their own they run warmer than inside the server, where the TPM's and the database's
+  work between the calls has evicted them from the caches, as between real requests;
+* ``raw crypto``: what an enrollment cannot avoid, done with ``cryptography`` directly on
+  the same keys and structures: the AK's creation signature and the quote's signature
+  verified, MakeCredential (RSA-OAEP or ECDH with the EK, KDFa, AES-CFB, HMAC; checked
+  once against the TPM), the secret compared, the AK name, creation data and PCRs hashed.
+
+Targets on a 2-core machine, each printed as a ratio (at or below 1.0 is met):
+
+* server time per enrollment (median) under 3 ms;
+* server time per enrollment within 3x of the raw crypto.
+
+One AK serves every enrollment; each enrollment has its own device, registered with its
+own token before the timing starts. The run fails (exit status 1) when a target is missed.
+
+    python -m bench.ceremony [--enrollments 200] [--backend sqlite|postgresql|both]
+                             [--ek rsa|ecc|both] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import hmac
+import itertools
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
+from sqlalchemy import event
+from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
+from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE  # type: ignore[import-untyped]
+
+from bench.bench_devices_ls import DATABASES
+from ceremony import tpm_verify
+from ceremony.agent.tpm import AttestationKey, DeviceTPM, EkType, Quote
+from ceremony.enroll import EnrollmentCeremony
+from ceremony.protocol import (
+    PCR_BANK,
+    QUOTED_PCRS,
+    Collected,
+    EnrollComplete,
+    EnrollInit,
+    TPMAttestation,
+    TPMResponse,
+)
+from ceremony.protocol import Quote as WireQuote
+from inventory.db import Database
+from inventory.domain import CollectedData, EnrollStatus, OSType, Role
+from inventory.services import devices, tokens, users
+from tests.tpm import swtpm
+
+USER = "alice"
+HASHES: dict[int, hashes.HashAlgorithm] = {
+    TPM2_ALG.SHA256: hashes.SHA256(),
+    TPM2_ALG.SHA384: hashes.SHA384(),
+}
+# What the ceremony calls in tpm_verify; the server's verification time is spent in them.
+VERIFIERS = (
+    "check_ak",
+    "attestation_type",
+    "challenge_ek",
+    "make_challenge",
+    "parse_ek_certificate",
+    "verify_activation",
+    "verify_quote",
+)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def p95(values: Sequence[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+# -- the device: a swtpm, its EK and one AK ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Material:
+    """What one device sends to enroll, and one quote of its for the loops without a TPM."""
+
+    ek: EkType
+    ek_template: str
+    ek_cert: bytes | None
+    ek_public: bytes
+    ak: AttestationKey
+    quote: Quote
+    quote_nonce: bytes
+
+    def attestation(self) -> TPMAttestation:
+        return TPMAttestation(
+            ek_cert=self.ek_cert,
+            ek_public=self.ek_public,
+            ak_public=self.ak.public,
+            creation_data=self.ak.creation_data,
+            creation_attestation=self.ak.creation_attestation,
+            creation_signature=self.ak.creation_signature,
+        )
+
+
+@contextmanager
+def software_tpm(workdir: Path) -> Iterator[str]:
+    """tests/tpm.py's swtpm (it makes both EKs, with certificates); yields its TCTI."""
+    try:
+        with swtpm(workdir) as running:
+            yield running.tcti
+    except pytest.fail.Exception as exc:
+        raise SystemExit(f"swtpm: {exc}") from None
+
+
+def device_material(tpm: DeviceTPM, ek: EkType, state_dir: Path) -> Material:
+    ak = tpm.create_ak(state_dir)
+    nonce = secrets.token_bytes(32)
+    quote = tpm.quote(ak, nonce, list(QUOTED_PCRS), PCR_BANK)
+    return Material(
+        ek, tpm.ek_template_name, tpm.ek_certificate(), tpm.ek_public(), ak, quote, nonce
+    )
+
+
+# -- raw crypto: what an enrollment cannot avoid -------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """The numbers and bytes the raw operations work on, taken out of the TPM structures
+    beforehand (parsing is what the raw figure leaves out)."""
+
+    ak: rsa.RSAPublicNumbers | ec.EllipticCurvePublicNumbers
+    ak_area: bytes  # the TPMT_PUBLIC whose digest is the AK's name
+    creation_data: bytes
+    creation_hash: bytes
+    creation_body: bytes
+    creation_signature: bytes
+    quote_body: bytes
+    quote_signature: bytes
+    quote_nonce: bytes
+    nonce: bytes
+    pcr_digest: bytes
+    pcr_values: tuple[bytes, ...]
+    ek: rsa.RSAPublicNumbers | ec.EllipticCurvePublicNumbers
+    ek_hash: hashes.HashAlgorithm  # the EK's name algorithm
+    ek_sym_bits: int
+
+
+def _signature(marshalled: bytes) -> bytes:
+    sig, _ = TPMT_SIGNATURE.unmarshal(marshalled)
+    if sig.sigAlg == TPM2_ALG.RSASSA:
+        return bytes(sig.signature.rsassa.sig)
+    return encode_dss_signature(
+        int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big"),
+        int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big"),
+    )
+
+
+def raw_inputs(m: Material) -> RawInputs:
+    ek_area = TPM2B_PUBLIC.unmarshal(m.ek_public)[0].publicArea
+    creation = TPMS_ATTEST.unmarshal(m.ak.creation_attestation[2:])[0]
+    quoted = TPMS_ATTEST.unmarshal(m.quote.attestation[2:])[0]
+    return RawInputs(
+        ak=tpm_verify.ek_public_key(m.ak.public).public_numbers(),  # any TPM2B_PUBLIC's key
+        ak_area=m.ak.public[2:],
+        creation_data=m.ak.creation_data[2:],
+        creation_hash=bytes(creation.attested.creation.creationHash),
+        creation_body=m.ak.creation_attestation[2:],
+        creation_signature=_signature(m.ak.creation_signature),
+        quote_body=m.quote.attestation[2:],
+        quote_signature=_signature(m.quote.signature),
+        quote_nonce=bytes(quoted.extraData),
+        nonce=m.quote_nonce,
+        pcr_digest=bytes(quoted.attested.quote.pcrDigest),
+        pcr_values=tuple(m.quote.pcr_values[i] for i in sorted(m.quote.pcr_values)),
+        ek=tpm_verify.ek_public_key(m.ek_public).public_numbers(),
+        ek_hash=HASHES[int(ek_area.nameAlg)],
+        ek_sym_bits=int(ek_area.parameters.asymDetail.symmetric.keyBits.sym),
+    )
+
+
+def _verify(key: Any, signature: bytes, message: bytes) -> None:
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+
+
+def _kdfa(
+    algorithm: hashes.HashAlgorithm, seed: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    return KBKDFHMAC(
+        algorithm,
+        Mode.CounterMode,
+        length,
+        4,
+        4,
+        CounterLocation.BeforeFixed,
+        label,
+        context,
+        None,
+    ).derive(seed)
+
+
+def _tpm2b(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def make_credential(r: RawInputs, secret: bytes, name: bytes) -> tuple[bytes, bytes]:
+    """TPM2_MakeCredential's math; returns the marshalled TPM2B_ID_OBJECT and
+    TPM2B_ENCRYPTED_SECRET."""
+    algorithm, size = r.ek_hash, r.ek_hash.digest_size
+    ek = r.ek.public_key()
+    if isinstance(ek, rsa.RSAPublicKey):
+        seed = secrets.token_bytes(size)
+        oaep = padding.OAEP(padding.MGF1(algorithm), algorithm, b"IDENTITY\x00")
+        encrypted_seed = ek.encrypt(seed, oaep)
+    else:
+        ephemeral = ec.generate_private_key(ek.curve)
+        shared = ephemeral.exchange(ec.ECDH(), ek)
+        point = ephemeral.public_key().public_numbers()
+        width = (ek.curve.key_size + 7) // 8
+        x, y = point.x.to_bytes(width, "big"), point.y.to_bytes(width, "big")
+        other = b"IDENTITY\x00" + x + ek.public_numbers().x.to_bytes(width, "big")
+        seed = ConcatKDFHash(algorithm, size, other).derive(shared)
+        encrypted_seed = _tpm2b(x) + _tpm2b(y)
+    key = _kdfa(algorithm, seed, b"STORAGE", name, r.ek_sym_bits // 8)
+    encryptor = Cipher(algorithms.AES(key), CFB(bytes(16))).encryptor()
+    credential = encryptor.update(_tpm2b(secret)) + encryptor.finalize()
+    mac = hmac.new(
+        _kdfa(algorithm, seed, b"INTEGRITY", b"", size), credential + name, algorithm.name
+    ).digest()
+    return _tpm2b(_tpm2b(mac) + credential), _tpm2b(encrypted_seed)
+
+
+def raw_enrollment(r: RawInputs, marks: list[tuple[str, float]]) -> None:
+    """One enrollment's unavoidable crypto; the end of each step is appended to ``marks``."""
+    ak = r.ak.public_key()
+    name = r.ak_area[2:4] + hashlib.sha256(r.ak_area).digest()
+    if not hmac.compare_digest(hashlib.sha256(r.creation_data).digest(), r.creation_hash):
+        raise AssertionError("creation hash")
+    _verify(ak, r.creation_signature, r.creation_body)
+    marks.append(("AK creation signature", time.perf_counter()))
+    secret, _nonce = secrets.token_bytes(32), secrets.token_bytes(32)  # the challenge's
+    make_credential(r, secret, name)
+    marks.append(("MakeCredential", time.perf_counter()))
+    if not hmac.compare_digest(secret, bytes(secret)):  # the activated secret sent back
+        raise AssertionError("secret")
+    _verify(ak, r.quote_signature, r.quote_body)
+    marks.append(("quote signature", time.perf_counter()))
+    if not hmac.compare_digest(r.quote_nonce, r.nonce):
+        raise AssertionError("nonce")
+    if not hmac.compare_digest(hashlib.sha256(b"".join(r.pcr_values)).digest(), r.pcr_digest):
+        raise AssertionError("PCR digest")
+    marks.append(("PCRs and comparisons", time.perf_counter()))
+
+
+def time_raw(r: RawInputs, iterations: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Seconds per raw enrollment, and per step."""
+    totals: list[float] = []
+    steps: dict[str, list[float]] = {}
+    for _ in range(iterations):
+        marks = [("", time.perf_counter())]
+        raw_enrollment(r, marks)
+        totals.append(marks[-1][1] - marks[0][1])
+        for (_, before), (step, after) in itertools.pairwise(marks):
+            steps.setdefault(step, []).append(after - before)
+    return totals, steps
+
+
+def check_make_credential(tpm: DeviceTPM, m: Material, r: RawInputs) -> None:
+    """The raw MakeCredential is only a fair baseline if the TPM can activate what it makes."""
+    secret = secrets.token_bytes(32)
+    name = r.ak_area[2:4] + hashlib.sha256(r.ak_area).digest()
+    if name != m.ak.name:
+        raise SystemExit("bench: the raw AK name differs from the TPM's")
+    blob, encrypted = make_credential(r, secret, name)
+    if tpm.activate_credential(m.ak, blob, encrypted) != secret:
+        raise SystemExit("bench: the TPM activated another secret than the raw MakeCredential's")
+
+
+# -- verification only: tpm_verify as the ceremony calls it --------------------------------
+
+
+def verification_only(m: Material) -> None:
+    """The calls of ``ceremony.enroll._tpm_challenge`` and ``_verify_tpm_answer``."""
+    request = tpm_verify.EnrollmentRequest(
+        ek_cert=m.ek_cert,
+        ek_public=m.ek_public,
+        ak_public=m.ak.public,
+        creation_data=m.ak.creation_data,
+        creation_attestation=m.ak.creation_attestation,
+        creation_signature=m.ak.creation_signature,
+    )
+    ak = tpm_verify.check_ak(request)
+    tpm_verify.attestation_type(request, None)
+    challenge = tpm_verify.make_challenge(tpm_verify.challenge_ek(request), ak.name)
+    if m.ek_cert is not None:
+        tpm_verify.parse_ek_certificate(m.ek_cert)
+    tpm_verify.verify_activation(challenge, challenge.secret)
+    tpm_verify.verify_quote(
+        ak.public, m.quote_nonce, m.quote.attestation, m.quote.signature, dict(m.quote.pcr_values)
+    )
+
+
+def time_verification(m: Material, iterations: int) -> list[float]:
+    times = []
+    for _ in range(iterations):
+        began = time.perf_counter()
+        verification_only(m)
+        times.append(time.perf_counter() - began)
+    return times
+
+
+# -- the server: begin and complete against a database ----------------------------------
+
+
+class Stopwatch:
+    """Time spent in the tpm_verify functions the ceremony calls, and SQL statements run."""
+
+    def __init__(self) -> None:
+        self.verification = 0.0
+        self.statements = 0
+        self._depth = 0
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1  # the verifiers call one another: count the outermost only
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self.verification += time.perf_counter() - began
+
+        return timed
+
+    @contextmanager
+    def watching(self, db: Database) -> Iterator[Stopwatch]:
+        originals = {name: getattr(tpm_verify, name) for name in VERIFIERS}
+
+        def count(*_: Any) -> None:
+            self.statements += 1
+
+        event.listen(db.engine, "before_cursor_execute", count)
+        for name, function in originals.items():
+            setattr(tpm_verify, name, self.wrap(function))
+        try:
+            yield self
+        finally:
+            for name, function in originals.items():
+                setattr(tpm_verify, name, function)
+            event.remove(db.engine, "before_cursor_execute", count)
+
+
+@dataclass
+class Enrollment:
+    begin: float
+    complete: float
+    verification: float
+    statements: int
+
+    @property
+    def server(self) -> float:
+        return self.begin + self.complete
+
+
+def prepare(db: Database, count: int) -> tuple[str, list[tuple[str, str]]]:
+    """A user and ``count`` Linux devices, each with a fresh enrollment token."""
+    _, credential = users.add_user(db.uow(), USER, (Role.ACCESS,), actor="admin")
+    devices_and_tokens = []
+    for i in range(count):
+        tag = f"LNX-BENCH-{i:05d}"
+        devices.register_device(db.uow(), os_type=OSType.LINUX, asset_tag=tag, actor="admin")
+        devices_and_tokens.append((tag, tokens.create_token(db.uow(), tag, actor="admin").token))
+    return credential, devices_and_tokens
+
+
+def enroll(
+    ceremony: EnrollmentCeremony,
+    credential: str,
+    tag: str,
+    token: str,
+    m: Material,
+    tpm: DeviceTPM,
+    watch: Stopwatch,
+) -> Enrollment:
+    collected = CollectedData(
+        serial_number=tag, os_type=OSType.LINUX, os_login_user=USER, os_version="13"
+    )
+    init = EnrollInit(token=token, collected=Collected.from_domain(collected), tpm=m.attestation())
+    verification, statements = watch.verification, watch.statements
+    began = time.perf_counter()
+    challenge = ceremony.begin(credential, init)
+    begin = time.perf_counter() - began
+    assert challenge.tpm is not None
+    # The device's time, not counted: activation and quote in the TPM.
+    secret = tpm.activate_credential(
+        m.ak, challenge.tpm.credential_blob, challenge.tpm.encrypted_secret
+    )
+    quote = tpm.quote(m.ak, challenge.tpm.nonce, challenge.tpm.pcrs, challenge.tpm.pcr_bank)
+    answer = EnrollComplete(
+        challenge_id=challenge.challenge_id,
+        tpm=TPMResponse(
+            activated_secret=secret,
+            quotes=[
+                WireQuote(
+                    attestation=quote.attestation,
+                    signature=quote.signature,
+                    pcr_values=quote.pcr_values,
+                )
+            ],
+        ),
+    )
+    began = time.perf_counter()
+    device = ceremony.complete(credential, answer)
+    complete = time.perf_counter() - began
+    if device.enroll_status is not EnrollStatus.ENROLLED:
+        raise SystemExit(f"bench: {tag} did not end up enrolled")
+    return Enrollment(
+        begin, complete, watch.verification - verification, watch.statements - statements
+    )
+
+
+def time_server(
+    url: str, m: Material, tpm: DeviceTPM, count: int, warm_up: int
+) -> list[Enrollment]:
+    db = Database.connect(url)
+    try:
+        credential, prepared = prepare(db, warm_up + count)
+        ceremony = EnrollmentCeremony(db)
+        with Stopwatch().watching(db) as watch:
+            done = [
+                enroll(ceremony, credential, tag, token, m, tpm, watch) for tag, token in prepared
+            ]
+        return done[warm_up:]
+    finally:
+        db.close()
+
+
+# -- figures --------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    backend: str
+    ek: EkType
+    enrollments: list[Enrollment]
+    raw: float  # median seconds per enrollment
+    limit_ms: float
+    limit_ratio: float
+
+    @property
+    def server(self) -> float:
+        return statistics.median(e.server for e in self.enrollments)
+
+    def checks(self) -> list[tuple[str, float, float, str]]:
+        """(name, figure, limit, unit) for each target."""
+        return [
+            ("server time per enrollment", ms(self.server), self.limit_ms, "ms"),
+            ("server time / raw crypto", self.server / self.raw, self.limit_ratio, "x"),
+        ]
+
+    def report(self) -> list[str]:
+        e = self.enrollments
+        label = f"{self.backend:<11} {self.ek}-ek"
+        lines = [
+            f"{label} enrollments={len(e)}  server per enrollment: median "
+            f"{ms(self.server):.3f} ms, p95 {ms(p95([x.server for x in e])):.3f} ms "
+            f"(begin {ms(statistics.median(x.begin for x in e)):.3f}, complete "
+            f"{ms(statistics.median(x.complete for x in e)):.3f});  verification "
+            f"{ms(statistics.median(x.verification for x in e)):.3f} ms, database and service "
+            f"code {ms(statistics.median(x.server - x.verification for x in e)):.3f} ms "
+            f"({statistics.median(x.statements for x in e):.0f} SQL statements)"
+        ]
+        for name, figure, limit, unit in self.checks():
+            shown = (
+                f"{figure:.2f}x  limit {limit:.2f}x"
+                if unit == "x"
+                else f"{figure:.3f} {unit}  limit {limit:.3f} {unit}"
+            )
+            lines.append(
+                f"{label} {name}: {shown}  ratio {figure / limit:.2f}  "
+                f"{'PASS' if figure <= limit else 'FAIL'}"
+            )
+        return lines
+
+    def passed(self) -> bool:
+        return all(figure <= limit for _, figure, limit, _ in self.checks())
+
+
+def bench_ek(
+    tcti: str, ek: EkType, backends: Sequence[str], args: argparse.Namespace, workdir: Path
+) -> list[Figures]:
+    iterations = 100 if args.quick else 2000
+    warm_up = 1 if args.quick else 10
+    with DeviceTPM(tcti, ek=ek) as tpm:
+        m = device_material(tpm, ek, workdir / f"agent-{ek}")
+        r = raw_inputs(m)
+        check_make_credential(tpm, m, r)
+        time_raw(r, iterations // 10)  # warm-up
+        totals, steps = time_raw(r, iterations)
+        raw_median = statistics.median(totals)
+        split = ", ".join(f"{step} {ms(statistics.median(t)):.3f}" for step, t in steps.items())
+        print(
+            f"{ek}-ek {m.ek_template}, RSA AK: raw crypto per enrollment: median "
+            f"{ms(raw_median):.3f} ms ({split}; {iterations} iterations)",
+            flush=True,
+        )
+        time_verification(m, iterations // 10)  # warm-up
+        verified = statistics.median(time_verification(m, iterations))
+        print(
+            f"{ek}-ek verification only (tpm_verify, no database): median "
+            f"{ms(verified):.3f} ms, {verified / raw_median:.2f}x raw crypto",
+            flush=True,
+        )
+        results = []
+        for backend in backends:
+            with DATABASES[backend]() as url:
+                enrollments = time_server(url, m, tpm, args.enrollments, warm_up)
+            figures = Figures(backend, ek, enrollments, raw_median, args.limit_ms, args.limit_ratio)
+            for line in figures.report():
+                print(line, flush=True)
+            results.append(figures)
+        return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ceremony",
+        description="Time the server's side of TPM enrollments and print ratios to the targets.",
+    )
+    parser.add_argument("--enrollments", type=int, default=200, help="timed, per backend and EK")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--ek", choices=("rsa", "ecc", "both"), default="both")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer raw and verification iterations and warm-ups (smoke runs)",
+    )
+    parser.add_argument("--limit-ms", type=float, default=3.0, help="server ms per enrollment")
+    parser.add_argument("--limit-ratio", type=float, default=3.0, help="server / raw crypto")
+    args = parser.parse_args(argv)
+    if args.enrollments < 2 or args.limit_ms <= 0 or args.limit_ratio <= 0:
+        parser.error("--enrollments must be at least 2, the limits above 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    eks: tuple[EkType, ...] = ("rsa", "ecc") if args.ek == "both" else (args.ek,)
+    with (
+        tempfile.TemporaryDirectory(prefix="devtrust_bench_") as tmp,
+        software_tpm(Path(tmp)) as tcti,
+    ):
+        results = [f for ek in eks for f in bench_ek(tcti, ek, backends, args, Path(tmp))]
+    passed = all(r.passed() for r in results)
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
