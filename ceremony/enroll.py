@@ -15,6 +15,7 @@ TPM devices (Linux, Windows) prove with credential activation and a quote
 from __future__ import annotations
 
 import base64
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,8 +47,14 @@ from inventory.domain import (
     User,
 )
 from inventory.errors import AccessDenied, DevtrustError, InvalidArgument, NotFound, TokenInvalid
+from inventory.models import DeviceRow
 from inventory.services import audit, challenges, devices, tokens, users
-from inventory.services.enrollment import check_collected_matches, enroll_device
+from inventory.services.devices import to_device
+from inventory.services.enrollment import (
+    check_collected_matches,
+    enroll_device_within,
+    refusal,
+)
 from inventory.services.preference import get_preference_within
 
 TPM_KIND = "enroll-tpm"
@@ -84,14 +91,18 @@ class EnrollmentCeremony:
     # -- the first round trip ------------------------------------------------------
 
     def begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
-        """Check the token, the device and its keys; answer with a challenge."""
-        user = users.authenticate(self.db.uow(), credential)
+        """Check the token, the device and its keys; answer with a challenge.
+
+        One transaction: the user, the token, the preference, and the challenge stored.
+        """
+        user: User | None = None
         collected: CollectedData | None = None
         device: Device | None = None
+        uow = self.db.uow()
         try:
-            collected = _collected(request.collected)
-            uow = self.db.uow()
             with uow:
+                user = users.authenticate_within(uow, credential)
+                collected = _collected(request.collected)
                 device = tokens.check_token_within(uow, request.token, user=user.name)
                 check_collected_matches(device, collected)
                 if device.enroll_status is EnrollStatus.ENROLLED:
@@ -119,54 +130,54 @@ class EnrollmentCeremony:
                 )
                 uow.commit()
         except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
-            self._refused(user, collected, device, str(exc))
+            assert user is not None  # the verifiers run after authentication
+            self._refused(user, str(exc), collected=collected, device=device)
             raise ProofRefused(str(exc)) from None
         except DevtrustError as exc:
-            self._refused(user, collected, device, str(exc))
+            if user is not None:
+                self._refused(user, str(exc), collected=collected, device=device)
             raise
         return EnrollChallenge(challenge_id=issued.id, expire_time=issued.expire_time, **answer)
 
     # -- the second round trip -----------------------------------------------------
 
     def complete(self, credential: str, response: EnrollComplete) -> Device:
-        """Verify the answer to the challenge, then spend the token and enroll."""
-        user = users.authenticate(self.db.uow(), credential)
+        """Verify the answer to the challenge, then spend the token and enroll.
+
+        One transaction: the user, the challenge taken, the proof checked, the token spent
+        and the device enrolled. A refusal rolls it back, then spends the challenge and
+        audits the reason in a transaction of its own: a challenge is answered once.
+        """
+        user: User | None = None
+        taken: challenges.Challenge | None = None
+        collected: CollectedData | None = None
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
+        uow = self.db.uow()
         try:
-            taken = challenges.take_challenge(
-                self.db.uow(), response.challenge_id, kind=kind, user_name=user.name
-            )
-        except challenges.ChallengeInvalid as exc:
-            self._refused(user, None, None, str(exc))
-            raise
-        state = taken.state
-        collected = Collected.model_validate(state["collected"]).to_domain()
-        try:
-            if response.tpm is not None:
-                public_key, ek_serial, attestation = _verify_tpm_answer(state, response)
-            else:
-                assert response.macos is not None
-                public_key = _unb64(state["public_key"])
-                macos.verify_key_proof(
-                    public_key, _unb64(state["challenge"]), response.macos.signature
+            with uow:
+                user = users.authenticate_within(uow, credential)
+                taken = challenges.take_challenge_within(
+                    uow, response.challenge_id, kind=kind, user_name=user.name
                 )
-                ek_serial, attestation = None, AttestationType.NONE
+                collected = Collected.model_validate(taken.state["collected"]).to_domain()
+                enrolled = enroll_device_within(
+                    uow,
+                    token_hash=taken.state["token_hash"],
+                    credential=_verified_credential(taken.state, response),
+                    collected=collected,
+                    user=user.name,
+                    history_limit=self.config.history_limit,
+                )
+                uow.commit()
+                return enrolled
         except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
-            self._refused(user, collected, None, str(exc), device_id=taken.device_id)
+            assert user is not None and taken is not None
+            self._refused(user, str(exc), collected=collected, challenge=taken)
             raise ProofRefused(str(exc)) from None
-        return enroll_device(
-            self.db.uow(),
-            token_hash=state["token_hash"],
-            credential=Credential(
-                id=str(uuid.uuid4()),
-                public_key=public_key,
-                ek_cert_serial=ek_serial,
-                attestation_type=attestation,
-            ),
-            collected=collected,
-            user=user.name,
-            history_limit=self.config.history_limit,
-        )
+        except DevtrustError as exc:
+            if user is not None:
+                self._refused(user, str(exc), collected=collected, challenge=taken)
+            raise
 
     # -- self-enrollment -----------------------------------------------------------
 
@@ -206,27 +217,31 @@ class EnrollmentCeremony:
     def _refused(
         self,
         user: User,
-        collected: CollectedData | None,
-        device: Device | None,
         reason: str,
         *,
-        device_id: str | None = None,
+        collected: CollectedData | None,
+        device: Device | None = None,
+        challenge: challenges.Challenge | None = None,
     ) -> None:
-        if device is None and device_id is not None:
-            try:
-                device = devices.get_device(self.db.uow(), device_id)
-            except NotFound:
-                device = None
-        what = "enrollment"
-        if collected is not None:
-            what = f"enrollment of {collected.serial_number}/{collected.os_type.value}"
-        audit.record_failure(
-            self.db.uow(),
-            audit.DEVICE_ENROLL,
-            actor=user.name,
-            message=f"{what} refused: {reason}",
-            device=device,
-        )
+        """Audit a refusal; a challenge that was taken stays spent."""
+        uow = self.db.uow()
+        with uow:
+            if challenge is not None:
+                with contextlib.suppress(challenges.ChallengeInvalid):  # expired meanwhile
+                    challenges.take_challenge_within(
+                        uow, challenge.id, kind=challenge.kind, user_name=user.name
+                    )
+                if device is None:
+                    row = uow.session.get(DeviceRow, challenge.device_id)
+                    device = to_device(row) if row is not None else None
+            message = f"enrollment refused: {reason}"
+            if collected is not None:
+                message = refusal(collected, reason)
+            audit.record_within(
+                uow, audit.DEVICE_ENROLL, actor=user.name, message=message, success=False,
+                device=device,
+            )  # fmt: skip
+            uow.commit()
 
 
 def _collected(data: Collected) -> CollectedData:
@@ -288,6 +303,23 @@ def _macos_challenge(public_key: bytes) -> tuple[str, dict[str, Any], dict[str, 
     challenge = macos.new_challenge()
     state = {"public_key": _b64(public_key), "challenge": _b64(challenge)}
     return MACOS_KIND, state, {"macos": MacOSChallenge(challenge=challenge)}
+
+
+def _verified_credential(state: dict[str, Any], response: EnrollComplete) -> Credential:
+    """The credential to enroll, once the device's answer has verified."""
+    if response.tpm is not None:
+        public_key, ek_serial, attestation = _verify_tpm_answer(state, response)
+    else:
+        assert response.macos is not None
+        public_key = _unb64(state["public_key"])
+        macos.verify_key_proof(public_key, _unb64(state["challenge"]), response.macos.signature)
+        ek_serial, attestation = None, AttestationType.NONE
+    return Credential(
+        id=str(uuid.uuid4()),
+        public_key=public_key,
+        ek_cert_serial=ek_serial,
+        attestation_type=attestation,
+    )
 
 
 def _verify_tpm_answer(

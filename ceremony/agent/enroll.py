@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from ceremony.agent.tpm import DeviceTPM, load_ak
 from ceremony.protocol import (
@@ -32,7 +33,8 @@ from inventory.domain import CollectedData
 
 
 class ServiceError(Exception):
-    """The service refused the request or could not be reached; the message says which."""
+    """The request could not be made, the service refused it or could not be reached; the
+    message says which."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -96,6 +98,17 @@ class CeremonyClient:
         )
 
 
+def _wire(collected: CollectedData) -> Collected:
+    try:
+        return Collected.from_domain(collected)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ServiceError(
+            f"this device's collected data cannot be sent: {where}: {first['msg']}"
+        ) from None
+
+
 def _challenge(payload: dict[str, Any]) -> EnrollChallenge:
     try:
         return EnrollChallenge.model_validate(payload)
@@ -114,7 +127,7 @@ def enroll_tpm(
     ak = load_ak(state_dir) or tpm.create_ak(state_dir)
     init = EnrollInit(
         token=token,
-        collected=Collected.from_domain(collected),
+        collected=_wire(collected),
         tpm=TPMAttestation(
             ek_cert=tpm.ek_certificate(),
             ek_public=tpm.ek_public(),
@@ -153,7 +166,7 @@ def enroll_macos(
     """Enroll with the device's ECDSA P-256 key (Secure Enclave, or its software stand-in)."""
     init = EnrollInit(
         token=token,
-        collected=Collected.from_domain(collected),
+        collected=_wire(collected),
         macos=MacOSKey(public_key=key.public_key_der()),
     )
     challenge = _challenge(client.post("/v1/enroll/init", init))
@@ -168,5 +181,5 @@ def enroll_macos(
 
 def self_token(client: CeremonyClient, collected: CollectedData) -> SelfToken:
     """Register this device if needed and get a token to enroll it (editors, admins)."""
-    request = SelfTokenRequest(collected=Collected.from_domain(collected))
+    request = SelfTokenRequest(collected=_wire(collected))
     return SelfToken.model_validate(client.post("/v1/enroll/self-token", request))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from inventory.db import UnitOfWork
 from inventory.domain import AuditEvent, Device
@@ -35,9 +35,13 @@ def record_within(
     device: Device | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an event to the caller's open transaction; it commits or rolls back with it."""
-    uow.session.add(
-        AuditEventRow(
+    """Add an event to the caller's open transaction; it commits or rolls back with it.
+
+    A plain INSERT, not an ORM object: nothing reads the row back, so the unit of work's
+    bookkeeping would be pure cost on every audited change.
+    """
+    uow.session.execute(
+        insert(AuditEventRow).values(
             time=uow.now(),
             type=type,
             success=success,

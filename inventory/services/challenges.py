@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 
 from inventory.db import UnitOfWork
 from inventory.errors import DevtrustError
@@ -70,18 +70,26 @@ def issue_challenge_within(
     if ttl <= timedelta(0):
         raise ValueError("a challenge's lifetime must be positive")
     now = uow.now()
-    row = ChallengeRow(
+    challenge = Challenge(
         id=secrets.token_urlsafe(32),
         kind=kind,
         device_id=device_id,
         user_name=user_name,
         state=state,
-        create_time=now,
         expire_time=now + ttl,
-        used_time=None,
     )
-    uow.session.add(row)
-    return _to_challenge(row)
+    uow.session.execute(
+        insert(ChallengeRow).values(
+            id=challenge.id,
+            kind=kind,
+            device_id=device_id,
+            user_name=user_name,
+            state=state,
+            create_time=now,
+            expire_time=challenge.expire_time,
+        )
+    )
+    return challenge
 
 
 def take_challenge(
@@ -138,7 +146,7 @@ def _why_not(row: ChallengeRow | None, kind: str, user_name: str | None, now: da
     if row is None:
         return "unknown challenge: start the ceremony again"
     if row.kind != kind:
-        return f"this is a {row.kind} challenge, not a {kind} one"
+        return f"this challenge was issued for {row.kind}, not for {kind}"
     if user_name is not None and row.user_name != user_name:
         return "this challenge was issued to another user"
     if row.used_time is not None:

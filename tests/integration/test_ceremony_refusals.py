@@ -407,7 +407,7 @@ def test_an_answer_of_the_other_kind_is_refused_and_leaves_the_challenge(
 ) -> None:
     challenge = begin(linux, rsa)
     body = {"challenge_id": challenge.challenge_id, "macos": {"signature": encode(b"\x30")}}
-    refused(post(linux, COMPLETE, body), 400, "is a enroll-tpm challenge, not a enroll-macos")
+    refused(post(linux, COMPLETE, body), 400, "issued for enroll-tpm, not for enroll-macos")
     response = post(linux, COMPLETE, answer(rsa, challenge))
     assert response.status_code == 200, response.text
 

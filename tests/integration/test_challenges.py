@@ -43,7 +43,7 @@ def test_late_unknown_and_mismatched_responses_are_refused(
 ) -> None:
     issued = issue(db, device_id)
     assert issued.expire_time == clock.now + timedelta(seconds=60)
-    with pytest.raises(ChallengeInvalid, match="is a tpm challenge, not a macos one"):
+    with pytest.raises(ChallengeInvalid, match="issued for tpm, not for macos"):
         challenges.take_challenge(db.uow(), issued.id, kind="macos")
     clock.advance(seconds=60)
     with pytest.raises(ChallengeInvalid, match="challenge expired at 12:01:00 UTC"):
