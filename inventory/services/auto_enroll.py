@@ -1,0 +1,94 @@
+"""Auto-enrollment's check: the worker's side of a login on a registered, not enrolled device.
+
+One transaction finds the device the collected data names, applies the drift rules
+(``inventory.drift``) and, when they pass, mints an auto-enrollment token bound to that
+device and that user (single use, five minutes), which only the enrollment ceremony
+accepts. The device's row is locked for the check, and a device with a live
+auto-enrollment token is refused, so checks racing for one device yield one token at
+most. Every attempt is audited as ``device.token.create``, with the reason when refused,
+and the collected data goes on the device's history for ``devtrust devices diff``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import exists, select
+
+from inventory.db import UnitOfWork
+from inventory.domain import CollectedData, Device, IssuedToken, TokenKind
+from inventory.drift import AutoEnrollRefused, check_auto_enroll
+from inventory.errors import DevtrustError
+from inventory.models import DeviceRow, EnrollmentTokenRow
+from inventory.services import audit, tokens
+from inventory.services.devices import record_collected_data_within, to_device
+
+AUTO_TOKEN_TTL = timedelta(minutes=5)
+
+
+def check_and_mint(
+    uow: UnitOfWork,
+    *,
+    user: str,
+    collected: CollectedData,
+    ttl: timedelta = AUTO_TOKEN_TTL,
+    history_limit: int = 10,
+) -> IssuedToken:
+    """The auto-enrollment token for ``user`` on the device ``collected`` names, or
+    AutoEnrollRefused with the specific reason (audited either way)."""
+    candidates: list[Device] = []
+    try:
+        with uow:
+            rows = uow.session.scalars(
+                select(DeviceRow)
+                .where(
+                    DeviceRow.asset_tag == collected.serial_number,
+                    DeviceRow.os_type == collected.os_type.value,
+                )
+                .with_for_update()
+            ).all()
+            candidates = [to_device(row) for row in rows]
+            device = check_auto_enroll(candidates, collected)
+            if _live_auto_token(uow, device):
+                raise AutoEnrollRefused(
+                    "an auto-enrollment of this device is already under way: "
+                    "finish it, or try again once its token expires"
+                )
+            issued = tokens.create_token_within(
+                uow, device, actor=user, kind=TokenKind.AUTO, ttl=ttl, user=user
+            )
+            record_collected_data_within(uow, device.id, collected, keep=history_limit)
+            uow.commit()
+            return issued
+    except DevtrustError as exc:
+        device = candidates[0] if len(candidates) == 1 else None
+        with uow:
+            if device is not None:  # kept so an admin can compare (`devices diff`)
+                record_collected_data_within(uow, device.id, collected, keep=history_limit)
+            audit.record_within(
+                uow,
+                audit.DEVICE_TOKEN_CREATE,
+                actor=user,
+                message=f"auto-enrollment of {collected.serial_number}/"
+                f"{collected.os_type.value} for {user} refused: {exc}",
+                success=False,
+                device=device,
+                details={"kind": TokenKind.AUTO.value, "user": user},
+            )
+            uow.commit()
+        raise
+
+
+def _live_auto_token(uow: UnitOfWork, device: Device) -> bool:
+    return bool(
+        uow.session.scalar(
+            select(
+                exists().where(
+                    EnrollmentTokenRow.device_id == device.id,
+                    EnrollmentTokenRow.kind == TokenKind.AUTO.value,
+                    EnrollmentTokenRow.spent_time.is_(None),
+                    EnrollmentTokenRow.expire_time > uow.now(),
+                )
+            )
+        )
+    )

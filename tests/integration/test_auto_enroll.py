@@ -1,0 +1,155 @@
+"""Auto-enrollment's check on SQLite and PostgreSQL: the token, the refusals, the race."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from inventory.db import Database
+from inventory.domain import (
+    AttestationType,
+    CollectedData,
+    Credential,
+    OSType,
+    Profile,
+    TokenKind,
+)
+from inventory.drift import AutoEnrollRefused
+from inventory.errors import TokenInvalid
+from inventory.services import audit, auto_enroll, devices, enrollment
+from tests.conftest import Clock
+
+TAG = "C02XL0GJJGH5"
+PROFILE = Profile(
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_usernames=("alice", "bob"),
+    jamf_binary_version="11.1.0",
+    external_id="42",
+)
+COLLECTED = CollectedData(
+    serial_number=TAG,
+    os_type=OSType.MACOS,
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_login_user="alice",
+    jamf_binary_version="11.1.0",
+)
+CREDENTIAL = Credential("cred-1", b"key", None, AttestationType.NONE)
+
+
+@pytest.fixture
+def synced(db: Database) -> str:
+    return devices.register_device(
+        db.uow(), os_type="macos", asset_tag=TAG, actor="jamf", profile=PROFILE
+    ).id
+
+
+def token_events(db: Database) -> list[audit.AuditEvent]:
+    return audit.list_events(db.uow(), type=audit.DEVICE_TOKEN_CREATE)
+
+
+def test_a_matching_device_gets_a_short_single_use_token_bound_to_the_user(
+    db: Database, synced: str, clock: Clock
+) -> None:
+    issued = auto_enroll.check_and_mint(db.uow(), user="alice", collected=COLLECTED)
+    assert (issued.kind, issued.user, issued.device.id) == (TokenKind.AUTO, "alice", synced)
+    assert issued.expire_time == clock.now + auto_enroll.AUTO_TOKEN_TTL
+    [event] = token_events(db)
+    assert event.success and event.actor == "alice" and event.details["kind"] == "auto"
+    assert devices.collected_history(db.uow(), synced)[0].os_login_user == "alice"
+
+    with pytest.raises(TokenInvalid, match="minted for another user"):
+        enrollment.enroll_device(
+            db.uow(), token=issued.token, credential=CREDENTIAL, collected=COLLECTED, user="bob"
+        )
+    enrolled = enrollment.enroll_device(
+        db.uow(), token=issued.token, credential=CREDENTIAL, collected=COLLECTED, user="alice"
+    )
+    assert enrolled.owner == "alice"
+
+
+@pytest.mark.parametrize(
+    ("collected", "reason"),
+    [
+        (replace(COLLECTED, serial_number="NOPE"), "device not found"),
+        (replace(COLLECTED, os_type=OSType.LINUX), "device not found"),
+        (replace(COLLECTED, os_version="14.3"), "os_version differs: the device reports '14.3'"),
+    ],
+)
+def test_refusals_are_audited_with_their_reason_and_mint_nothing(
+    db: Database, synced: str, collected: CollectedData, reason: str
+) -> None:
+    with pytest.raises(AutoEnrollRefused, match=reason):
+        auto_enroll.check_and_mint(db.uow(), user="alice", collected=collected)
+    [event] = token_events(db)
+    assert not event.success and reason in event.message
+    assert event.message.startswith(f"auto-enrollment of {collected.serial_number}/")
+    found = collected.serial_number == TAG and collected.os_type is OSType.MACOS
+    assert event.device_id == (synced if found else None)
+    history = devices.collected_history(db.uow(), synced)
+    assert [h.os_version for h in history] == (["14.3"] if found else [])
+
+
+def test_an_enrolled_device_is_refused_whoever_enrolled_it(db: Database, synced: str) -> None:
+    issued = auto_enroll.check_and_mint(db.uow(), user="alice", collected=COLLECTED)
+    enrollment.enroll_device(
+        db.uow(), token=issued.token, credential=CREDENTIAL, collected=COLLECTED, user="alice"
+    )
+    bob = replace(COLLECTED, os_login_user="bob")
+    with pytest.raises(AutoEnrollRefused, match="^device is already enrolled$"):
+        auto_enroll.check_and_mint(db.uow(), user="bob", collected=bob)
+
+
+def test_a_second_check_while_a_token_is_live_is_refused_until_it_expires(
+    db: Database, synced: str, clock: Clock
+) -> None:
+    auto_enroll.check_and_mint(db.uow(), user="alice", collected=COLLECTED)
+    with pytest.raises(AutoEnrollRefused, match="already under way"):
+        auto_enroll.check_and_mint(db.uow(), user="bob", collected=COLLECTED)
+    clock.advance(minutes=6)
+    assert auto_enroll.check_and_mint(db.uow(), user="bob", collected=COLLECTED).user == "bob"
+
+
+@pytest.mark.postgres
+def test_racing_checks_from_two_users_yield_one_token_on_postgresql(
+    postgres_url: str, clock: Clock
+) -> None:
+    from tests.conftest import _empty
+
+    db = Database.connect(postgres_url, clock=clock, pool_size=25, max_overflow=5)
+    try:
+        devices.register_device(
+            db.uow(), os_type="macos", asset_tag=TAG, actor="jamf", profile=PROFILE
+        )
+        start = threading.Barrier(20)
+        minted: list[str] = []
+        refused: list[str] = []
+
+        def attempt(user: str) -> None:
+            start.wait()
+            try:
+                collected = replace(COLLECTED, os_login_user=user)
+                minted.append(
+                    auto_enroll.check_and_mint(db.uow(), user=user, collected=collected).user or ""
+                )
+            except AutoEnrollRefused as exc:
+                refused.append(str(exc))
+
+        threads = [
+            threading.Thread(target=attempt, args=("alice" if i % 2 else "bob",)) for i in range(20)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(minted) == 1 and len(refused) == 19
+        assert all("already under way" in reason for reason in refused)
+        assert sum(e.success for e in token_events(db)) == 1
+    finally:
+        _empty(db)
+        db.close()
