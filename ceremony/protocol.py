@@ -225,3 +225,24 @@ class SelfToken(Wire):
 
 class ErrorBody(Wire):
     error: str
+
+
+class AutoEnrollRequest(Wire):
+    """A login on a registered device: what it collected, for the auto-enrollment check."""
+
+    collected: Collected
+
+
+class AutoEnrollToken(Wire):
+    """The check passed: a token only this user can spend, on this device, soon."""
+
+    token: str
+    expire_time: datetime
+    device: dict[str, Any]
+
+
+class AutoEnrollPending(Wire):
+    """The check has not answered yet: poll ``location``."""
+
+    check_id: str
+    location: str

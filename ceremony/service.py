@@ -6,6 +6,8 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
 - ``POST /v1/enroll/complete``: the answer to the challenge -> the enrolled device;
 - ``POST /v1/enroll/self-token``: for editors and device admins, register the calling
   device if needed and mint a token to enroll it (``device enroll --current-device``);
+- ``POST /v1/auto-enroll``: at login, queue the auto-enrollment check on the worker and
+  answer its verdict (a token for the ceremony), or 202 and ``GET /v1/auto-enroll/<id>``;
 - ``GET /healthz``: whether the database and the broker answer.
 
 Every refusal is a 4xx whose body is ``{"error": "<one line>"}``; bodies over
@@ -18,16 +20,20 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ceremony.autoenroll import AutoEnrollment
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
     MAX_BODY_BYTES,
+    AutoEnrollPending,
+    AutoEnrollRequest,
+    AutoEnrollToken,
     DeviceResult,
     EnrollChallenge,
     EnrollComplete,
@@ -36,6 +42,7 @@ from ceremony.protocol import (
     SelfToken,
     SelfTokenRequest,
 )
+from ceremony.ratelimit import RateLimited
 from inventory.db import create_db_engine
 from inventory.errors import DevtrustError, Unauthenticated
 from inventory.serialize import device_to_dict
@@ -165,17 +172,21 @@ def create_app(
     settings: Settings,
     checks: dict[str, Check],
     ceremony: EnrollmentCeremony | None = None,
+    auto_enrollment: AutoEnrollment | None = None,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
 
-    Without ``ceremony`` only ``/healthz`` is served.
+    Without ``ceremony`` and ``auto_enrollment`` only ``/healthz`` is served.
     """
     app = FastAPI(title="devtrust ceremony service", version="0.1")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(DevtrustError)
     async def refused(_: Request, exc: DevtrustError) -> JSONResponse:
-        return _error(exc.http_status, str(exc))
+        response = _error(exc.http_status, str(exc))
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -201,6 +212,8 @@ def create_app(
 
     if ceremony is not None:
         _enrollment_routes(app, ceremony)
+    if auto_enrollment is not None:
+        _auto_enrollment_routes(app, auto_enrollment)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -242,3 +255,35 @@ def _enrollment_routes(app: FastAPI, ceremony: EnrollmentCeremony) -> None:
             expire_time=issued.expire_time,
             device=device_to_dict(issued.device),
         )
+
+
+def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> None:
+    def answered(
+        result: AutoEnrollToken | AutoEnrollPending, response: Response
+    ) -> AutoEnrollToken | AutoEnrollPending:
+        if isinstance(result, AutoEnrollPending):
+            response.status_code = 202
+            response.headers["Location"] = result.location
+        return result
+
+    @app.post(
+        "/v1/auto-enroll",
+        responses={**REFUSALS, 202: {"model": AutoEnrollPending}, 429: {"model": ErrorBody}},
+    )
+    def auto_enroll(
+        body: AutoEnrollRequest, credential: Credential, response: Response
+    ) -> AutoEnrollToken | AutoEnrollPending:
+        """At login: check the calling user's registered, not enrolled device against its
+        MDM profile; on success, a token for the enrollment ceremony. 202 with a Location
+        to poll when the check takes longer than the service waits."""
+        return answered(auto_enrollment.request(credential, body.collected), response)
+
+    @app.get(
+        "/v1/auto-enroll/{check_id}",
+        responses={**REFUSALS, 202: {"model": AutoEnrollPending}},
+    )
+    def auto_enroll_verdict(
+        check_id: str, credential: Credential, response: Response
+    ) -> AutoEnrollToken | AutoEnrollPending:
+        """The verdict of an auto-enrollment check this user asked for (202 while pending)."""
+        return answered(auto_enrollment.poll(credential, check_id), response)

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     challenge_ttl: str = Field(
         "60s", description="how long a device has to answer an enrollment challenge"
     )
+    auto_enroll_wait: float = Field(
+        5.0, ge=0, le=60, description="seconds a login waits for its auto-enrollment verdict"
+    )
+    auto_enroll_attempts: int = Field(
+        10, ge=1, description="auto-enrollment attempts per user per auto_enroll_window"
+    )
+    auto_enroll_window: str = Field("1m", description="the window auto_enroll_attempts counts in")
     agent_dir: Path | None = Field(
         None, description="the device agent's keys (TPM AK blob, macOS key); default data_dir/agent"
     )

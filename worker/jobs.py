@@ -7,12 +7,14 @@ lock) from the settings, and closes it again.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from inventory.db import Database
 from inventory.durations import parse_duration
-from inventory.serialize import run_to_dict
-from inventory.services import challenges
+from inventory.errors import DevtrustError, InvalidArgument
+from inventory.serialize import device_to_dict, run_to_dict
+from inventory.services import auto_enroll, challenges
 from inventory.services import source_sync as store
 from inventory.settings import Settings
 from jamf.config import client_from_settings, source_from_settings
@@ -109,3 +111,49 @@ def purge_challenges(settings: Settings) -> int:
     if purged:
         log.info("purged %d expired ceremony challenges", purged)
     return purged
+
+
+_databases: dict[tuple[int, str], Database] = {}
+
+
+def database_for(settings: Settings) -> Database:
+    """One database (and connection pool) per worker process, opened on first use: the
+    auto-enrollment check is short and frequent, so it must not pay for a pool each time.
+    Keyed by process id as well, so a forked child never shares its parent's connections."""
+    key = (os.getpid(), settings.database_url_value)
+    db = _databases.get(key)
+    if db is None:
+        db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+        _databases[key] = db
+    return db
+
+
+def auto_enroll_check(
+    settings: Settings, *, user: str, collected: dict[str, Any]
+) -> dict[str, Any]:
+    """The verdict of one auto-enrollment check, as JSON for the result backend."""
+    from pydantic import ValidationError
+
+    from ceremony.protocol import Collected
+
+    try:
+        data = Collected.model_validate(collected).to_domain()
+    except (ValidationError, InvalidArgument) as exc:
+        first = str(exc).splitlines()[0]
+        return {"ok": False, "user": user, "status": 400, "reason": f"collected data: {first}"}
+    try:
+        issued = auto_enroll.check_and_mint(
+            database_for(settings).uow(),
+            user=user,
+            collected=data,
+            history_limit=settings.collected_history_limit,
+        )
+    except DevtrustError as exc:
+        return {"ok": False, "user": user, "status": exc.http_status, "reason": str(exc)}
+    return {
+        "ok": True,
+        "user": user,
+        "token": issued.token,
+        "expire_time": issued.expire_time.isoformat(),
+        "device": device_to_dict(issued.device),
+    }

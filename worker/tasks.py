@@ -11,7 +11,7 @@ from celery import Task
 from inventory.errors import DatabaseUnavailable
 from jamf.sync import Progress
 from worker import jobs
-from worker.celery import PURGE_TASK, SYNC_TASK, app
+from worker.celery import AUTO_ENROLL_TASK, PURGE_TASK, SYNC_TASK, app
 from worker.locks import LockUnavailable
 
 # Progress is written to the result backend at most this often.
@@ -62,3 +62,11 @@ def sync(
 def purge_challenges() -> int:
     """Forget ceremony challenges that expired over an hour ago; returns how many."""
     return jobs.purge_challenges(app.conf.devtrust_settings)
+
+
+@app.task(name=AUTO_ENROLL_TASK, acks_late=False)
+def auto_enroll(user: str, collected: dict[str, Any]) -> dict[str, Any]:
+    """Auto-enrollment's check for ``user`` on the device ``collected`` describes: the
+    verdict, with a token on success. A refusal is a verdict, not a failed task; a login
+    is waiting, so nothing is retried (acknowledged on receipt: never run twice)."""
+    return jobs.auto_enroll_check(app.conf.devtrust_settings, user=user, collected=collected)

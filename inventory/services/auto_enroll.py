@@ -61,10 +61,10 @@ def check_and_mint(
             uow.commit()
             return issued
     except DevtrustError as exc:
-        device = candidates[0] if len(candidates) == 1 else None
+        found = candidates[0] if len(candidates) == 1 else None
         with uow:
-            if device is not None:  # kept so an admin can compare (`devices diff`)
-                record_collected_data_within(uow, device.id, collected, keep=history_limit)
+            if found is not None:  # kept so an admin can compare (`devices diff`)
+                record_collected_data_within(uow, found.id, collected, keep=history_limit)
             audit.record_within(
                 uow,
                 audit.DEVICE_TOKEN_CREATE,
@@ -72,7 +72,7 @@ def check_and_mint(
                 message=f"auto-enrollment of {collected.serial_number}/"
                 f"{collected.os_type.value} for {user} refused: {exc}",
                 success=False,
-                device=device,
+                device=found,
                 details={"kind": TokenKind.AUTO.value, "user": user},
             )
             uow.commit()

@@ -79,15 +79,19 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8800,
 ) -> None:
-    """Run the ceremony HTTP service: device enrollment, /healthz and /openapi.json."""
+    """Run the ceremony HTTP service: enrollment, auto-enrollment, /healthz, /openapi.json."""
     if not 0 < port < 65536:
         raise typer.BadParameter("--port must be between 1 and 65535")
     import uvicorn
 
+    from ceremony.autoenroll import AutoEnrollment
     from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
+    from ceremony.ratelimit import rate_limiter_for
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
     from worker.celery import broker_settings
+    from worker.celery import create_app as create_celery
+    from worker.dispatch import CeleryCheckQueue
     from worker.logs import configure_logging
 
     current = settings()
@@ -101,6 +105,16 @@ def serve(
         history_limit=current.collected_history_limit,
     )
     ceremony = EnrollmentCeremony(database(), config)
+    window = parse_duration(current.auto_enroll_window, what="DEVTRUST_AUTO_ENROLL_WINDOW")
+    limiter = rate_limiter_for(
+        current.lock_url or queue["broker_url"],
+        current.auto_enroll_attempts,
+        window,
+        "auto-enrollment attempts",
+    )
+    auto = AutoEnrollment(
+        database(), CeleryCheckQueue(create_celery(current)), limiter, current.auto_enroll_wait
+    )
     configure_logging("INFO")
-    app = create_app(current, checks, ceremony)
+    app = create_app(current, checks, ceremony, auto)
     uvicorn.run(app, host=host, port=port, log_config=None)

@@ -1,0 +1,209 @@
+"""Auto-enrollment through the real stack: ``devtrust serve`` and ``devtrust worker`` in
+subprocesses, a private Redis as broker, result backend and rate limiter, over HTTP.
+
+The device side is the agent's macOS flow with its software key: the token the check
+mints is spent by the enrollment ceremony, and the device ends up owned by the user.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ceremony.agent.enroll import CeremonyClient, enroll_macos
+from ceremony.agent.softkey import SoftwareEnclaveKey
+from ceremony.protocol import Collected
+from inventory.db import Database
+from inventory.domain import CollectedData, OSType, Profile, Role
+from inventory.preference import DeviceTrust, DeviceTrustMode
+from inventory.serialize import collected_to_dict
+from inventory.services import audit, devices, preference, users
+from tests.processes import DEVTRUST, RedisServer, free_port, started, worker
+
+PROFILE = Profile(
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_usernames=("alice", "bob", "carol"),
+    jamf_binary_version="11.1.0",
+)
+
+
+@dataclass
+class Stack:
+    url: str
+    db: Database
+    tmp: Path
+
+    def user(self, name: str) -> str:
+        return users.add_user(self.db.uow(), name, (Role.ACCESS,), actor="admin")[1]
+
+    def device(self, serial: str) -> None:
+        devices.register_device(
+            self.db.uow(), os_type="macos", asset_tag=serial, actor="jamf", profile=PROFILE
+        )
+
+    def trust(self, *, auto_enroll: bool, mode: DeviceTrustMode = DeviceTrustMode.OPTIONAL) -> None:
+        trust = DeviceTrust(mode=mode, auto_enroll=auto_enroll)
+        preference.update_preference(self.db.uow(), trust, actor="admin")
+
+    def post(self, credential: str, collected: CollectedData) -> httpx.Response:
+        body = {"collected": Collected.from_domain(collected).model_dump(mode="json")}
+        return httpx.post(f"{self.url}/v1/auto-enroll", json=body, headers=_auth(credential))
+
+    def poll(self, credential: str, location: str) -> httpx.Response:
+        return httpx.get(f"{self.url}{location}", headers=_auth(credential))
+
+
+def _auth(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def collected(serial: str, user: str = "alice", **changes: Any) -> CollectedData:
+    fields = {
+        "model_identifier": "MacBookPro18,3",
+        "os_version": "14.2.1",
+        "os_build": "23C71",
+        "os_login_user": user,
+        "jamf_binary_version": "11.1.0",
+        **changes,
+    }
+    return CollectedData(serial_number=serial, os_type=OSType.MACOS, **fields)
+
+
+@contextmanager
+def _stack(tmp: Path, **env: str) -> Iterator[Stack]:
+    redis_server = RedisServer(tmp)
+    redis_server.start()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+    database_url = f"sqlite:///{tmp / 'devtrust.db'}"
+    full = {
+        **clean,
+        "DEVTRUST_DATA_DIR": str(tmp / "data"),
+        "DEVTRUST_DATABASE_URL": database_url,
+        "DEVTRUST_BROKER_URL": f"{redis_server.url}/0",
+        "DEVTRUST_RESULT_BACKEND": f"{redis_server.url}/1",
+        **env,
+    }
+    port = free_port()
+    db = Database.connect(database_url)
+    try:
+        with (
+            worker(full, "autoenroll"),
+            started([DEVTRUST, "serve", "--port", str(port)], full, "serve") as server,
+        ):
+            server.wait_for("Uvicorn running", timeout=30)
+            yield Stack(f"http://127.0.0.1:{port}", db, tmp)
+    finally:
+        db.close()
+        redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with _stack(tmp_path_factory.mktemp("stack"), DEVTRUST_AUTO_ENROLL_ATTEMPTS="4") as running:
+        yield running
+
+
+def test_a_synced_device_auto_enrolls_and_a_second_user_is_then_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    alice, bob = stack.user("alice"), stack.user("bob")
+    stack.device("C02AUTO00001")
+    stack.trust(auto_enroll=True)
+
+    answer = stack.post(alice, collected("C02AUTO00001"))
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["token"]
+    assert answer.json()["device"]["asset_tag"] == "C02AUTO00001"
+
+    key = SoftwareEnclaveKey.load_or_create(tmp_path)
+    with CeremonyClient(stack.url, alice) as client:
+        enrolled = enroll_macos(client, token, collected("C02AUTO00001"), key)
+    assert (enrolled["enroll_status"], enrolled["owner"]) == ("enrolled", "alice")
+
+    again = stack.post(bob, collected("C02AUTO00001", user="bob"))
+    assert (again.status_code, again.json()) == (403, {"error": "device is already enrolled"})
+    events = audit.list_events(stack.db.uow(), type=audit.DEVICE_TOKEN_CREATE)
+    assert [(e.actor, e.success) for e in events] == [("alice", True), ("bob", False)]
+    assert "device is already enrolled" in events[1].message
+
+
+def test_drift_is_refused_with_its_reason_and_the_data_kept_for_diff(stack: Stack) -> None:
+    carol = stack.user("carol")
+    stack.device("C02AUTO00002")
+    stack.trust(auto_enroll=True)
+    answer = stack.post(carol, collected("C02AUTO00002", user="carol", os_version="14.3"))
+    assert answer.status_code == 403
+    assert answer.json()["error"] == (
+        "device does not match its MDM profile: os_version differs: the device reports "
+        "'14.3', the MDM profile says '14.2.1'"
+    )
+    device = devices.get_device(stack.db.uow(), "C02AUTO00002")
+    [kept] = devices.collected_history(stack.db.uow(), device.id)
+    assert collected_to_dict(kept)["os_version"] == "14.3"
+
+    unknown = stack.post(carol, collected("C02NOTSYNCED", user="carol"))
+    assert (unknown.status_code, unknown.json()) == (403, {"error": "device not found"})
+
+
+@pytest.mark.parametrize(
+    ("mode", "auto_enroll", "message"),
+    [
+        (DeviceTrustMode.OPTIONAL, False, "auto-enrollment is disabled"),
+        (DeviceTrustMode.OFF, True, "device trust is off"),
+    ],
+)
+def test_auto_enrollment_off_refuses_at_once(
+    stack: Stack, mode: DeviceTrustMode, auto_enroll: bool, message: str
+) -> None:
+    dave = stack.user(f"dave-{mode.value}")  # the name, as the audit log names the actor
+    stack.device(f"C02OFF-{mode.value}")
+    stack.trust(auto_enroll=auto_enroll, mode=mode)
+    answer = stack.post(dave, collected(f"C02OFF-{mode.value}", user="alice"))
+    assert answer.status_code == 403 and answer.json()["error"].startswith(message)
+    events = audit.list_events(stack.db.uow(), type=audit.DEVICE_TOKEN_CREATE)
+    [event] = [e for e in events if e.actor == f"dave-{mode.value}"]
+    assert not event.success and message in event.message
+
+
+def test_attempts_are_rate_limited_per_user(stack: Stack) -> None:
+    erin, frank = stack.user("erin"), stack.user("frank")
+    stack.trust(auto_enroll=True)
+    statuses = [stack.post(erin, collected("C02NOPE")).status_code for _ in range(5)]
+    assert statuses == [403, 403, 403, 403, 429]
+    limited = stack.post(erin, collected("C02NOPE"))
+    assert limited.json()["error"].startswith("too many auto-enrollment attempts for erin")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert stack.post(frank, collected("C02NOPE")).status_code == 403  # another user's count
+
+
+def test_a_slow_verdict_is_answered_202_and_polled_by_its_user_only(
+    tmp_path: Path,
+) -> None:
+    with _stack(tmp_path, DEVTRUST_AUTO_ENROLL_WAIT="0") as slow:
+        alice, bob = slow.user("alice"), slow.user("bob")
+        slow.device("C02SLOW00001")
+        slow.trust(auto_enroll=True)
+        answer = slow.post(alice, collected("C02SLOW00001"))
+        assert answer.status_code == 202
+        location = answer.headers["Location"]
+        assert location == answer.json()["location"]
+        assert location.startswith("/v1/auto-enroll/")
+
+        polled = slow.poll(alice, location)
+        deadline = time.monotonic() + 30
+        while polled.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            polled = slow.poll(alice, location)
+        assert polled.status_code == 200 and polled.json()["token"]
+        assert slow.poll(bob, location).status_code == 404
+        assert slow.poll(alice, "/v1/auto-enroll/not-a-check").status_code == 404
