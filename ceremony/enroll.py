@@ -102,7 +102,7 @@ class EnrollmentCeremony:
         try:
             with uow:
                 user = users.authenticate_within(uow, credential)
-                collected = _collected(request.collected)
+                collected = collected_data(request.collected)
                 device = tokens.check_token_within(uow, request.token, user=user.name)
                 check_collected_matches(device, collected)
                 if device.enroll_status is EnrollStatus.ENROLLED:
@@ -181,7 +181,7 @@ class EnrollmentCeremony:
 
     # -- self-enrollment -----------------------------------------------------------
 
-    def self_token(self, credential: str, collected_data: Collected) -> IssuedToken:
+    def self_token(self, credential: str, sent: Collected) -> IssuedToken:
         """Register the device if it is new and mint a token for the user to enroll it.
 
         Only users with the editor or device-admin role may; the token is bound to them.
@@ -193,7 +193,7 @@ class EnrollmentCeremony:
                 "enrolling the current device requires the editor or device-admin role; "
                 f"user {user.name} has {roles}: ask an admin for an enrollment token"
             )
-        collected = _collected(collected_data)
+        collected = collected_data(sent)
         try:
             device = devices.get_device(
                 self.db.uow(), collected.serial_number, os_type=collected.os_type
@@ -223,28 +223,42 @@ class EnrollmentCeremony:
         device: Device | None = None,
         challenge: challenges.Challenge | None = None,
     ) -> None:
-        """Audit a refusal; a challenge that was taken stays spent."""
-        uow = self.db.uow()
-        with uow:
-            if challenge is not None:
-                with contextlib.suppress(challenges.ChallengeInvalid):  # expired meanwhile
-                    challenges.take_challenge_within(
-                        uow, challenge.id, kind=challenge.kind, user_name=user.name
-                    )
-                if device is None:
-                    row = uow.session.get(DeviceRow, challenge.device_id)
-                    device = to_device(row) if row is not None else None
-            message = f"enrollment refused: {reason}"
-            if collected is not None:
-                message = refusal(collected, reason)
-            audit.record_within(
-                uow, audit.DEVICE_ENROLL, actor=user.name, message=message, success=False,
-                device=device,
-            )  # fmt: skip
-            uow.commit()
+        message = f"enrollment refused: {reason}"
+        if collected is not None:
+            message = refusal(collected, reason)
+        record_refusal(
+            self.db, user, audit.DEVICE_ENROLL, message, device=device, challenge=challenge
+        )
 
 
-def _collected(data: Collected) -> CollectedData:
+def record_refusal(
+    db: Database,
+    user: User,
+    event: str,
+    message: str,
+    *,
+    device: Device | None = None,
+    challenge: challenges.Challenge | None = None,
+) -> None:
+    """Audit a refused ceremony step; a challenge that was taken stays spent, though the
+    refused transaction that took it rolled back."""
+    uow = db.uow()
+    with uow:
+        if challenge is not None:
+            with contextlib.suppress(challenges.ChallengeInvalid):  # expired meanwhile
+                challenges.take_challenge_within(
+                    uow, challenge.id, kind=challenge.kind, user_name=user.name
+                )
+            if device is None:
+                row = uow.session.get(DeviceRow, challenge.device_id)
+                device = to_device(row) if row is not None else None
+        audit.record_within(
+            uow, event, actor=user.name, message=message, success=False, device=device
+        )
+        uow.commit()
+
+
+def collected_data(data: Collected) -> CollectedData:
     try:
         return data.to_domain()
     except InvalidArgument as exc:

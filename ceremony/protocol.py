@@ -246,3 +246,50 @@ class AutoEnrollPending(Wire):
 
     check_id: str
     location: str
+
+
+class AuthInit(Wire):
+    """``devtrust device login``: the device's collected data and the key to certify."""
+
+    collected: Collected
+    user_public_key: B64  # DER SubjectPublicKeyInfo of the key the certificate is for
+
+
+class QuoteChallenge(Wire):
+    nonce: B64  # to quote over with the enrolled AK
+    pcr_bank: str = PCR_BANK
+    pcrs: list[int] = Field(default_factory=lambda: list(QUOTED_PCRS))
+
+
+class AuthChallenge(Wire):
+    challenge_id: str
+    expire_time: datetime
+    tpm: QuoteChallenge | None = None
+    macos: MacOSChallenge | None = None  # challenge to sign with the enrolled key
+
+
+class AuthTPMResponse(Wire):
+    quotes: list[Quote] = Field(min_length=1, max_length=4)
+
+
+class AuthComplete(Wire):
+    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    tpm: AuthTPMResponse | None = None
+    macos: MacOSResponse | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        _exactly_one(self, "tpm", "macos")
+        return self
+
+
+class DeviceCertificate(Wire):
+    certificate: str  # PEM
+    expire_time: datetime
+    device: dict[str, Any]
+    extensions: list[str]  # the names of the device extensions it carries
+
+
+class WhoAmI(Wire):
+    user: str
+    roles: list[str]

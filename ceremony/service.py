@@ -8,6 +8,9 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
   device if needed and mint a token to enroll it (``device enroll --current-device``);
 - ``POST /v1/auto-enroll``: at login, queue the auto-enrollment check on the worker and
   answer its verdict (a token for the ceremony), or 202 and ``GET /v1/auto-enroll/<id>``;
+- ``POST /v1/authenticate/init`` and ``/complete``: an enrolled device proves itself again
+  (a quote or a signature over a nonce) and the user gets a short-lived certificate
+  bound to it; ``GET /v1/whoami`` names the user a credential belongs to;
 - ``GET /healthz``: whether the database and the broker answer.
 
 Every refusal is a 4xx whose body is ``{"error": "<one line>"}``; bodies over
@@ -27,13 +30,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
     MAX_BODY_BYTES,
+    AuthChallenge,
+    AuthComplete,
+    AuthInit,
     AutoEnrollPending,
     AutoEnrollRequest,
     AutoEnrollToken,
+    DeviceCertificate,
     DeviceResult,
     EnrollChallenge,
     EnrollComplete,
@@ -41,11 +49,13 @@ from ceremony.protocol import (
     ErrorBody,
     SelfToken,
     SelfTokenRequest,
+    WhoAmI,
 )
 from ceremony.ratelimit import RateLimited
 from inventory.db import create_db_engine
 from inventory.errors import DevtrustError, Unauthenticated
 from inventory.serialize import device_to_dict
+from inventory.services import users
 from inventory.settings import Settings
 
 log = logging.getLogger("devtrust.serve")
@@ -173,6 +183,7 @@ def create_app(
     checks: dict[str, Check],
     ceremony: EnrollmentCeremony | None = None,
     auto_enrollment: AutoEnrollment | None = None,
+    authentication: DeviceAuthentication | None = None,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
 
@@ -214,6 +225,8 @@ def create_app(
         _enrollment_routes(app, ceremony)
     if auto_enrollment is not None:
         _auto_enrollment_routes(app, auto_enrollment)
+    if authentication is not None:
+        _authentication_routes(app, authentication)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -287,3 +300,22 @@ def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> No
     ) -> AutoEnrollToken | AutoEnrollPending:
         """The verdict of an auto-enrollment check this user asked for (202 while pending)."""
         return answered(auto_enrollment.poll(credential, check_id), response)
+
+
+def _authentication_routes(app: FastAPI, authentication: DeviceAuthentication) -> None:
+    @app.get("/v1/whoami", responses=REFUSALS)
+    def whoami(credential: Credential) -> WhoAmI:
+        """The user this credential belongs to, and their roles."""
+        user = users.authenticate(authentication.db.uow(), credential)
+        return WhoAmI(user=user.name, roles=[r.value for r in user.roles])
+
+    @app.post("/v1/authenticate/init", responses=REFUSALS)
+    def authenticate_init(body: AuthInit, credential: Credential) -> AuthChallenge:
+        """An enrolled device's collected data and the user's public key -> a nonce to
+        quote (TPM) or sign (macOS). 409 when the device is registered but not enrolled."""
+        return authentication.begin(credential, body)
+
+    @app.post("/v1/authenticate/complete", responses=REFUSALS)
+    def authenticate_complete(body: AuthComplete, credential: Credential) -> DeviceCertificate:
+        """The proof -> a short-lived certificate for the user's key, bound to the device."""
+        return authentication.complete(credential, body)

@@ -151,6 +151,10 @@ def check_auto_enroll(devices: Sequence[Device], collected: CollectedData) -> De
         )
     failed = drift(device, collected)
     if failed:
-        reasons = "; ".join(str(f) for f in failed)
-        raise AutoEnrollRefused(f"device does not match its MDM profile: {reasons}")
+        raise AutoEnrollRefused(mismatch(failed))
     return device
+
+
+def mismatch(failed: Sequence[Field]) -> str:
+    """The refusal for drifted fields, each named with both values."""
+    return "device does not match its MDM profile: " + "; ".join(str(f) for f in failed)

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         10, ge=1, description="auto-enrollment attempts per user per auto_enroll_window"
     )
     auto_enroll_window: str = Field("1m", description="the window auto_enroll_attempts counts in")
+    device_cert_ttl: str = Field("1h", description="how long a device-bound certificate lasts")
+    device_ca_key_file: Path | None = Field(
+        None, description="the device CA's key (PEM, mode 0600); default: made under data_dir"
+    )
+    device_ca_cert_file: Path | None = Field(None, description="the device CA's certificate")
     agent_dir: Path | None = Field(
         None, description="the device agent's keys (TPM AK blob, macOS key); default data_dir/agent"
     )

@@ -15,6 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from ceremony.agent.tpm import DeviceTPM, load_ak
+from ceremony.agent.tpm import Quote as TPMQuote
 from ceremony.protocol import (
     Collected,
     EnrollChallenge,
@@ -76,8 +77,14 @@ class CeremonyClient:
         self._http.close()
 
     def post(self, path: str, body: Wire) -> dict[str, Any]:
+        return self._call("POST", path, body.model_dump(mode="json"))
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._call("GET", path, None)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         try:
-            response = self._http.post(path, json=body.model_dump(mode="json"))
+            response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise ServiceError(
                 f"cannot reach the devtrust service at {self.api_url}: {exc} "
@@ -98,7 +105,7 @@ class CeremonyClient:
         )
 
 
-def _wire(collected: CollectedData) -> Collected:
+def wire_collected(collected: CollectedData) -> Collected:
     try:
         return Collected.from_domain(collected)
     except ValidationError as exc:
@@ -107,6 +114,12 @@ def _wire(collected: CollectedData) -> Collected:
         raise ServiceError(
             f"this device's collected data cannot be sent: {where}: {first['msg']}"
         ) from None
+
+
+def wire_quote(quote: TPMQuote) -> Quote:
+    return Quote(
+        attestation=quote.attestation, signature=quote.signature, pcr_values=quote.pcr_values
+    )
 
 
 def _challenge(payload: dict[str, Any]) -> EnrollChallenge:
@@ -127,7 +140,7 @@ def enroll_tpm(
     ak = load_ak(state_dir) or tpm.create_ak(state_dir)
     init = EnrollInit(
         token=token,
-        collected=_wire(collected),
+        collected=wire_collected(collected),
         tpm=TPMAttestation(
             ek_cert=tpm.ek_certificate(),
             ek_public=tpm.ek_public(),
@@ -148,13 +161,7 @@ def enroll_tpm(
         challenge_id=challenge.challenge_id,
         tpm=TPMResponse(
             activated_secret=secret,
-            quotes=[
-                Quote(
-                    attestation=quote.attestation,
-                    signature=quote.signature,
-                    pcr_values=quote.pcr_values,
-                )
-            ],
+            quotes=[wire_quote(quote)],
         ),
     )
     return client.post("/v1/enroll/complete", answer)["device"]  # type: ignore[no-any-return]
@@ -166,7 +173,7 @@ def enroll_macos(
     """Enroll with the device's ECDSA P-256 key (Secure Enclave, or its software stand-in)."""
     init = EnrollInit(
         token=token,
-        collected=_wire(collected),
+        collected=wire_collected(collected),
         macos=MacOSKey(public_key=key.public_key_der()),
     )
     challenge = _challenge(client.post("/v1/enroll/init", init))
@@ -181,5 +188,5 @@ def enroll_macos(
 
 def self_token(client: CeremonyClient, collected: CollectedData) -> SelfToken:
     """Register this device if needed and get a token to enroll it (editors, admins)."""
-    request = SelfTokenRequest(collected=_wire(collected))
+    request = SelfTokenRequest(collected=wire_collected(collected))
     return SelfToken.model_validate(client.post("/v1/enroll/self-token", request))

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from inventory.domain import CollectedData, OSType
 from inventory.errors import DevtrustError
 
-from ._common import Format, echo_json, settings
+from ._common import Format, echo_json, info, settings
 
 if TYPE_CHECKING:
     from ceremony.agent.enroll import CeremonyClient
+    from ceremony.agent.login import Prover
 
 app = typer.Typer(
     help="This device: its asset tag, its collected data, and enrolling it.",
@@ -79,37 +82,59 @@ def enroll(
         raise typer.BadParameter("give either --token or --current-device")
     if token is not None and not token.strip():
         raise typer.BadParameter("--token is empty")
+    collected = _collect()
+    from ceremony.agent.enroll import self_token
+    from ceremony.agent.login import enroll as run_ceremony
+
+    with _agent(collected) as (client, prover):
+        if token is None:
+            token = self_token(client, collected).token
+        device = run_ceremony(client, token, collected, prover)
+    os_type = OSType(device["os_type"])
+    typer.echo(f'Device "{device["asset_tag"]}"/{os_type.display} enrolled')
+
+
+@app.command("login")
+def login(
+    user: Annotated[str, typer.Option("--user", help="who is logging in (DEVTRUST_USER_TOKEN's)")],
+) -> None:
+    """Authenticate this device for USER and save a device-bound certificate.
+
+    A registered device that is not enrolled yet is auto-enrolled first, when allowed.
+    """
+    from ceremony.agent.login import login as run_login
+
+    collected = _collect()
+    with _agent(collected) as (client, prover):
+        done = run_login(client, user.strip(), collected, prover, progress=info)
+    cert = done.certificate
+    os_type = OSType(cert.device["os_type"])
+    typer.echo(f'Device "{cert.device["asset_tag"]}"/{os_type.display} authenticated as {user}')
+    typer.echo(f"  Certificate: {done.certificate_file}")
+    typer.echo(f"  Valid until: {cert.expire_time:%Y-%m-%d %H:%M:%S} UTC")
+    typer.echo(f"  Extensions:  {', '.join(cert.extensions)}")
+
+
+@contextmanager
+def _agent(collected: CollectedData) -> Iterator[tuple[CeremonyClient, Prover]]:
+    """The service client and this device's prover; agent errors become one line."""
+    from ceremony.agent.enroll import CeremonyClient, ServiceError
+    from ceremony.agent.login import Prover
+    from ceremony.agent.softkey import SoftwareEnclaveKey
+    from ceremony.agent.tpm import DeviceTPM, TPMError
+
     current = settings()
     if current.user_token is None or not current.user_token.get_secret_value().strip():
         raise DeviceDataError(
             "set DEVTRUST_USER_TOKEN to the credential `devtrust users add` printed for you"
         )
-    collected = _collect()
-    from ceremony.agent.enroll import CeremonyClient, ServiceError
-
-    with CeremonyClient(current.api_url, current.user_token.get_secret_value()) as client:
-        try:
-            device = _enroll(client, token, collected)
-        except ServiceError as exc:
-            raise DeviceDataError(str(exc)) from None
-    os_type = OSType(device["os_type"])
-    typer.echo(f'Device "{device["asset_tag"]}"/{os_type.display} enrolled')
-
-
-def _enroll(client: CeremonyClient, token: str | None, collected: CollectedData) -> dict[str, Any]:
-    from ceremony.agent.enroll import enroll_macos, enroll_tpm, self_token
-    from ceremony.agent.softkey import SoftwareEnclaveKey
-    from ceremony.agent.tpm import DeviceTPM, TPMError
-
-    current = settings()
-    if token is None:
-        token = self_token(client, collected).token
     state_dir = current.agent_dir_value
     try:
-        if collected.os_type is OSType.MACOS:
-            key = SoftwareEnclaveKey.load_or_create(state_dir)
-            return enroll_macos(client, token, collected, key)
-        with DeviceTPM(current.tpm_tcti) as tpm:
-            return enroll_tpm(client, token, collected, tpm, state_dir)
-    except (TPMError, OSError, ValueError) as exc:
+        with CeremonyClient(current.api_url, current.user_token.get_secret_value()) as client:
+            if collected.os_type is OSType.MACOS:
+                prover = Prover(state_dir, key=SoftwareEnclaveKey.load_or_create(state_dir))
+            else:
+                prover = Prover(state_dir, open_tpm=lambda: DeviceTPM(current.tpm_tcti))
+            yield client, prover
+    except (ServiceError, TPMError, OSError, ValueError) as exc:
         raise DeviceDataError(str(exc)) from None

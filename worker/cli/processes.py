@@ -84,11 +84,14 @@ def serve(
         raise typer.BadParameter("--port must be between 1 and 65535")
     import uvicorn
 
+    from ceremony.authn import AuthConfig, DeviceAuthentication
     from ceremony.autoenroll import AutoEnrollment
+    from ceremony.device_ca import DeviceCA, DeviceCAError
     from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
     from ceremony.ratelimit import rate_limiter_for
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
+    from inventory.errors import ConfigurationError
     from worker.celery import broker_settings
     from worker.celery import create_app as create_celery
     from worker.dispatch import CeleryCheckQueue
@@ -115,6 +118,25 @@ def serve(
     auto = AutoEnrollment(
         database(), CeleryCheckQueue(create_celery(current)), limiter, current.auto_enroll_wait
     )
+    try:
+        ca = DeviceCA.load_or_create(
+            current.data_dir / "device-ca",
+            key_file=current.device_ca_key_file,
+            cert_file=current.device_ca_cert_file,
+        )
+    except DeviceCAError as exc:
+        raise ConfigurationError(str(exc)) from None
+    authentication = DeviceAuthentication(
+        database(),
+        ca,
+        AuthConfig(
+            challenge_ttl=config.challenge_ttl,
+            certificate_ttl=parse_duration(
+                current.device_cert_ttl, what="DEVTRUST_DEVICE_CERT_TTL"
+            ),
+            history_limit=current.collected_history_limit,
+        ),
+    )
     configure_logging("INFO")
-    app = create_app(current, checks, ceremony, auto)
+    app = create_app(current, checks, ceremony, auto, authentication)
     uvicorn.run(app, host=host, port=port, log_config=None)
