@@ -32,6 +32,7 @@ from worker.logs import bind_celery_task, clear_context, configure_logging
 SYNC_TASK = "devtrust.jamf.sync"
 PURGE_TASK = "devtrust.ceremony.purge"
 AUTO_ENROLL_TASK = "devtrust.ceremony.auto_enroll"
+NOOP_TASK = "devtrust.noop"
 PURGE_EVERY = timedelta(hours=1)
 QUEUE = "devtrust"
 

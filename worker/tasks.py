@@ -11,7 +11,7 @@ from celery import Task
 from inventory.errors import DatabaseUnavailable
 from jamf.sync import Progress
 from worker import jobs
-from worker.celery import AUTO_ENROLL_TASK, PURGE_TASK, SYNC_TASK, app
+from worker.celery import AUTO_ENROLL_TASK, NOOP_TASK, PURGE_TASK, SYNC_TASK, app
 from worker.locks import LockUnavailable
 
 # Progress is written to the result backend at most this often.
@@ -70,3 +70,9 @@ def auto_enroll(user: str, collected: dict[str, Any]) -> dict[str, Any]:
     verdict, with a token on success. A refusal is a verdict, not a failed task; a login
     is waiting, so nothing is retried (acknowledged on receipt: never run twice)."""
     return jobs.auto_enroll_check(app.conf.devtrust_settings, user=user, collected=collected)
+
+
+@app.task(name=NOOP_TASK, acks_late=False)
+def noop(echo: Any = None) -> Any:
+    """Does nothing: what the queue itself costs (benchmarks, smoke checks)."""
+    return echo
