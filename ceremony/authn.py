@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_der_publ
 from sqlalchemy import select
 
 from ceremony import macos, tpm_verify
-from ceremony.device_ca import EXTENSION_NAMES, DeviceCA, DeviceExtensions, PublicKey
+from ceremony.device_ca import EXTENSION_NAMES, MAX_CERT_TTL, DeviceCA, DeviceExtensions, PublicKey
 from ceremony.enroll import ProofRefused, collected_data, record_refusal
 from ceremony.protocol import (
     PCR_BANK,
@@ -41,7 +41,14 @@ from ceremony.protocol import (
 from inventory.db import Database
 from inventory.domain import CollectedData, Device, EnrollStatus, OSType, User
 from inventory.drift import drift, mismatch
-from inventory.errors import AccessDenied, DevtrustError, InvalidArgument, NotFound
+from inventory.durations import format_duration
+from inventory.errors import (
+    AccessDenied,
+    ConfigurationError,
+    DevtrustError,
+    InvalidArgument,
+    NotFound,
+)
 from inventory.models import DeviceRow
 from inventory.serialize import device_to_dict
 from inventory.services import audit, challenges, users
@@ -90,6 +97,13 @@ class DeviceAuthentication:
         self.db = db
         self.ca = ca
         self.config = config or AuthConfig()
+        ttl = self.config.certificate_ttl
+        if not timedelta(0) < ttl <= MAX_CERT_TTL:
+            # Refused at start: the CA would refuse to sign, and every login would be a 500.
+            raise ConfigurationError(
+                f"DEVTRUST_DEVICE_CERT_TTL is {format_duration(ttl)}: a device certificate "
+                f"lasts at most {format_duration(MAX_CERT_TTL)}"
+            )
 
     def begin(self, credential: str, request: AuthInit) -> AuthChallenge:
         """Find the enrolled device, check its data again, and send a nonce."""
@@ -253,5 +267,10 @@ def _verify(
         raise tpm_verify.QuoteError("a TPM device answers with a quote")
     for quote in response.tpm.quotes:
         tpm_verify.verify_quote(
-            public_key, nonce, quote.attestation, quote.signature, dict(quote.pcr_values)
+            public_key,
+            nonce,
+            quote.attestation,
+            quote.signature,
+            dict(quote.pcr_values),
+            expected_pcrs=QUOTED_PCRS,
         )

@@ -348,6 +348,11 @@ def _verify_tpm_answer(
     tpm_verify.verify_activation(expected, response.tpm.activated_secret)
     for quote in response.tpm.quotes:
         tpm_verify.verify_quote(
-            ak_public, nonce, quote.attestation, quote.signature, dict(quote.pcr_values)
+            ak_public,
+            nonce,
+            quote.attestation,
+            quote.signature,
+            dict(quote.pcr_values),
+            expected_pcrs=QUOTED_PCRS,
         )
     return ak_public, state["ek_cert_serial"], AttestationType(state["attestation_type"])

@@ -189,7 +189,8 @@ def create_app(
 
     Without ``ceremony`` and ``auto_enrollment`` only ``/healthz`` is served.
     """
-    app = FastAPI(title="devtrust ceremony service", version="0.1")
+    # No redirects for trailing slashes: a wrong path is a 404 in the error shape.
+    app = FastAPI(title="devtrust ceremony service", version="0.1", redirect_slashes=False)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(DevtrustError)

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -495,8 +495,10 @@ def verify_quote(
     quote_attestation: bytes,
     signature: bytes,
     pcr_values: dict[int, bytes],
+    expected_pcrs: Collection[int] | None = None,
 ) -> None:
-    """The quote is the AK's, over this nonce, and the PCR values are the ones it covers."""
+    """The quote is the AK's, over this nonce, and the PCR values are the ones it covers
+    (with ``expected_pcrs``, exactly the PCRs the server asked for)."""
     _, key = _ak_area(ak_public)
     quoted, signed = _attestation(quote_attestation, "quote", QuoteError)
     _verify_signature(key, signed, signature, "quote", QuoteError)
@@ -505,6 +507,10 @@ def verify_quote(
     if not isinstance(nonce, bytes) or not hmac.compare_digest(bytes(quoted.extraData), nonce):
         raise QuoteError("the quote is not over the challenge's nonce")
     bank, pcrs = _selected_pcrs(quoted.attested.quote)
+    if expected_pcrs is not None and set(pcrs) != set(expected_pcrs):
+        raise QuoteError(
+            f"the quote covers PCRs {pcrs}, not the PCRs asked for ({sorted(expected_pcrs)})"
+        )
     if set(pcr_values) != set(pcrs):
         raise QuoteError(
             f"the PCR values sent ({sorted(pcr_values)}) are not the quoted PCRs ({pcrs})"

@@ -1,12 +1,15 @@
-"""Random and mutated bodies into the ceremony's three routes: never a 5xx, always the error shape.
+"""Random and mutated bodies into the ceremony's routes: never a 5xx, always the error shape.
 
-Random bytes and random JSON are refused with a 4xx. Mutations start from bodies that
-work (the TPM structures a real swtpm produced, captured in ``test_tpm_verify_fuzz``; a
-software macOS key; live challenges), so they reach the checks behind the parsers; one
-may still be a valid request, and then its answer is the route's documented model. A
-macOS init that is accepted is carried on to a correct answer, so what the device sent
-is also stored. The service runs in uvicorn on loopback, on SQLite only: this is about
-the service's answers (the refusal tests cover both databases).
+The routes are enrollment's three, device authentication's two and auto-enrollment's
+request and poll. Random bytes and random JSON are refused with a 4xx. Mutations start
+from bodies that work (the TPM structures a real swtpm produced, captured in
+``test_tpm_verify_fuzz``; a software macOS key; live challenges for enrolled devices), so
+they reach the checks behind the parsers; one may still be a valid request, and then its
+answer is the route's documented model. A macOS init that is accepted is carried on to a
+correct answer, so what the device sent is also stored. The service runs in uvicorn on
+loopback, on SQLite only: this is about the service's answers (the refusal tests cover
+both databases). Auto-enrollment's queue is stood in for by one that runs the worker's
+check in this process (the real queue is tested in ``test_auto_enroll_service``).
 """
 
 from __future__ import annotations
@@ -15,50 +18,81 @@ import base64
 import copy
 import itertools
 import json
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from ceremony.agent.softkey import SoftwareEnclaveKey
+from ceremony.authn import DeviceAuthentication
+from ceremony.autoenroll import AutoEnrollment
+from ceremony.device_ca import DeviceCA
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
+    AuthChallenge,
+    AuthInit,
+    AutoEnrollPending,
+    AutoEnrollToken,
+    DeviceCertificate,
     DeviceResult,
     EnrollChallenge,
     EnrollInit,
     SelfToken,
     encode,
 )
+from ceremony.ratelimit import LocalRateLimiter
 from ceremony.service import create_app
 from inventory.db import Database
-from inventory.domain import OSType, Role
+from inventory.domain import AttestationType, CollectedData, Credential, OSType, Profile, Role
 from inventory.models import ChallengeRow
-from inventory.services import devices, tokens, users
+from inventory.preference import DeviceTrust
+from inventory.services import devices, enrollment, preference, tokens, users
 from inventory.settings import Settings
 from tests.ceremony import serving
 from tests.unit.test_tpm_verify_fuzz import (
+    AK_PUBLIC,
     PCR_VALUES,
     QUOTE,
     QUOTE_SIGNATURE,
     REQUEST,
 )
+from worker import jobs
 
 INIT = "/v1/enroll/init"
 COMPLETE = "/v1/enroll/complete"
 SELF_TOKEN = "/v1/enroll/self-token"
-ROUTES = (INIT, COMPLETE, SELF_TOKEN)
+AUTH_INIT = "/v1/authenticate/init"
+AUTH_COMPLETE = "/v1/authenticate/complete"
+AUTO_ENROLL = "/v1/auto-enroll"
+POLL = "/v1/auto-enroll/{check_id}"
+ROUTES = (INIT, COMPLETE, SELF_TOKEN, AUTH_INIT, AUTH_COMPLETE, AUTO_ENROLL)
 ANSWERS: dict[str, type[BaseModel]] = {
     INIT: EnrollChallenge,
     COMPLETE: DeviceResult,
     SELF_TOKEN: SelfToken,
+    AUTH_INIT: AuthChallenge,
+    AUTH_COMPLETE: DeviceCertificate,
+    AUTO_ENROLL: AutoEnrollToken,
+    POLL: AutoEnrollToken,
 }
+PROFILE = Profile(
+    model_identifier="MacBookPro18,3",
+    os_version="14.2.1",
+    os_build="23C71",
+    os_usernames=("erin",),
+    jamf_binary_version="11.1.0",
+)
 
 FUZZ = settings(
     max_examples=150,
@@ -72,14 +106,51 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'devtrust.db'}"
 
 
+class InlineCheckQueue:
+    """Auto-enrollment's queue, stood in for: the worker's own check runs at ``submit``, in
+    this process. A check id it never issued is pending, as Celery's result backend says
+    of one; with ``slow`` set, the next check is pending once before its verdict."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self.pending: set[str] = set()
+        self.slow = False
+
+    def submit(self, user: str, collected: dict[str, Any]) -> str:
+        check_id = str(uuid.uuid4())
+        verdict = jobs.auto_enroll_check(self.settings, user=user, collected=collected)
+        self.verdicts[check_id] = json.loads(json.dumps(verdict))  # as the backend keeps it
+        if self.slow:
+            self.pending.add(check_id)
+        return check_id
+
+    def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
+        if check_id in self.pending:
+            self.pending.discard(check_id)
+            return None
+        return self.verdicts.get(check_id)
+
+
 @dataclass
 class Service:
     client: httpx.Client
     db: Database
     ceremony: EnrollmentCeremony
+    authentication: DeviceAuthentication
+    queue: InlineCheckQueue
     credential: str
     key: SoftwareEnclaveKey
     serials: Iterator[int]
+    user_key: bytes = field(
+        default_factory=lambda: (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    )
 
     @property
     def auth(self) -> dict[str, str]:
@@ -95,14 +166,24 @@ class Service:
 
 
 @pytest.fixture
-def service(db: Database, tmp_path: Path) -> Iterator[Service]:
+def service(db: Database, db_url: str, tmp_path: Path) -> Iterator[Service]:
     ceremony = EnrollmentCeremony(db)
+    authentication = DeviceAuthentication(db, DeviceCA.load_or_create(tmp_path / "device-ca"))
+    queue = InlineCheckQueue(Settings(database_url=db_url, auto_migrate=False))
+    limiter = LocalRateLimiter(1_000_000, timedelta(hours=1), "auto-enrollment attempts")
+    auto_enrollment = AutoEnrollment(db, queue, limiter, wait=0)
+    preference.update_preference(db.uow(), DeviceTrust(auto_enroll=True), actor="admin")
     # An editor: self-token reaches past the role check; init and complete do not care.
     _, credential = users.add_user(db.uow(), "erin", (Role.EDITOR,), actor="admin")
     key = SoftwareEnclaveKey.load_or_create(tmp_path)
-    app = create_app(Settings(), {}, ceremony)
-    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        yield Service(client, db, ceremony, credential, key, itertools.count())
+    app = create_app(Settings(), {}, ceremony, auto_enrollment, authentication)
+    try:
+        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            yield Service(
+                client, db, ceremony, authentication, queue, credential, key, itertools.count()
+            )
+    finally:
+        jobs.database_for(queue.settings).close()  # the worker's pool, opened by the checks
 
 
 def assert_refusal(response: httpx.Response) -> None:
@@ -115,9 +196,14 @@ def assert_refusal(response: httpx.Response) -> None:
 
 def assert_answered(route: str, response: httpx.Response) -> None:
     """A refusal in the error shape, or (a mutation that left a valid request) the
-    route's answer; never a 5xx."""
+    route's answer; never a 5xx. A 202 is an auto-enrollment check still running."""
     event(f"{route} {response.status_code}")  # --hypothesis-show-statistics shows the mix
-    if response.is_success:
+    if response.status_code == 202:
+        assert route in (AUTO_ENROLL, POLL), route
+        pending = AutoEnrollPending.model_validate(response.json())
+        assert response.headers["location"] == pending.location
+    elif response.is_success:
+        assert response.status_code == (201 if route == SELF_TOKEN else 200)
         ANSWERS[route].model_validate(response.json())
     else:
         assert_refusal(response)
@@ -407,14 +493,144 @@ TEXTS = st.none() | st.text(max_size=20) | st.text(min_size=50, max_size=260)
 @given(
     texts=st.fixed_dictionaries({}, optional=dict.fromkeys(OPTIONAL_TEXT, TEXTS)),
     collect_time=st.none() | TIMES | st.text(max_size=30),
+    via=st.sampled_from(["enroll", "login"]),
 )
 def test_collected_data_accepted_at_init_is_stored_by_complete(
-    service: Service, texts: dict[str, Any], collect_time: Any
+    service: Service, texts: dict[str, Any], collect_time: Any, via: str
 ) -> None:
     serial = f"FUZZ-{next(service.serials)}"
-    body = mac_init(service, serial, service.token_for(serial, OSType.MACOS))
+    if via == "enroll":
+        body = mac_init(service, serial, service.token_for(serial, OSType.MACOS))
+    else:
+        enrolled(service, serial, OSType.MACOS)
+        body = auth_init(service, serial, OSType.MACOS)
     body["collected"].update(texts, collect_time=collect_time)
-    response = service.post(INIT, json.dumps(body).encode(), service.auth)
-    assert_answered(INIT, response)
-    if response.is_success:
+    route = INIT if via == "enroll" else AUTH_INIT
+    response = service.post(route, json.dumps(body).encode(), service.auth)
+    assert_answered(route, response)
+    if response.is_success and via == "enroll":
         finish_mac_ceremony(service, response)
+    elif response.is_success:
+        finish_mac_login(service, response)
+
+
+# Device authentication and auto-enrollment: the login's routes
+
+
+def enrolled(service: Service, serial: str, os_type: OSType) -> None:
+    """A device enrolled by the service's user: a TPM one with the swtpm AK that signed
+    the captured quote, or a Mac with the service's software key."""
+    tpm = os_type is not OSType.MACOS
+    credential = Credential(
+        id=str(uuid.uuid4()),
+        public_key=AK_PUBLIC if tpm else service.key.public_key_der(),
+        ek_cert_serial=None,
+        attestation_type=AttestationType.TPM_EKPUB if tpm else AttestationType.NONE,
+    )
+    enrollment.enroll_device(
+        service.db.uow(),
+        token=service.token_for(serial, os_type),
+        credential=credential,
+        collected=CollectedData(serial_number=serial, os_type=os_type),
+        user="erin",
+    )
+
+
+def auth_init(service: Service, serial: str, os_type: OSType) -> dict[str, Any]:
+    return {"collected": collected(serial, os_type), "user_public_key": encode(service.user_key)}
+
+
+def live_auth_tpm_answer(service: Service, serial: str) -> dict[str, Any]:
+    """An answer to a real challenge with a quote the enrolled AK signed, over another
+    nonce: only that is wrong."""
+    init = AuthInit(**auth_init(service, serial, OSType.LINUX))
+    challenge = service.authentication.begin(service.credential, init)
+    quote = {
+        "attestation": encode(QUOTE),
+        "signature": encode(QUOTE_SIGNATURE),
+        "pcr_values": {str(i): encode(v) for i, v in PCR_VALUES.items()},
+    }
+    return {"challenge_id": challenge.challenge_id, "tpm": {"quotes": [quote]}}
+
+
+def live_auth_mac_answer(service: Service, serial: str) -> dict[str, Any]:
+    init = AuthInit(**auth_init(service, serial, OSType.MACOS))
+    challenge = service.authentication.begin(service.credential, init)
+    assert challenge.macos is not None
+    signature = service.key.sign(challenge.macos.challenge)
+    return {"challenge_id": challenge.challenge_id, "macos": {"signature": encode(signature)}}
+
+
+def auto_enroll_body(service: Service, serial: str) -> dict[str, Any]:
+    """A login on a registered Mac that matches its MDM profile."""
+    devices.register_device(
+        service.db.uow(), os_type=OSType.MACOS, asset_tag=serial, actor="jamf", profile=PROFILE
+    )
+    body = collected(serial, OSType.MACOS)
+    body.update(model_identifier="MacBookPro18,3", os_version="14.2.1", os_build="23C71",
+                jamf_binary_version="11.1.0")  # fmt: skip
+    return {"collected": body}
+
+
+def finish_mac_login(service: Service, accepted: httpx.Response) -> None:
+    """Answer an accepted login correctly: what its init accepted must be storable (and
+    certifiable) when its complete records the collected data."""
+    challenge = AuthChallenge.model_validate(accepted.json())
+    if challenge.macos is None:  # a mutation made it another device's login
+        return
+    signature = service.key.sign(challenge.macos.challenge)
+    answer = {"challenge_id": challenge.challenge_id, "macos": {"signature": encode(signature)}}
+    response = service.post(AUTH_COMPLETE, json.dumps(answer).encode(), service.auth)
+    assert_answered(AUTH_COMPLETE, response)
+    assert response.is_success, response.text
+
+
+def follow(service: Service, pending: httpx.Response) -> None:
+    """Poll a pending auto-enrollment check where it says."""
+    response = service.client.get(pending.headers["location"], headers=service.auth)
+    assert_answered(POLL, response)
+
+
+LOGIN_KINDS = ["auth-tpm-init", "auth-mac-init", "auth-tpm-complete", "auth-mac-complete",
+               "auto-enroll"]  # fmt: skip
+
+
+@FUZZ
+@given(kind=st.sampled_from(LOGIN_KINDS), mutation=MUTATIONS, slow=st.booleans())
+def test_mutated_login_bodies_never_get_a_5xx(
+    service: Service, kind: str, mutation: BlobEdits | ShapeEdits, slow: bool
+) -> None:
+    serial = f"FUZZ-{next(service.serials)}"
+    os_type = OSType.MACOS if "mac" in kind or kind == "auto-enroll" else OSType.LINUX
+    if kind == "auto-enroll":
+        route, body = AUTO_ENROLL, auto_enroll_body(service, serial)
+    else:
+        enrolled(service, serial, os_type)
+        route = AUTH_INIT if kind.endswith("init") else AUTH_COMPLETE
+        body = {
+            "auth-tpm-init": lambda: auth_init(service, serial, os_type),
+            "auth-mac-init": lambda: auth_init(service, serial, os_type),
+            "auth-tpm-complete": lambda: live_auth_tpm_answer(service, serial),
+            "auth-mac-complete": lambda: live_auth_mac_answer(service, serial),
+        }[kind]()
+    service.queue.slow = slow
+    response = service.post(route, json.dumps(mutation.apply(copy.deepcopy(body))).encode(),
+                            service.auth)  # fmt: skip
+    assert_answered(route, response)
+    if kind == "auth-mac-init" and response.is_success:
+        finish_mac_login(service, response)
+    if response.status_code == 202:
+        follow(service, response)
+
+
+# One path segment, sent as it is: a "/" would make it two, and the client would resolve
+# a bare "." or ".." away (so dots go percent-encoded).
+CHECK_IDS = st.text(st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=80)
+
+
+@FUZZ
+@given(check_id=CHECK_IDS | st.uuids().map(str), auth=HEADERS)
+def test_polling_any_check_id_never_gets_a_5xx(service: Service, check_id: str, auth: str) -> None:
+    segment = quote(check_id, safe="").replace(".", "%2E")
+    response = service.client.get(f"{AUTO_ENROLL}/{segment}", headers=headers_for(service, auth))
+    assert_answered(POLL, response)

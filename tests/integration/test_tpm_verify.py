@@ -335,6 +335,18 @@ def test_pcr_values_other_than_the_quoted_ones_are_refused(
         verify_quote(*args, {**quote.pcr_values, 0: bytes(20)})
 
 
+def test_a_quote_over_other_pcrs_than_asked_for_is_refused(
+    enrolling: Enrolling, quoted: tuple[bytes, Quote]
+) -> None:
+    nonce, quote = quoted  # PCRs 0-7
+    args = (enrolling.ak.public, nonce, quote.attestation, quote.signature, quote.pcr_values)
+    verify_quote(*args, expected_pcrs=range(8))
+    with pytest.raises(
+        QuoteError, match=r"^the quote covers PCRs \[0, 1, 2, 3, 4, 5, 6, 7\], not the PCRs asked"
+    ):
+        verify_quote(*args, expected_pcrs=range(24))
+
+
 def test_a_creation_attestation_is_not_accepted_as_a_quote(enrolling: Enrolling) -> None:
     ak = enrolling.ak
     with pytest.raises(QuoteError, match="^the quote attestation is not a quote$"):
