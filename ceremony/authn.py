@@ -26,7 +26,15 @@ from sqlalchemy import select
 
 from ceremony import macos, tpm_verify
 from ceremony.device_ca import EXTENSION_NAMES, MAX_CERT_TTL, DeviceCA, DeviceExtensions, PublicKey
-from ceremony.enroll import ProofRefused, collected_data, record_refusal
+from ceremony.enroll import collected_data, record_refusal
+from ceremony.errors import (
+    AttestationError,
+    DeviceDrifted,
+    DeviceNotEnrolled,
+    KeyProofError,
+    ProofRefused,
+    QuoteError,
+)
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,
@@ -43,7 +51,6 @@ from inventory.domain import CollectedData, Device, EnrollStatus, OSType, User
 from inventory.drift import drift, mismatch
 from inventory.durations import format_duration
 from inventory.errors import (
-    AccessDenied,
     ConfigurationError,
     DevtrustError,
     InvalidArgument,
@@ -57,16 +64,6 @@ from inventory.services.devices import record_collected_data_within, to_device
 TPM_KIND = "auth-tpm"
 MACOS_KIND = "auth-macos"
 DEFAULT_CERT_TTL = timedelta(hours=1)
-
-
-class DeviceNotEnrolled(DevtrustError):
-    """The device is registered but not enrolled: the agent enrolls it first."""
-
-    http_status = 409
-
-
-class DeviceDrifted(AccessDenied):
-    """The device no longer matches its MDM profile."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +214,7 @@ class DeviceAuthentication:
                     },
                 )
                 uow.commit()
-        except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
+        except (AttestationError, KeyProofError) as exc:
             assert user is not None and taken is not None
             self._refused(user, collected, str(exc), challenge=taken)
             raise ProofRefused(str(exc)) from None
@@ -260,11 +257,11 @@ def _verify(
     nonce = base64.b64decode(str(state["nonce"]))
     if device.os_type is OSType.MACOS:
         if response.macos is None:
-            raise macos.KeyProofError("a macOS device answers with its key's signature")
+            raise KeyProofError("a macOS device answers with its key's signature")
         macos.verify_key_proof(public_key, nonce, response.macos.signature)
         return
     if response.tpm is None:
-        raise tpm_verify.QuoteError("a TPM device answers with a quote")
+        raise QuoteError("a TPM device answers with a quote")
     for quote in response.tpm.quotes:
         tpm_verify.verify_quote(
             public_key,

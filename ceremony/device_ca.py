@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ceremony.errors import DeviceCAError
+
 # 2.25.<a random UUID as an integer> is devtrust's arc (ITU-T X.667); .1.<n> are extensions.
 ARC = "2.25.178379302657003767003252538744001165442"
 DEVICE_ID = x509.ObjectIdentifier(f"{ARC}.1.1")
@@ -38,10 +40,6 @@ MAX_CERT_TTL = datetime.timedelta(hours=24)
 CLOCK_SKEW = datetime.timedelta(minutes=1)
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-
-
-class DeviceCAError(Exception):
-    """The device CA's files are unusable; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)

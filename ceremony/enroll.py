@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from ceremony import macos, tpm_verify
+from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,
@@ -61,12 +62,6 @@ TPM_KIND = "enroll-tpm"
 MACOS_KIND = "enroll-macos"
 SELF_ENROLL_ROLES = (Role.EDITOR, Role.DEVICE_ADMIN)
 SELF_TOKEN_TTL = timedelta(minutes=5)
-
-
-class ProofRefused(DevtrustError):
-    """The device's attestation or key proof did not verify; the message says why."""
-
-    http_status = 403
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ class EnrollmentCeremony:
                     ttl=self.config.challenge_ttl,
                 )
                 uow.commit()
-        except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
+        except (AttestationError, KeyProofError) as exc:
             assert user is not None  # the verifiers run after authentication
             self._refused(user, str(exc), collected=collected, device=device)
             raise ProofRefused(str(exc)) from None
@@ -170,7 +165,7 @@ class EnrollmentCeremony:
                 )
                 uow.commit()
                 return enrolled
-        except (tpm_verify.AttestationError, macos.KeyProofError) as exc:
+        except (AttestationError, KeyProofError) as exc:
             assert user is not None and taken is not None
             self._refused(user, str(exc), collected=collected, challenge=taken)
             raise ProofRefused(str(exc)) from None

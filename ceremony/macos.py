@@ -15,15 +15,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from ceremony.errors import KeyProofError
+
 CHALLENGE_BYTES = 32
 # A P-256 SubjectPublicKeyInfo is 91 bytes and a DER ECDSA signature at most 72: anything
 # far larger is not what a device sends.
 MAX_KEY_BYTES = 512
 MAX_SIGNATURE_BYTES = 256
-
-
-class KeyProofError(Exception):
-    """The device's key or its signature is refused; the message says why."""
 
 
 def new_challenge() -> bytes:

@@ -34,7 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 from redis import Redis, SSLConnection
 from redis.exceptions import RedisError
 
-from inventory.errors import ConfigurationError, DevtrustError
+from ceremony.errors import RateLimited, RateLimiterUnavailable
+from inventory.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -51,28 +52,6 @@ DEFAULT_PREFIX = "devtrust:ratelimit:"
 # Seconds to wait for Redis: a limiter sits in a request's path, so a Redis that hangs
 # must turn into a prompt 503 rather than a client timing out.
 _REDIS_TIMEOUT = 2.0
-
-
-class RateLimited(DevtrustError):
-    """Too many attempts for one key; ``retry_after`` seconds (>= 1) until the next is let in."""
-
-    http_status = 429
-
-    def __init__(self, what: str, key: str, retry_after: int) -> None:
-        self.what = what
-        self.key = key
-        self.retry_after = retry_after
-        shown = key if key.isprintable() else repr(key)  # the message stays one line
-        super().__init__(f"too many {what} for {shown}: try again in {retry_after} s")
-
-    def __reduce__(self) -> tuple[type[RateLimited], tuple[str, str, int]]:
-        return type(self), (self.what, self.key, self.retry_after)
-
-
-class RateLimiterUnavailable(DevtrustError):
-    """The rate-limit server cannot be used right now; worth a retry."""
-
-    http_status = 503
 
 
 class RateLimiter(Protocol):

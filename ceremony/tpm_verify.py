@@ -41,6 +41,14 @@ from tpm2_pytss.types import (  # type: ignore[import-untyped]
 )
 from tpm2_pytss.utils import make_credential  # type: ignore[import-untyped]
 
+from ceremony.errors import (
+    AKError,
+    AttestationError,
+    ChallengeError,
+    EKCertificateError,
+    QuoteError,
+)
+
 MAX_STRUCTURE = 4096  # bytes; every TPM structure the agent sends is far smaller
 MAX_CERTIFICATE = 8192
 MAX_CHAIN_DEPTH = 5
@@ -72,26 +80,6 @@ _X509_ERRORS = (
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
 )
-
-
-class AttestationError(Exception):
-    """A device's attestation is refused; the message says what is wrong, in one line."""
-
-
-class EKCertificateError(AttestationError):
-    """The EK certificate is unreadable, untrusted or does not match the EK."""
-
-
-class AKError(AttestationError):
-    """The attestation key's public area or creation proof is refused."""
-
-
-class ChallengeError(AttestationError):
-    """The credential challenge cannot be made, or its answer is wrong."""
-
-
-class QuoteError(AttestationError):
-    """A quote is malformed, not signed by the AK, or does not match the nonce or PCRs."""
 
 
 @dataclass(frozen=True)

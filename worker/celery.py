@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 @signals.setup_logging.connect
 def _setup_logging(loglevel: int | str | None = None, **_: object) -> None:
-    configure_logging(loglevel or "INFO")
+    configure_logging(loglevel or "INFO", quiet_tasks=frozenset({AUTO_ENROLL_TASK}))
     # One line per Jamf request is noise at INFO; failures are logged by jamf.client.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -174,6 +174,25 @@ def _redact(key: str, value: object, depth: int) -> object:
     return value
 
 
+class TaskPayloadFilter(logging.Filter):
+    """Keep the arguments and results of the named tasks out of Celery's "received" and
+    "succeeded" lines: an auto-enrollment verdict carries a fresh enrollment token, and
+    its arguments a person's device data. Celery logs them as repr strings, which the
+    key-based redaction cannot see into."""
+
+    def __init__(self, tasks: frozenset[str]) -> None:
+        super().__init__()
+        self.tasks = tasks
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for context in (record.args, record.__dict__.get("data")):
+            if isinstance(context, dict) and context.get("name") in self.tasks:
+                for key in ("return_value", "args", "kwargs"):
+                    if key in context:
+                        context[key] = MASK
+        return True
+
+
 # -- formatters ----------------------------------------------------------------------------
 
 
@@ -259,11 +278,13 @@ def configure_logging(
     *,
     json_output: bool | None = None,
     stream: IO[str] | None = None,
+    quiet_tasks: frozenset[str] = frozenset(),
 ) -> None:
     """Send the root logger's records to ``stream`` (default: stderr) at ``level``.
 
     ``json_output=None`` picks JSON lines unless the stream is a terminal. Calling it
     again replaces the handler it installed before; handlers installed by others stay.
+    ``quiet_tasks`` names tasks whose arguments and results are never logged.
     """
     if isinstance(level, str):
         levels = logging.getLevelNamesMapping()
@@ -278,6 +299,8 @@ def configure_logging(
     # Context first, so context fields are redacted too.
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactSecretsFilter())
+    if quiet_tasks:
+        handler.addFilter(TaskPayloadFilter(quiet_tasks))
     setattr(handler, _OWN_HANDLER, True)
 
     root = logging.getLogger()

@@ -64,11 +64,13 @@ def purge_challenges() -> int:
     return jobs.purge_challenges(app.conf.devtrust_settings)
 
 
-@app.task(name=AUTO_ENROLL_TASK, acks_late=False)
+@app.task(name=AUTO_ENROLL_TASK, acks_late=False, track_started=False)
 def auto_enroll(user: str, collected: dict[str, Any]) -> dict[str, Any]:
     """Auto-enrollment's check for ``user`` on the device ``collected`` describes: the
     verdict, with a token on success. A refusal is a verdict, not a failed task; a login
-    is waiting, so nothing is retried (acknowledged on receipt: never run twice)."""
+    is waiting, so nothing is retried (acknowledged on receipt: never run twice). No
+    STARTED state: the waiting login reads only the verdict, and the state would cost a
+    result-backend write and a message to every waiter on each check."""
     return jobs.auto_enroll_check(app.conf.devtrust_settings, user=user, collected=collected)
 
 

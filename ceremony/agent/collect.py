@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ceremony.agent.errors import CollectError
 from inventory.domain import CollectedData, OSType
 
 DEFAULT_DMI_DIR = Path("/sys/class/dmi/id")
@@ -51,10 +52,6 @@ _PLACEHOLDERS = frozenset(
         "SerialNumber",
     )
 )
-
-
-class CollectError(Exception):
-    """The device's data cannot be collected; the message says what to do."""
 
 
 def real_value(value: str | None) -> str | None:

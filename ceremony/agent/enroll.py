@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import ValidationError
 
+from ceremony.agent.errors import ServiceError
 from ceremony.agent.tpm import DeviceTPM, load_ak
 from ceremony.agent.tpm import Quote as TPMQuote
 from ceremony.protocol import (
@@ -31,15 +32,6 @@ from ceremony.protocol import (
     Wire,
 )
 from inventory.domain import CollectedData
-
-
-class ServiceError(Exception):
-    """The request could not be made, the service refused it or could not be reached; the
-    message says which."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class EnclaveKey(Protocol):

@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ceremony.agent.enroll import (
     CeremonyClient,
     EnclaveKey,
-    ServiceError,
     enroll_macos,
     enroll_tpm,
     wire_collected,
     wire_quote,
 )
-from ceremony.agent.tpm import DeviceTPM, TPMError, load_ak
+from ceremony.agent.errors import ServiceError
+from ceremony.agent.tpm import DeviceTPM, load_ak
 from ceremony.protocol import (
     AuthChallenge,
     AuthComplete,
@@ -172,6 +172,3 @@ def login(
     path.write_text(certificate.certificate)
     x509.load_pem_x509_certificate(certificate.certificate.encode())  # it parses
     return LoggedIn(certificate, path, enrolled_now)
-
-
-__all__ = ["LoggedIn", "Prover", "TPMError", "authenticate", "auto_enroll", "enroll", "login"]

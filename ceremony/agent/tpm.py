@@ -42,6 +42,8 @@ from tpm2_pytss.types import (  # type: ignore[import-untyped]
 )
 from tpm2_pytss.utils import NVReadEK, create_ek_template  # type: ignore[import-untyped]
 
+from ceremony.agent.errors import TPMAccessError, TPMError
+
 DEFAULT_TCTI = "device:/dev/tpmrm0"
 AK_FILE = "ak.json"
 
@@ -72,14 +74,6 @@ _SRK_ATTRIBUTES = (
     | TPMA_OBJECT.RESTRICTED
     | TPMA_OBJECT.DECRYPT
 )
-
-
-class TPMError(Exception):
-    """The TPM refused or failed an operation; the message says which."""
-
-
-class TPMAccessError(TPMError):
-    """The TPM device exists but this user may not open it."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from inventory.domain import CollectedData, OSType, Profile, Role
 from inventory.preference import DeviceTrust, DeviceTrustMode
 from inventory.serialize import collected_to_dict
 from inventory.services import audit, devices, preference, users
-from tests.processes import DEVTRUST, RedisServer, free_port, started, worker
+from tests.processes import DEVTRUST, Process, RedisServer, free_port, started, worker
 
 PROFILE = Profile(
     model_identifier="MacBookPro18,3",
@@ -42,6 +42,7 @@ class Stack:
     url: str
     db: Database
     tmp: Path
+    worker: Process
 
     def user(self, name: str) -> str:
         return users.add_user(self.db.uow(), name, (Role.ACCESS,), actor="admin")[1]
@@ -97,11 +98,11 @@ def _stack(tmp: Path, **env: str) -> Iterator[Stack]:
     db = Database.connect(database_url)
     try:
         with (
-            worker(full, "autoenroll"),
+            worker(full, "autoenroll") as checks,
             started([DEVTRUST, "serve", "--port", str(port)], full, "serve") as server,
         ):
             server.wait_for("Uvicorn running", timeout=30)
-            yield Stack(f"http://127.0.0.1:{port}", db, tmp)
+            yield Stack(f"http://127.0.0.1:{port}", db, tmp, checks)
     finally:
         db.close()
         redis_server.stop()
@@ -124,6 +125,10 @@ def test_a_synced_device_auto_enrolls_and_a_second_user_is_then_refused(
     assert answer.status_code == 200, answer.text
     token = answer.json()["token"]
     assert answer.json()["device"]["asset_tag"] == "C02AUTO00001"
+    # The worker logs the check, never the token it minted nor the device's data.
+    stack.worker.wait_for(r"devtrust.ceremony.auto_enroll\[.*\] succeeded in .*: \*\*\*")
+    assert token not in stack.worker.output()
+    assert "MacBookPro18,3" not in stack.worker.output()
 
     key = SoftwareEnclaveKey.load_or_create(tmp_path)
     with CeremonyClient(stack.url, alice) as client:

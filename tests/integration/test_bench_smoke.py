@@ -89,3 +89,34 @@ def test_bench_ceremony_prints_every_figure_for_both_eks_and_backends() -> None:
             names = {line.split(":")[0].split(None, 2)[2] for line in mine if " ratio " in line}
             assert names == {"server time per enrollment", "server time / raw crypto"}, mine
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
+
+
+@pytest.mark.postgres
+def test_bench_auto_enroll_prints_every_figure_for_both_backends() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.auto_enroll", "--quick", "--backend", "both"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 1), result.stderr  # timings may miss; crashes may not
+    lines = result.stdout.splitlines()
+    for backend in ("sqlite", "postgresql"):
+        mine = [line for line in lines if line.startswith(f"{backend} ")]
+        # A refused check stops the bench before its figures: these lines mean all passed.
+        assert any(
+            "throughput, 1 rounds of 100 tasks: no-op median" in line
+            and "checks/s" in line
+            and "every check passed" in line
+            for line in mine
+        ), result.stdout + result.stderr
+        assert any(
+            "latency, 40 checks offered at 20/s" in line
+            and "p99" in line
+            and "every check passed" in line
+            for line in mine
+        ), result.stdout + result.stderr
+        names = {line.split(":")[0].split(None, 1)[1] for line in mine if " ratio " in line}
+        assert names == {"checks / no-op throughput", "p99 latency at 20 checks/s"}, mine
+    assert lines[-1] in ("PASS", "FAIL"), result.stdout

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from cryptography import x509
 
-from ceremony.agent.enroll import CeremonyClient, ServiceError
+from ceremony.agent.enroll import CeremonyClient
+from ceremony.agent.errors import ServiceError
 from ceremony.agent.login import LoggedIn, Prover, login
 from ceremony.agent.softkey import SoftwareEnclaveKey
 from ceremony.device_ca import CERT_FILE, DeviceExtensions, device_extensions

@@ -20,9 +20,8 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
+from ceremony.errors import RateLimited, RateLimiterUnavailable
 from ceremony.ratelimit import (
-    RateLimited,
-    RateLimiterUnavailable,
     RedisRateLimiter,
     rate_limiter_for,
 )

@@ -26,7 +26,8 @@ from tpm2_pytss.types import (
 )
 from tpm2_pytss.utils import make_credential
 
-from ceremony.agent.tpm import AttestationKey, DeviceTPM, TPMError, load_ak
+from ceremony.agent.errors import TPMError
+from ceremony.agent.tpm import AttestationKey, DeviceTPM, load_ak
 from tests.tpm import SwTPM, swtpm
 
 pytestmark = pytest.mark.swtpm

@@ -16,14 +16,20 @@ from cryptography.x509.oid import NameOID
 from tpm2_pytss.constants import TPMA_OBJECT  # type: ignore[import-untyped]
 from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
-from ceremony.agent.tpm import AttestationKey, DeviceTPM, Quote
-from ceremony.tpm_verify import (
+from ceremony.agent.tpm import (
+    AttestationKey,
+    DeviceTPM,
+    Quote,
+)
+from ceremony.errors import (
     AKError,
     AttestationError,
     ChallengeError,
     EKCertificateError,
-    EnrollmentRequest,
     QuoteError,
+)
+from ceremony.tpm_verify import (
+    EnrollmentRequest,
     attestation_type,
     challenge_ek,
     check_ak,

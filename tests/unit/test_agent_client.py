@@ -6,7 +6,8 @@ import httpx
 import pytest
 import respx
 
-from ceremony.agent.enroll import CeremonyClient, ServiceError, self_token
+from ceremony.agent.enroll import CeremonyClient, self_token
+from ceremony.agent.errors import ServiceError
 from inventory.domain import CollectedData, OSType
 
 URL = "http://devtrust.test:8800"

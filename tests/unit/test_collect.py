@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from ceremony.agent.collect import (
-    CollectError,
     choose_serial,
     collect_linux,
     macos_data,
@@ -17,6 +16,7 @@ from ceremony.agent.collect import (
     real_value,
     windows_data,
 )
+from ceremony.agent.errors import CollectError
 from inventory.domain import OSType
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

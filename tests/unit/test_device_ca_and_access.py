@@ -10,16 +10,19 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ceremony.access import REQUIRES_TRUSTED_DEVICE, check_access
+from ceremony.access import (
+    REQUIRES_TRUSTED_DEVICE,
+    check_access,
+)
 from ceremony.device_ca import (
     CERT_FILE,
     DEVICE_ID,
     KEY_FILE,
     DeviceCA,
-    DeviceCAError,
     DeviceExtensions,
     device_extensions,
 )
+from ceremony.errors import DeviceCAError
 from inventory.errors import AccessDenied
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)

@@ -11,8 +11,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ceremony.agent.softkey import KEY_FILE, SoftwareEnclaveKey
-from ceremony.macos import KeyProofError, new_challenge, parse_public_key, verify_key_proof
+from ceremony.agent.softkey import (
+    KEY_FILE,
+    SoftwareEnclaveKey,
+)
+from ceremony.errors import KeyProofError
+from ceremony.macos import (
+    new_challenge,
+    parse_public_key,
+    verify_key_proof,
+)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from ceremony.errors import RateLimited
 from ceremony.ratelimit import (
     LocalRateLimiter,
-    RateLimited,
     RedisRateLimiter,
     rate_limiter_for,
 )

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ceremony.errors import AttestationError
 from ceremony.tpm_verify import (
-    AttestationError,
     Challenge,
     EnrollmentRequest,
     attestation_type,

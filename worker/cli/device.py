@@ -28,7 +28,8 @@ class DeviceDataError(DevtrustError):
 
 
 def _collect() -> CollectedData:
-    from ceremony.agent.collect import CollectError, collect
+    from ceremony.agent.collect import collect
+    from ceremony.agent.errors import CollectError
 
     try:
         return collect(settings().dmi_dir)
@@ -118,10 +119,11 @@ def login(
 @contextmanager
 def _agent(collected: CollectedData) -> Iterator[tuple[CeremonyClient, Prover]]:
     """The service client and this device's prover; agent errors become one line."""
-    from ceremony.agent.enroll import CeremonyClient, ServiceError
+    from ceremony.agent.enroll import CeremonyClient
+    from ceremony.agent.errors import ServiceError, TPMError
     from ceremony.agent.login import Prover
     from ceremony.agent.softkey import SoftwareEnclaveKey
-    from ceremony.agent.tpm import DeviceTPM, TPMError
+    from ceremony.agent.tpm import DeviceTPM
 
     current = settings()
     if current.user_token is None or not current.user_token.get_secret_value().strip():

@@ -86,8 +86,9 @@ def serve(
 
     from ceremony.authn import AuthConfig, DeviceAuthentication
     from ceremony.autoenroll import AutoEnrollment
-    from ceremony.device_ca import DeviceCA, DeviceCAError
+    from ceremony.device_ca import DeviceCA
     from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
+    from ceremony.errors import DeviceCAError
     from ceremony.ratelimit import rate_limiter_for
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
