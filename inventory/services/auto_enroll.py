@@ -6,14 +6,15 @@ device and that user (single use, five minutes), which only the enrollment cerem
 accepts. The device's row is locked for the check, and a device with a live
 auto-enrollment token is refused, so checks racing for one device yield one token at
 most. Every attempt is audited as ``device.token.create``, with the reason when refused,
-and the collected data goes on the device's history for ``devtrust devices diff``.
+and the collected data goes on the device's history for ``devtrust devices diff``. The
+statements are Core, built once: the check is short and frequent.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 
 from inventory.db import UnitOfWork
 from inventory.domain import CollectedData, Device, IssuedToken, TokenKind
@@ -39,13 +40,8 @@ def check_and_mint(
     candidates: list[Device] = []
     try:
         with uow:
-            rows = uow.session.scalars(
-                select(DeviceRow)
-                .where(
-                    DeviceRow.asset_tag == collected.serial_number,
-                    DeviceRow.os_type == collected.os_type.value,
-                )
-                .with_for_update()
+            rows = uow.session.execute(
+                _CANDIDATES, {"tag": collected.serial_number, "os": collected.os_type.value}
             ).all()
             candidates = [to_device(row) for row in rows]
             device = check_auto_enroll(candidates, collected)
@@ -79,16 +75,24 @@ def check_and_mint(
         raise
 
 
-def _live_auto_token(uow: UnitOfWork, device: Device) -> bool:
-    return bool(
-        uow.session.scalar(
-            select(
-                exists().where(
-                    EnrollmentTokenRow.device_id == device.id,
-                    EnrollmentTokenRow.kind == TokenKind.AUTO.value,
-                    EnrollmentTokenRow.spent_time.is_(None),
-                    EnrollmentTokenRow.expire_time > uow.now(),
-                )
-            )
-        )
+# Built once: the check runs often, and building a statement costs more than running it.
+_DEVICES = DeviceRow.__table__
+_CANDIDATES = (
+    select(_DEVICES)
+    .where(_DEVICES.c.asset_tag == bindparam("tag"), _DEVICES.c.os_type == bindparam("os"))
+    .with_for_update()
+)
+_TOKENS = EnrollmentTokenRow.__table__
+_LIVE_AUTO_TOKEN = select(
+    exists().where(
+        _TOKENS.c.device_id == bindparam("device"),
+        _TOKENS.c.kind == TokenKind.AUTO.value,
+        _TOKENS.c.spent_time.is_(None),
+        _TOKENS.c.expire_time > bindparam("now"),
     )
+)
+
+
+def _live_auto_token(uow: UnitOfWork, device: Device) -> bool:
+    live = uow.session.execute(_LIVE_AUTO_TOKEN, {"device": device.id, "now": uow.now()})
+    return bool(live.scalar())

@@ -6,8 +6,9 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import Row, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork
@@ -328,7 +329,8 @@ def _apply_profile(row: DeviceRow, profile: Profile) -> None:
     row.profile_update_time = profile.update_time
 
 
-def to_device(row: DeviceRow) -> Device:
+def to_device(row: DeviceRow | Row[Any]) -> Device:
+    """The device of an ORM row or of a Core row of the devices table (same names)."""
     credential = None
     if row.credential_id is not None:
         credential = Credential(

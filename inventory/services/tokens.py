@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
@@ -73,8 +73,8 @@ def create_token_within(
     token = new_secret()
     now = uow.now()
     expire_time = now + ttl
-    uow.session.add(
-        EnrollmentTokenRow(
+    uow.session.execute(
+        insert(EnrollmentTokenRow).values(
             token_hash=hash_secret(token),
             device_id=device.id,
             kind=kind.value,
