@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 
 from inventory.db import UnitOfWork
 from inventory.domain import AuditEvent, Device
@@ -41,18 +41,23 @@ def record_within(
     bookkeeping would be pure cost on every audited change.
     """
     uow.session.execute(
-        insert(AuditEventRow).values(
-            time=uow.now(),
-            type=type,
-            success=success,
-            actor=actor,
-            message=message,
-            device_id=device.id if device else None,
-            asset_tag=device.asset_tag if device else None,
-            os_type=device.os_type.value if device else None,
-            details=details or None,
-        )
+        _INSERT,
+        {
+            "time": uow.now(),
+            "type": type,
+            "success": success,
+            "actor": actor,
+            "message": message,
+            "device_id": device.id if device else None,
+            "asset_tag": device.asset_tag if device else None,
+            "os_type": device.os_type.value if device else None,
+            "details": details or None,
+        },
     )
+
+
+# Built once: a plain INSERT with its values passed as parameters.
+_INSERT = insert(cast(Table, AuditEventRow.__table__))
 
 
 def record_failure(

@@ -13,8 +13,9 @@ statements are Core, built once: the check is short and frequent.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import Table, bindparam, exists, select
 
 from inventory.db import UnitOfWork
 from inventory.domain import CollectedData, Device, IssuedToken, TokenKind
@@ -76,13 +77,13 @@ def check_and_mint(
 
 
 # Built once: the check runs often, and building a statement costs more than running it.
-_DEVICES = DeviceRow.__table__
+_DEVICES = cast(Table, DeviceRow.__table__)
 _CANDIDATES = (
     select(_DEVICES)
     .where(_DEVICES.c.asset_tag == bindparam("tag"), _DEVICES.c.os_type == bindparam("os"))
     .with_for_update()
 )
-_TOKENS = EnrollmentTokenRow.__table__
+_TOKENS = cast(Table, EnrollmentTokenRow.__table__)
 _LIVE_AUTO_TOKEN = select(
     exists().where(
         _TOKENS.c.device_id == bindparam("device"),

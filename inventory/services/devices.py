@@ -6,9 +6,9 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, func, insert, select, tuple_
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork
@@ -255,37 +255,41 @@ def record_collected_data_within(
 ) -> None:
     """Store what a device reported, keeping only its ``keep`` newest reports."""
     uow.session.execute(
-        insert(CollectedDataRow).values(
-            device_id=device_id,
-            serial_number=data.serial_number,
-            os_type=data.os_type.value,
-            model_identifier=data.model_identifier,
-            os_version=data.os_version,
-            os_build=data.os_build,
-            os_id=data.os_id,
-            os_login_user=data.os_login_user,
-            jamf_binary_version=data.jamf_binary_version,
-            reported_asset_tag=data.reported_asset_tag,
-            system_serial_number=data.system_serial_number,
-            base_board_serial_number=data.base_board_serial_number,
-            collect_time=data.collect_time,
-            record_time=uow.now(),
-        )
+        _INSERT_COLLECTED,
+        {
+            "device_id": device_id,
+            "serial_number": data.serial_number,
+            "os_type": data.os_type.value,
+            "model_identifier": data.model_identifier,
+            "os_version": data.os_version,
+            "os_build": data.os_build,
+            "os_id": data.os_id,
+            "os_login_user": data.os_login_user,
+            "jamf_binary_version": data.jamf_binary_version,
+            "reported_asset_tag": data.reported_asset_tag,
+            "system_serial_number": data.system_serial_number,
+            "base_board_serial_number": data.base_board_serial_number,
+            "collect_time": data.collect_time,
+            "record_time": uow.now(),
+        },
     )
-    # The newest report beyond the window; it and everything older go (none: no-op).
-    cutoff = (
-        select(CollectedDataRow.id)
-        .where(CollectedDataRow.device_id == device_id)
-        .order_by(CollectedDataRow.id.desc())
-        .offset(keep)
-        .limit(1)
-        .scalar_subquery()
-    )
-    uow.session.execute(
-        delete(CollectedDataRow)
-        .where(CollectedDataRow.device_id == device_id, CollectedDataRow.id <= cutoff)
-        .execution_options(synchronize_session=False)
-    )
+    uow.session.execute(_TRIM_COLLECTED, {"device": device_id, "keep": keep})
+
+
+# Built once: collected data is written on every enrollment and login.
+_COLLECTED = cast(Table, CollectedDataRow.__table__)
+_INSERT_COLLECTED = insert(_COLLECTED)
+# The newest report beyond the window; it and everything older go (none: no-op).
+_TRIM_COLLECTED = delete(_COLLECTED).where(
+    _COLLECTED.c.device_id == bindparam("device"),
+    _COLLECTED.c.id
+    <= select(_COLLECTED.c.id)
+    .where(_COLLECTED.c.device_id == bindparam("device"))
+    .order_by(_COLLECTED.c.id.desc())
+    .offset(bindparam("keep"))
+    .limit(1)
+    .scalar_subquery(),
+)
 
 
 def collected_history(uow: UnitOfWork, device_id: str, *, limit: int = 10) -> list[CollectedData]:

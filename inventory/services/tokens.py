@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 
 from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
@@ -17,6 +18,7 @@ from inventory.services.devices import row_by_ref_within, to_device
 
 DEFAULT_TTL = timedelta(hours=1)
 MAX_TTL = timedelta(days=7)
+_INSERT = insert(cast(Table, EnrollmentTokenRow.__table__))  # built once
 
 
 def create_token(
@@ -74,15 +76,17 @@ def create_token_within(
     now = uow.now()
     expire_time = now + ttl
     uow.session.execute(
-        insert(EnrollmentTokenRow).values(
-            token_hash=hash_secret(token),
-            device_id=device.id,
-            kind=kind.value,
-            user_name=user,
-            created_by=actor,
-            create_time=now,
-            expire_time=expire_time,
-        )
+        _INSERT,
+        {
+            "token_hash": hash_secret(token),
+            "device_id": device.id,
+            "kind": kind.value,
+            "user_name": user,
+            "created_by": actor,
+            "create_time": now,
+            "expire_time": expire_time,
+            "spent_time": None,
+        },
     )
     audit.record_within(
         uow,
