@@ -154,7 +154,7 @@ def register(url: str, count: int) -> list[dict[str, Any]]:
                 os_login_user=USER,
                 jamf_binary_version=PROFILE.jamf_binary_version,
             )
-            wire = Collected.from_domain(collected).model_dump(mode="json")
+            wire = Collected.from_domain(collected).model_dump(mode="json", exclude_none=True)
             payloads.append({"user": USER, "collected": wire})
         return payloads
     finally:

@@ -71,7 +71,9 @@ class AutoEnrollment:
             )
             raise AutoEnrollRefused(refusal)
         self.limiter.hit(user.name)
-        check_id = self.queue.submit(user.name, collected.model_dump(mode="json"))
+        check_id = self.queue.submit(
+            user.name, collected.model_dump(mode="json", exclude_none=True)
+        )
         return self._answer(user.name, check_id, self.wait)
 
     def poll(self, credential: str, check_id: str) -> AutoEnrollToken | AutoEnrollPending:

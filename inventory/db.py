@@ -57,11 +57,17 @@ def redacted(url: URL) -> str:
 
 
 def create_db_engine(url: str, **engine_options: Any) -> Engine:
-    """An engine for ``url``; ``engine_options`` go to SQLAlchemy (pool_size, echo...)."""
+    """An engine for ``url``; ``engine_options`` go to SQLAlchemy (pool_size, echo...).
+
+    Server databases ping a pooled connection before handing it out unless
+    ``pool_pre_ping=False`` is given: a caller that retries on a stale connection itself
+    saves the round trip."""
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
+        engine_options.pop("pool_pre_ping", None)
         return _sqlite_engine(parsed, **engine_options)
-    return create_engine(parsed, pool_pre_ping=True, **engine_options)
+    engine_options.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **engine_options)
 
 
 def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:

@@ -158,7 +158,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=timedelta(days=7),
-        result_extended=True,
+        # Results hold only the outcome: a task's arguments (a device's collected data
+        # for an auto-enrollment check) are not copied into the result backend.
+        result_extended=False,
         task_track_started=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -10,10 +10,13 @@ import logging
 import os
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from inventory.db import Database
+from inventory.domain import CollectedData, IssuedToken
 from inventory.durations import parse_duration
 from inventory.errors import DevtrustError, InvalidArgument
-from inventory.serialize import device_to_dict, run_to_dict
+from inventory.serialize import run_to_dict
 from inventory.services import auto_enroll, challenges
 from inventory.services import source_sync as store
 from inventory.settings import Settings
@@ -119,11 +122,13 @@ _databases: dict[tuple[int, str], Database] = {}
 def database_for(settings: Settings) -> Database:
     """One database (and connection pool) per worker process, opened on first use: the
     auto-enrollment check is short and frequent, so it must not pay for a pool each time.
-    Keyed by process id as well, so a forked child never shares its parent's connections."""
+    Keyed by process id as well, so a forked child never shares its parent's connections.
+    No ping before each use: ``auto_enroll_check`` retries once on a stale connection."""
     key = (os.getpid(), settings.database_url_value)
     db = _databases.get(key)
     if db is None:
-        db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+        url = settings.database_url_value
+        db = Database.connect(url, migrate=settings.auto_migrate, pool_pre_ping=False)
         _databases[key] = db
     return db
 
@@ -142,12 +147,7 @@ def auto_enroll_check(
         first = str(exc).splitlines()[0]
         return {"ok": False, "user": user, "status": 400, "reason": f"collected data: {first}"}
     try:
-        issued = auto_enroll.check_and_mint(
-            database_for(settings).uow(),
-            user=user,
-            collected=data,
-            history_limit=settings.collected_history_limit,
-        )
+        issued = _check_and_mint(settings, user, data)
     except DevtrustError as exc:
         return {"ok": False, "user": user, "status": exc.http_status, "reason": str(exc)}
     return {
@@ -155,5 +155,28 @@ def auto_enroll_check(
         "user": user,
         "token": issued.token,
         "expire_time": issued.expire_time.isoformat(),
-        "device": device_to_dict(issued.device),
+        # The device the token enrolls, briefly: the verdict travels through the result
+        # backend on every check.
+        "device": {
+            "id": issued.device.id,
+            "asset_tag": issued.device.asset_tag,
+            "os_type": issued.device.os_type.value,
+        },
     }
+
+
+def _check_and_mint(settings: Settings, user: str, data: CollectedData) -> IssuedToken:
+    for attempt in (1, 2):
+        try:
+            return auto_enroll.check_and_mint(
+                database_for(settings).uow(),
+                user=user,
+                collected=data,
+                history_limit=settings.collected_history_limit,
+            )
+        except DBAPIError as exc:
+            # A pooled connection the database dropped (it restarted): the pool has been
+            # invalidated, so once more on a fresh connection.
+            if not exc.connection_invalidated or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -5,9 +5,10 @@ One transaction finds the device the collected data names, applies the drift rul
 device and that user (single use, five minutes), which only the enrollment ceremony
 accepts. The device's row is locked for the check, and a device with a live
 auto-enrollment token is refused, so checks racing for one device yield one token at
-most. Every attempt is audited as ``device.token.create``, with the reason when refused,
-and the collected data goes on the device's history for ``devtrust devices diff``. The
-statements are Core, built once: the check is short and frequent.
+most. Every attempt is audited as ``device.token.create``, with the reason when refused;
+a refused attempt's collected data goes on the device's history for ``devtrust devices
+diff`` (a passing one's does when the ceremony enrolls the device). The statements are
+Core, built once: the check is short and frequent.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, exists, select
+from sqlalchemy import Table, bindparam, select
 
 from inventory.db import UnitOfWork
 from inventory.domain import CollectedData, Device, IssuedToken, TokenKind
 from inventory.drift import AutoEnrollRefused, check_auto_enroll
 from inventory.errors import DevtrustError
-from inventory.models import DeviceRow, EnrollmentTokenRow
+from inventory.models import DeviceRow
 from inventory.services import audit, tokens
 from inventory.services.devices import record_collected_data_within, to_device
 
@@ -46,15 +47,15 @@ def check_and_mint(
             ).all()
             candidates = [to_device(row) for row in rows]
             device = check_auto_enroll(candidates, collected)
-            if _live_auto_token(uow, device):
+            issued = tokens.create_sole_token_within(
+                uow, device, actor=user, kind=TokenKind.AUTO, ttl=ttl, user=user
+            )
+            if issued is None:
                 raise AutoEnrollRefused(
                     "an auto-enrollment of this device is already under way: "
                     "finish it, or try again once its token expires"
                 )
-            issued = tokens.create_token_within(
-                uow, device, actor=user, kind=TokenKind.AUTO, ttl=ttl, user=user
-            )
-            record_collected_data_within(uow, device.id, collected, keep=history_limit)
+            # The collected data goes on the history when the ceremony spends the token.
             uow.commit()
             return issued
     except DevtrustError as exc:
@@ -83,17 +84,3 @@ _CANDIDATES = (
     .where(_DEVICES.c.asset_tag == bindparam("tag"), _DEVICES.c.os_type == bindparam("os"))
     .with_for_update()
 )
-_TOKENS = cast(Table, EnrollmentTokenRow.__table__)
-_LIVE_AUTO_TOKEN = select(
-    exists().where(
-        _TOKENS.c.device_id == bindparam("device"),
-        _TOKENS.c.kind == TokenKind.AUTO.value,
-        _TOKENS.c.spent_time.is_(None),
-        _TOKENS.c.expire_time > bindparam("now"),
-    )
-)
-
-
-def _live_auto_token(uow: UnitOfWork, device: Device) -> bool:
-    live = uow.session.execute(_LIVE_AUTO_TOKEN, {"device": device.id, "now": uow.now()})
-    return bool(live.scalar())

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
-from typing import cast
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, exists, insert, select, update
 
 from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
@@ -18,7 +18,6 @@ from inventory.services.devices import row_by_ref_within, to_device
 
 DEFAULT_TTL = timedelta(hours=1)
 MAX_TTL = timedelta(days=7)
-_INSERT = insert(cast(Table, EnrollmentTokenRow.__table__))  # built once
 
 
 def create_token(
@@ -72,22 +71,61 @@ def create_token_within(
     ttl: timedelta,
     user: str | None = None,
 ) -> IssuedToken:
+    token, params = _new_token(uow, device, actor=actor, kind=kind, ttl=ttl, user=user)
+    uow.session.execute(_INSERT, params)
+    return _issued(uow, token, params, device, actor=actor, kind=kind, user=user)
+
+
+def create_sole_token_within(
+    uow: UnitOfWork,
+    device: Device,
+    *,
+    actor: str,
+    kind: TokenKind,
+    ttl: timedelta,
+    user: str | None = None,
+) -> IssuedToken | None:
+    """``create_token_within``, unless the device already has a live token of this kind
+    (None then): one statement, which sees tokens committed since the caller's lock."""
+    token, params = _new_token(uow, device, actor=actor, kind=kind, ttl=ttl, user=user)
+    if uow.session.execute(_INSERT_SOLE, params).first() is None:
+        return None
+    return _issued(uow, token, params, device, actor=actor, kind=kind, user=user)
+
+
+def _new_token(
+    uow: UnitOfWork,
+    device: Device,
+    *,
+    actor: str,
+    kind: TokenKind,
+    ttl: timedelta,
+    user: str | None,
+) -> tuple[str, dict[str, Any]]:
     token = new_secret()
     now = uow.now()
-    expire_time = now + ttl
-    uow.session.execute(
-        _INSERT,
-        {
-            "token_hash": hash_secret(token),
-            "device_id": device.id,
-            "kind": kind.value,
-            "user_name": user,
-            "created_by": actor,
-            "create_time": now,
-            "expire_time": expire_time,
-            "spent_time": None,
-        },
-    )
+    return token, {
+        "token_hash": hash_secret(token),
+        "device_id": device.id,
+        "kind": kind.value,
+        "user_name": user,
+        "created_by": actor,
+        "create_time": now,
+        "expire_time": now + ttl,
+    }
+
+
+def _issued(
+    uow: UnitOfWork,
+    token: str,
+    params: dict[str, Any],
+    device: Device,
+    *,
+    actor: str,
+    kind: TokenKind,
+    user: str | None,
+) -> IssuedToken:
+    expire_time: datetime = params["expire_time"]
     audit.record_within(
         uow,
         audit.DEVICE_TOKEN_CREATE,
@@ -97,6 +135,35 @@ def create_token_within(
         details={"kind": kind.value, "expire_time": expire_time.isoformat(), "user": user},
     )
     return IssuedToken(token=token, kind=kind, device=device, expire_time=expire_time, user=user)
+
+
+# Built once: plain INSERTs with their values passed as parameters.
+_TABLE = cast(Table, EnrollmentTokenRow.__table__)
+_COLUMNS = ("token_hash", "device_id", "kind", "user_name", "created_by", "create_time",
+            "expire_time")  # fmt: skip
+_INSERT = insert(_TABLE)
+
+
+def _param(name: str) -> BindParameter[Any]:
+    return bindparam(name, type_=_TABLE.c[name].type)
+
+
+# INSERT ... SELECT <the values> WHERE NOT EXISTS (a live token of this kind).
+_INSERT_SOLE = (
+    insert(_TABLE)
+    .from_select(
+        list(_COLUMNS),
+        select(*(_param(c) for c in _COLUMNS)).where(
+            ~exists().where(
+                _TABLE.c.device_id == _param("device_id"),
+                _TABLE.c.kind == _param("kind"),
+                _TABLE.c.spent_time.is_(None),
+                _TABLE.c.expire_time > _param("create_time"),
+            )
+        ),
+    )
+    .returning(_TABLE.c.id)
+)
 
 
 def spend_token(
