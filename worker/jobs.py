@@ -143,9 +143,13 @@ def auto_enroll_check(
 
     try:
         data = Collected.model_validate(collected).to_domain()
-    except (ValidationError, InvalidArgument) as exc:
-        first = str(exc).splitlines()[0]
-        return {"ok": False, "user": user, "status": 400, "reason": f"collected data: {first}"}
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "collected data"
+        reason = f"collected data: {where}: {error['msg']}"
+        return {"ok": False, "user": user, "status": 400, "reason": reason}
+    except InvalidArgument as exc:
+        return {"ok": False, "user": user, "status": 400, "reason": f"collected data: {exc}"}
     try:
         issued = _check_and_mint(settings, user, data)
     except DevtrustError as exc:

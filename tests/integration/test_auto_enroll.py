@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,60 @@ def test_racing_checks_from_two_users_yield_one_token_on_postgresql(
     finally:
         _empty(db)
         db.close()
+
+
+@pytest.mark.postgres
+def test_the_worker_check_survives_its_database_dropping_the_connection(
+    postgres_url: str,
+) -> None:
+    """The worker's pool does not ping before each check: a dropped connection is retried
+    once on a fresh one, so a database restart costs no login a refusal."""
+    from sqlalchemy import text
+
+    from ceremony.protocol import Collected
+    from inventory.settings import load_settings
+    from tests.conftest import _empty
+    from worker import jobs
+
+    db = Database.connect(postgres_url)
+    settings = load_settings(database_url=postgres_url)
+    try:
+        for tag in ("C02DROP00001", "C02DROP00002"):
+            devices.register_device(
+                db.uow(), os_type="macos", asset_tag=tag, actor="jamf", profile=PROFILE
+            )
+
+        def check(tag: str) -> dict[str, object]:
+            wire = Collected.from_domain(replace(COLLECTED, serial_number=tag))
+            return jobs.auto_enroll_check(
+                settings, user="alice", collected=wire.model_dump(mode="json")
+            )
+
+        first = check("C02DROP00001")
+        assert first["ok"] is True, first
+        with db.engine.connect() as admin:
+            dropped = admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        assert dropped  # the worker's pooled connection among them
+        assert check("C02DROP00002")["ok"] is True
+    finally:
+        _empty(db)
+        db.close()
+
+
+def test_collected_data_the_worker_cannot_read_is_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    from inventory.settings import load_settings
+    from worker import jobs
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'devtrust.db'}")
+    verdict = jobs.auto_enroll_check(
+        settings, user="alice", collected={"serial_number": TAG, "os_type": "beos"}
+    )
+    assert verdict["ok"] is False and verdict["status"] == 400
+    assert str(verdict["reason"]).startswith("collected data: os_type: Input should be ")
