@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ceremony.errors import RateLimited
 from ceremony.protocol import AutoEnrollPending, AutoEnrollToken, Collected
 from inventory.db import Database
 from inventory.domain import TokenKind
@@ -60,17 +61,20 @@ class AutoEnrollment:
                 "auto-enrollment is disabled (device_trust.auto_enroll is false): "
                 "ask an admin for an enrollment token"
             )
-        if refusal is not None:
+        try:
+            if refusal is not None:
+                raise AutoEnrollRefused(refusal)
+            self.limiter.hit(user.name)
+        except (AutoEnrollRefused, RateLimited) as exc:  # every attempt is audited
             audit.record_failure(
                 self.db.uow(),
                 audit.DEVICE_TOKEN_CREATE,
                 actor=user.name,
                 message=f"auto-enrollment of {collected.serial_number}/"
-                f"{collected.os_type.value} for {user.name} refused: {refusal}",
+                f"{collected.os_type.value} for {user.name} refused: {exc}",
                 details={"kind": TokenKind.AUTO.value, "user": user.name},
             )
-            raise AutoEnrollRefused(refusal)
-        self.limiter.hit(user.name)
+            raise
         check_id = self.queue.submit(
             user.name, collected.model_dump(mode="json", exclude_none=True)
         )

@@ -189,6 +189,9 @@ def test_attempts_are_rate_limited_per_user(stack: Stack) -> None:
     assert limited.json()["error"].startswith("too many auto-enrollment attempts for erin")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert stack.post(frank, collected("C02NOPE")).status_code == 403  # another user's count
+    events = audit.list_events(stack.db.uow(), type=audit.DEVICE_TOKEN_CREATE)
+    limited_events = [e for e in events if e.actor == "erin" and "too many" in e.message]
+    assert len(limited_events) == 2 and not any(e.success for e in limited_events)
 
 
 def test_a_slow_verdict_is_answered_202_and_polled_by_its_user_only(
