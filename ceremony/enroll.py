@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ceremony import macos, tpm_verify
+from ceremony import ek_cert, macos, tpm_verify
 from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from ceremony.protocol import (
     PCR_BANK,
@@ -289,7 +289,7 @@ def _tpm_challenge(
     challenge = tpm_verify.make_challenge(tpm_verify.challenge_ek(attestation), ak.name)
     serial = None
     if tpm.ek_cert is not None:
-        serial = format(tpm_verify.parse_ek_certificate(tpm.ek_cert).serial_number, "x")
+        serial = format(ek_cert.parse_ek_certificate(tpm.ek_cert).serial_number, "x")
     state = {
         "ak_public": _b64(ak.public),
         "secret": _b64(challenge.secret),

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ceremony.ek_cert import ek_public_from_certificate, parse_ek_certificate, verify_ek_chain
 from ceremony.errors import AttestationError
 from ceremony.tpm_verify import (
     Challenge,
@@ -23,12 +24,9 @@ from ceremony.tpm_verify import (
     attestation_type,
     challenge_ek,
     check_ak,
-    ek_public_from_certificate,
     ek_public_key,
     make_challenge,
-    parse_ek_certificate,
     verify_activation,
-    verify_ek_chain,
     verify_quote,
 )
 
