@@ -12,9 +12,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from inventory.db import UnitOfWork
 from inventory.errors import DevtrustError
@@ -79,15 +80,17 @@ def issue_challenge_within(
         expire_time=now + ttl,
     )
     uow.session.execute(
-        insert(ChallengeRow).values(
-            id=challenge.id,
-            kind=kind,
-            device_id=device_id,
-            user_name=user_name,
-            state=state,
-            create_time=now,
-            expire_time=challenge.expire_time,
-        )
+        _INSERT,
+        {
+            "id": challenge.id,
+            "kind": kind,
+            "device_id": device_id,
+            "user_name": user_name,
+            "state": state,
+            "create_time": now,
+            "expire_time": challenge.expire_time,
+            "used_time": None,
+        },
     )
     return challenge
 
@@ -111,21 +114,9 @@ def take_challenge_within(
 ) -> Challenge:
     """``take_challenge`` inside the caller's transaction: one UPDATE ... RETURNING."""
     now = uow.now()
-    conditions = [
-        ChallengeRow.id == challenge_id,
-        ChallengeRow.kind == kind,
-        ChallengeRow.used_time.is_(None),
-        ChallengeRow.expire_time > now,
-    ]
-    if user_name is not None:
-        conditions.append(ChallengeRow.user_name == user_name)
-    taken = uow.session.execute(
-        update(ChallengeRow)
-        .where(*conditions)
-        .values(used_time=now)
-        .returning(*_COLUMNS)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    statement = _TAKE_AS_USER if user_name is not None else _TAKE
+    params = {"challenge": challenge_id, "wanted_kind": kind, "user": user_name, "now": now}
+    taken = uow.session.execute(statement, params).one_or_none()
     if taken is None:
         row = uow.session.get(ChallengeRow, challenge_id)
         raise ChallengeInvalid(_why_not(row, kind, user_name, now))
@@ -173,3 +164,25 @@ def _to_challenge(row: ChallengeRow) -> Challenge:
         state=dict(row.state),
         expire_time=row.expire_time,
     )
+
+
+# Built once: every ceremony stores one challenge and takes it back.
+_TABLE = cast(Table, ChallengeRow.__table__)
+_INSERT = insert(_TABLE)
+
+
+def _take(*, as_user: bool) -> ReturningUpdate[Any]:
+    now = bindparam("now", type_=_TABLE.c.used_time.type)
+    conditions = [
+        _TABLE.c.id == bindparam("challenge"),
+        _TABLE.c.kind == bindparam("wanted_kind"),
+        _TABLE.c.used_time.is_(None),
+        _TABLE.c.expire_time > now,
+    ]
+    if as_user:
+        conditions.append(_TABLE.c.user_name == bindparam("user"))
+    return update(_TABLE).where(*conditions).values(used_time=now).returning(*_COLUMNS)
+
+
+_TAKE = _take(as_user=False)
+_TAKE_AS_USER = _take(as_user=True)

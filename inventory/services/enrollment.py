@@ -7,6 +7,10 @@ A refusal changes nothing and is audited as a failed ``device.enroll`` with its 
 
 from __future__ import annotations
 
+from typing import cast
+
+from sqlalchemy import Table, bindparam, update
+
 from inventory.db import UnitOfWork
 from inventory.domain import CollectedData, Credential, Device, EnrollStatus
 from inventory.errors import DevtrustError, TokenInvalid
@@ -74,15 +78,19 @@ def enroll_device_within(
     check_collected_matches(device, collected)
     if device.enroll_status is EnrollStatus.ENROLLED:
         raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
-    row = uow.session.get(DeviceRow, device.id)
-    assert row is not None  # spend_token_within just read it
-    row.enroll_status = EnrollStatus.ENROLLED.value
-    row.owner = user
-    row.credential_id = credential.id
-    row.credential_public_key = credential.public_key
-    row.credential_ek_cert_serial = credential.ek_cert_serial
-    row.credential_attestation_type = credential.attestation_type.value
-    row.update_time = uow.now()
+    row = uow.session.execute(
+        _ENROLL,
+        {
+            "device": device.id,
+            "new_status": EnrollStatus.ENROLLED.value,
+            "new_owner": user,
+            "new_credential_id": credential.id,
+            "new_public_key": credential.public_key,
+            "new_ek_cert_serial": credential.ek_cert_serial,
+            "new_attestation_type": credential.attestation_type.value,
+            "now": uow.now(),
+        },
+    ).one()
     record_collected_data_within(uow, device.id, collected, keep=history_limit)
     enrolled = to_device(row)
     audit.record_within(
@@ -97,3 +105,21 @@ def enroll_device_within(
         },
     )
     return enrolled
+
+
+# Built once: the enrollment's own UPDATE, returning the enrolled device.
+_DEVICES = cast(Table, DeviceRow.__table__)
+_ENROLL = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("device"))
+    .values(
+        enroll_status=bindparam("new_status"),
+        owner=bindparam("new_owner"),
+        credential_id=bindparam("new_credential_id"),
+        credential_public_key=bindparam("new_public_key"),
+        credential_ek_cert_serial=bindparam("new_ek_cert_serial"),
+        credential_attestation_type=bindparam("new_attestation_type"),
+        update_time=bindparam("now", type_=_DEVICES.c.update_time.type),
+    )
+    .returning(*_DEVICES.c)
+)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, bindparam, select
+
 from inventory.db import UnitOfWork
 from inventory.errors import AlreadyExists
 from inventory.models import ClusterPreferenceRow
@@ -17,7 +21,7 @@ def get_preference(uow: UnitOfWork) -> Preference:
 
 def get_preference_within(uow: UnitOfWork) -> Preference:
     """The stored preference, read in the caller's transaction."""
-    return _to_preference(uow.session.get(ClusterPreferenceRow, NAME))
+    return _to_preference(uow.session.execute(_BY_NAME, {"name": NAME}).one_or_none())
 
 
 def update_preference(
@@ -73,7 +77,7 @@ def update_preference(
         return _to_preference(row), changed
 
 
-def _to_preference(row: ClusterPreferenceRow | None) -> Preference:
+def _to_preference(row: ClusterPreferenceRow | Row[Any] | None) -> Preference:
     if row is None:
         return Preference(device_trust=DeviceTrust())
     return Preference(
@@ -85,3 +89,8 @@ def _to_preference(row: ClusterPreferenceRow | None) -> Preference:
         revision=row.revision,
         update_time=row.update_time,
     )
+
+
+# Built once: every enrollment reads the preference.
+_PREFERENCES = cast(Table, ClusterPreferenceRow.__table__)
+_BY_NAME = select(_PREFERENCES).where(_PREFERENCES.c.name == bindparam("name"))

@@ -6,7 +6,8 @@ import hmac
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, exists, insert, select, update
+from sqlalchemy import BindParameter, Row, Table, bindparam, exists, insert, select, update
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
@@ -222,25 +223,13 @@ def spend_token_within(
         if token is None:
             raise TypeError("spend_token_within needs the token or its hash")
         token_hash = hash_secret(token.strip())
-    now = uow.now()
-    owner = EnrollmentTokenRow.user_name
-    spent = uow.session.execute(
-        update(EnrollmentTokenRow)
-        .where(
-            EnrollmentTokenRow.token_hash == token_hash,
-            EnrollmentTokenRow.spent_time.is_(None),
-            EnrollmentTokenRow.expire_time > now,
-            EnrollmentTokenRow.kind.in_([k.value for k in kinds]),
-            owner.is_(None) if user is None else (owner.is_(None) | (owner == user)),
-        )
-        .values(spent_time=now)
-        .returning(EnrollmentTokenRow.device_id, EnrollmentTokenRow.kind)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    statement = _SPEND_BOUND if user is not None else _SPEND_UNBOUND
+    params = {"hash": token_hash, "now": uow.now(), "kinds": [k.value for k in kinds]}
+    spent = uow.session.execute(statement, {**params, "user": user}).one_or_none()
     if spent is None:
         _usable_row(uow, token_hash, kinds=kinds, user=user)  # raises with the reason
         raise TokenInvalid("enrollment token was already used")  # lost a race to spend it
-    device_row = uow.session.get(DeviceRow, spent.device_id)
+    device_row = uow.session.execute(_DEVICE_BY_ID, {"id": spent.device_id}).one_or_none()
     if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
         raise TokenInvalid("the device this token was minted for has been removed")
     device = to_device(device_row)
@@ -257,10 +246,8 @@ def spend_token_within(
 
 def _usable_row(
     uow: UnitOfWork, token_hash: str, *, kinds: frozenset[TokenKind], user: str | None
-) -> EnrollmentTokenRow:
-    row = uow.session.scalars(
-        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == token_hash)
-    ).one_or_none()
+) -> Row[Any]:
+    row = uow.session.execute(_BY_HASH, {"hash": token_hash}).one_or_none()
     if row is None or not hmac.compare_digest(token_hash, row.token_hash):
         raise TokenInvalid("invalid enrollment token")
     if row.spent_time is not None:
@@ -274,8 +261,40 @@ def _usable_row(
     return row
 
 
-def _token_device(uow: UnitOfWork, row: EnrollmentTokenRow) -> Device:
-    device_row = uow.session.get(DeviceRow, row.device_id)
+def _token_device(uow: UnitOfWork, row: Row[Any]) -> Device:
+    device_row = uow.session.execute(_DEVICE_BY_ID, {"id": row.device_id}).one_or_none()
     if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
         raise TokenInvalid("the device this token was minted for has been removed")
     return to_device(device_row)
+
+
+_BY_HASH = select(_TABLE).where(_TABLE.c.token_hash == bindparam("hash"))
+_DEVICES = cast(Table, DeviceRow.__table__)
+_DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("id"))
+
+
+def _spend(*, bound_to_user: bool) -> ReturningUpdate[Any]:
+    """UPDATE the token spent if it is usable now: unspent, unexpired, of an accepted
+    kind, and minted for nobody or (``bound_to_user``) for this user."""
+    now = _param_as("now", "spent_time")
+    owner = _TABLE.c.user_name
+    return (
+        update(_TABLE)
+        .where(
+            _TABLE.c.token_hash == bindparam("hash"),
+            _TABLE.c.spent_time.is_(None),
+            _TABLE.c.expire_time > now,
+            _TABLE.c.kind.in_(bindparam("kinds", expanding=True)),
+            (owner.is_(None) | (owner == bindparam("user"))) if bound_to_user else owner.is_(None),
+        )
+        .values(spent_time=now)
+        .returning(_TABLE.c.device_id, _TABLE.c.kind)
+    )
+
+
+def _param_as(name: str, column: str) -> BindParameter[Any]:
+    return bindparam(name, type_=_TABLE.c[column].type)
+
+
+_SPEND_BOUND = _spend(bound_to_user=True)
+_SPEND_UNBOUND = _spend(bound_to_user=False)

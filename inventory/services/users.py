@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, bindparam, select
 
 from inventory.credentials import hash_secret, new_secret, secret_matches
 from inventory.db import UnitOfWork
@@ -96,9 +98,7 @@ def authenticate_within(uow: UnitOfWork, token: str) -> User:
     token = token.strip()
     if not token:
         raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
-    row = uow.session.scalars(
-        select(UserRow).where(UserRow.token_hash == hash_secret(token))
-    ).one_or_none()
+    row = uow.session.execute(_BY_TOKEN_HASH, {"hash": hash_secret(token)}).one_or_none()
     if row is None or not secret_matches(token, row.token_hash):
         raise Unauthenticated("invalid user credential (check DEVTRUST_USER_TOKEN)")
     return _to_user(row)
@@ -111,10 +111,15 @@ def _row(uow: UnitOfWork, name: str) -> UserRow:
     return row
 
 
-def _to_user(row: UserRow) -> User:
+def _to_user(row: UserRow | Row[Any]) -> User:
     return User(
         name=row.name,
         roles=tuple(Role(r) for r in row.roles),
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+# Built once: every request from a device agent authenticates.
+_USERS = cast(Table, UserRow.__table__)
+_BY_TOKEN_HASH = select(_USERS).where(_USERS.c.token_hash == bindparam("hash"))
