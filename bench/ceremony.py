@@ -61,7 +61,7 @@ from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE  # type: ignore[import-untyped]
 
 from bench.bench_devices_ls import DATABASES
-from ceremony import ek_cert, tpm_verify
+from ceremony import tpm_verify
 from ceremony.agent.tpm import AttestationKey, DeviceTPM, EkType, Quote
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
@@ -88,10 +88,8 @@ HASHES: dict[int, hashes.HashAlgorithm] = {
 # (module, function) pairs the ceremony calls through their modules.
 VERIFIERS = (
     (tpm_verify, "check_ak"),
-    (tpm_verify, "attestation_type"),
-    (tpm_verify, "challenge_ek"),
+    (tpm_verify, "examine_ek"),
     (tpm_verify, "make_challenge"),
-    (ek_cert, "parse_ek_certificate"),
     (tpm_verify, "verify_activation"),
     (tpm_verify, "verify_quote"),
 )
@@ -322,10 +320,8 @@ def verification_only(m: Material) -> None:
         creation_signature=m.ak.creation_signature,
     )
     ak = tpm_verify.check_ak(request)
-    tpm_verify.attestation_type(request, None)
-    challenge = tpm_verify.make_challenge(tpm_verify.challenge_ek(request), ak.name)
-    if m.ek_cert is not None:
-        ek_cert.parse_ek_certificate(m.ek_cert)
+    ek = tpm_verify.examine_ek(request, None)
+    challenge = tpm_verify.make_challenge(ek.public, ak.name)
     tpm_verify.verify_activation(challenge, challenge.secret)
     tpm_verify.verify_quote(
         ak.public, m.quote_nonce, m.quote.attestation, m.quote.signature, dict(m.quote.pcr_values)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ceremony import ek_cert, macos, tpm_verify
+from ceremony import macos, tpm_verify
 from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from ceremony.protocol import (
     PCR_BANK,
@@ -285,17 +285,14 @@ def _tpm_challenge(
     )
     cas_pem = "\n".join(allowed_cas).encode() if allowed_cas else None
     ak = tpm_verify.check_ak(attestation)
-    kind = tpm_verify.attestation_type(attestation, cas_pem)
-    challenge = tpm_verify.make_challenge(tpm_verify.challenge_ek(attestation), ak.name)
-    serial = None
-    if tpm.ek_cert is not None:
-        serial = format(ek_cert.parse_ek_certificate(tpm.ek_cert).serial_number, "x")
+    ek = tpm_verify.examine_ek(attestation, cas_pem)
+    challenge = tpm_verify.make_challenge(ek.public, ak.name)
     state = {
         "ak_public": _b64(ak.public),
         "secret": _b64(challenge.secret),
         "nonce": _b64(challenge.nonce),
-        "attestation_type": kind,
-        "ek_cert_serial": serial,
+        "attestation_type": ek.attestation_type,
+        "ek_cert_serial": ek.cert_serial,
     }
     answer = TPMChallenge(
         credential_blob=challenge.credential_blob,

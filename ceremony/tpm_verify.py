@@ -238,32 +238,53 @@ def _request_ek(req: EnrollmentRequest) -> tuple[x509.Certificate | None, Public
     return cert, key
 
 
+@dataclass(frozen=True)
+class EKInfo:
+    """What the server learns from the device's EK, checked once."""
+
+    attestation_type: AttestationType
+    public: bytes  # the EK's TPM2B_PUBLIC, to make the challenge for
+    cert_serial: str | None  # the EK certificate's serial number, in hex
+
+
+def examine_ek(
+    req: EnrollmentRequest, allowed_cas_pem: bytes | None, now: datetime.datetime | None = None
+) -> EKInfo:
+    """The EK's certificate (parsed once), its chain when CAs are configured, the
+    attestation type, and the public area to challenge."""
+    if allowed_cas_pem and req.ek_cert is None:
+        raise EKCertificateError(
+            "ekcert_allowed_cas is configured but the device sent no EK certificate"
+        )
+    cert, key = _request_ek(req)
+    kind: AttestationType = "tpm_ekpub"
+    if cert is not None:
+        kind = "tpm_ekcert"
+        if allowed_cas_pem:
+            intermediates = [parse_ek_certificate(raw) for raw in req.ek_intermediates]
+            verify_ek_chain(cert, intermediates, allowed_cas_pem, now)
+            kind = "tpm_ekcert_trusted"
+    public = bytes(req.ek_public) if req.ek_public is not None else _ek_template(key)
+    serial = format(cert.serial_number, "x") if cert is not None else None
+    return EKInfo(attestation_type=kind, public=public, cert_serial=serial)
+
+
 def attestation_type(
     req: EnrollmentRequest, allowed_cas_pem: bytes | None, now: datetime.datetime | None = None
 ) -> AttestationType:
     """tpm_ekcert_trusted when the EK certificate chains to an allowed CA, tpm_ekcert when
     no CAs are configured, tpm_ekpub when the device has no EK certificate."""
-    if allowed_cas_pem and req.ek_cert is None:
-        raise EKCertificateError(
-            "ekcert_allowed_cas is configured but the device sent no EK certificate"
-        )
-    cert, _ = _request_ek(req)
-    if cert is None:
-        return "tpm_ekpub"
-    if not allowed_cas_pem:
-        return "tpm_ekcert"
-    intermediates = [parse_ek_certificate(raw) for raw in req.ek_intermediates]
-    verify_ek_chain(cert, intermediates, allowed_cas_pem, now)
-    return "tpm_ekcert_trusted"
+    return examine_ek(req, allowed_cas_pem, now).attestation_type
 
 
 def challenge_ek(req: EnrollmentRequest) -> bytes:
     """The EK TPM2B_PUBLIC to make the challenge for: the one sent (checked against the
     certificate), else one rebuilt from the certificate's key with the TCG EK template for
     its kind (MakeCredential uses only the key, the name algorithm and the symmetric cipher)."""
-    _, key = _request_ek(req)
-    if req.ek_public is not None:
-        return bytes(req.ek_public)
+    return examine_ek(req, None).public
+
+
+def _ek_template(key: PublicKey) -> bytes:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size != 2048:
             raise ChallengeError("an RSA EK other than RSA-2048 must be sent as its public area")
