@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
-from sqlalchemy import select
 
 from ceremony import macos, tpm_verify
 from ceremony.device_ca import EXTENSION_NAMES, MAX_CERT_TTL, DeviceCA, DeviceExtensions, PublicKey
@@ -59,7 +58,11 @@ from inventory.errors import (
 from inventory.models import DeviceRow
 from inventory.serialize import device_to_dict
 from inventory.services import audit, challenges, users
-from inventory.services.devices import record_collected_data_within, to_device
+from inventory.services.devices import (
+    record_collected_data_within,
+    row_by_tag_within,
+    to_device,
+)
 
 TPM_KIND = "auth-tpm"
 MACOS_KIND = "auth-macos"
@@ -113,12 +116,7 @@ class DeviceAuthentication:
                 user = users.authenticate_within(uow, credential)
                 collected = collected_data(request.collected)
                 _user_key(request.user_public_key)
-                row = uow.session.scalars(
-                    select(DeviceRow).where(
-                        DeviceRow.asset_tag == collected.serial_number,
-                        DeviceRow.os_type == collected.os_type.value,
-                    )
-                ).one_or_none()
+                row = row_by_tag_within(uow, collected.serial_number, collected.os_type)
                 if row is None:
                     raise NotFound(
                         f"device {collected.serial_number}/{collected.os_type.display} is not "

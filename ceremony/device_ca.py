@@ -9,7 +9,6 @@ CA is made on first start, its key kept on disk with mode 0600, or supplied as f
 from __future__ import annotations
 
 import datetime
-import os
 import stat
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ceremony.errors import DeviceCAError
+from ceremony.keyfile import write_private_key
 
 # 2.25.<a random UUID as an integer> is devtrust's arc (ITU-T X.667); .1.<n> are extensions.
 ARC = "2.25.178379302657003767003252538744001165442"
@@ -141,15 +141,7 @@ class DeviceCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
+        write_private_key(key_path, key)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(key, cert)
 

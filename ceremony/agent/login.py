@@ -8,7 +8,6 @@ agent's state directory; the certificate the service signs for it is written bes
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,6 +29,7 @@ from ceremony.agent.enroll import (
 )
 from ceremony.agent.errors import ServiceError
 from ceremony.agent.tpm import DeviceTPM, load_ak
+from ceremony.keyfile import load_or_create_ec_key
 from ceremony.protocol import (
     AuthChallenge,
     AuthComplete,
@@ -67,21 +67,7 @@ class LoggedIn:
 
 def user_key(state_dir: Path, user: str) -> ec.EllipticCurvePrivateKey:
     """The user's key on this device, made once (mode 0600)."""
-    path = state_dir / f"{user}-key.pem"
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ServiceError(f"{path} does not hold an EC private key: remove it")
-        return key
-    state_dir.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    return key
+    return load_or_create_ec_key(state_dir / f"{user}-key.pem")
 
 
 def authenticate(

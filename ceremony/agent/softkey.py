@@ -6,11 +6,12 @@ nothing about hardware: it is named for what it is, and a real Mac uses the Secu
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from ceremony.keyfile import load_or_create_ec_key
 
 KEY_FILE = "software-enclave-key.pem"
 
@@ -23,23 +24,7 @@ class SoftwareEnclaveKey:
 
     @classmethod
     def load_or_create(cls, state_dir: Path) -> SoftwareEnclaveKey:
-        path = state_dir / KEY_FILE
-        if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ValueError(f"{path} does not hold an EC private key")
-            return cls(key)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        return cls(key)
+        return cls(load_or_create_ec_key(state_dir / KEY_FILE))
 
     def public_key_der(self) -> bytes:
         return self._key.public_key().public_bytes(

@@ -155,17 +155,6 @@ _COLUMNS = (
 )
 
 
-def _to_challenge(row: ChallengeRow) -> Challenge:
-    return Challenge(
-        id=row.id,
-        kind=row.kind,
-        device_id=row.device_id,
-        user_name=row.user_name,
-        state=dict(row.state),
-        expire_time=row.expire_time,
-    )
-
-
 # Built once: every ceremony stores one challenge and takes it back.
 _TABLE = cast(Table, ChallengeRow.__table__)
 _INSERT = insert(_TABLE)

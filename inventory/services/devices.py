@@ -46,7 +46,7 @@ def register_device(
     os_type = OSType.parse(os_type) if isinstance(os_type, str) else os_type
     asset_tag = normalize_asset_tag(asset_tag)
     with uow:
-        existing = _row_by_tag(uow, asset_tag, os_type)
+        existing = row_by_tag_within(uow, asset_tag, os_type)
         if existing is not None:
             raise _duplicate(asset_tag, os_type, existing.id)
         now = uow.now()
@@ -113,7 +113,8 @@ def row_by_ref_within(uow: UnitOfWork, ref: str, *, os_type: OSType | None = Non
     return rows[0]
 
 
-def _row_by_tag(uow: UnitOfWork, asset_tag: str, os_type: OSType) -> DeviceRow | None:
+def row_by_tag_within(uow: UnitOfWork, asset_tag: str, os_type: OSType) -> DeviceRow | None:
+    """The device with this asset tag and OS, if any, in the caller's transaction."""
     return uow.session.scalars(
         select(DeviceRow).where(
             DeviceRow.asset_tag == asset_tag, DeviceRow.os_type == os_type.value
