@@ -6,6 +6,7 @@ database is created and migrated once per session and emptied after each test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,3 +65,30 @@ def db(db_url: str, clock: Clock) -> Iterator[Database]:
     finally:
         _empty(database)
         database.close()
+
+
+REDIS_URL = os.environ.get("DEVTRUST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis for tests that share it (database 15 unless
+    ``DEVTRUST_TEST_REDIS_URL`` says otherwise); keys are each test's own to clean up."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from worker.locks import redacted_url
+
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable at {redacted_url(REDIS_URL)}: {exc}\n"
+            "Run `make services` (it starts Redis), or point DEVTRUST_TEST_REDIS_URL at a "
+            "server whose database you may write to.",
+            pytrace=False,
+        )
+    finally:
+        client.close()
+    return REDIS_URL

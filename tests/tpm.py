@@ -11,6 +11,7 @@ A missing swtpm fails the test with a message saying how to install it; it never
 from __future__ import annotations
 
 import contextlib
+import datetime
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
 from tests.processes import free_port, wait_until
 
@@ -153,3 +159,32 @@ def swtpm(
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             process.wait(timeout=10)
+
+
+# -- structures the tests tamper with ---------------------------------------------------
+
+
+def another_ca_pem() -> bytes:
+    """A self-signed CA that signed no EK certificate: configured, it refuses every EK."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some other EK CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def with_attributes(public: bytes, clear: int = 0, add: int = 0) -> bytes:
+    """A marshalled TPM2B_PUBLIC with object attributes cleared and added."""
+    area, _ = TPM2B_PUBLIC.unmarshal(public)
+    area.publicArea.objectAttributes = (area.publicArea.objectAttributes & ~clear) | add
+    return bytes(area.marshal())

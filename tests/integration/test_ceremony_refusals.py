@@ -9,7 +9,6 @@ as a failed ``device.enroll`` with their reason.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import re
@@ -20,13 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 from tpm2_pytss.constants import TPMA_OBJECT  # type: ignore[import-untyped]
-from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
 from ceremony.agent.enroll import enroll_macos
 from ceremony.agent.softkey import SoftwareEnclaveKey
@@ -52,7 +48,7 @@ from inventory.preference import DeviceTrust
 from inventory.services import audit, devices, preference
 from tests.ceremony import World, ceremony_service, world
 from tests.conftest import Clock
-from tests.tpm import SwTPM, swtpm
+from tests.tpm import SwTPM, another_ca_pem, swtpm, with_attributes
 
 pytestmark = pytest.mark.swtpm
 
@@ -262,30 +258,6 @@ def open_challenges(db: Database) -> int:
     with uow.read():
         query = select(func.count()).select_from(ChallengeRow)
         return int(uow.session.scalar(query.where(ChallengeRow.used_time.is_(None))) or 0)
-
-
-def with_attributes(public: bytes, clear: int) -> bytes:
-    area, _ = TPM2B_PUBLIC.unmarshal(public)
-    area.publicArea.objectAttributes &= ~clear
-    return bytes(area.marshal())
-
-
-def another_ca_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some other EK CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def allow_cas(db: Database, *pems: str) -> None:
@@ -602,13 +574,13 @@ def test_requests_without_a_valid_user_credential_are_refused_with_401(
 
 
 def test_an_ek_certificate_from_a_ca_not_allowed_is_refused(linux: World, either: Agent) -> None:
-    allow_cas(linux.db, another_ca_pem())
+    allow_cas(linux.db, another_ca_pem().decode())
     response = post(linux, INIT, init_body(linux, either))
     refused(response, 403, "does not chain to any CA in ekcert_allowed_cas")
     assert open_challenges(linux.db) == 0
     assert_not_enrolled(linux)
     assert_audited(linux, "does not chain to any CA in ekcert_allowed_cas")
-    allow_cas(linux.db, another_ca_pem(), either.tpm.ca_cert_pem.decode())
+    allow_cas(linux.db, another_ca_pem().decode(), either.tpm.ca_cert_pem.decode())
     enroll(linux, either)
     device = devices.get_device(linux.db.uow(), linux.asset_tag)
     assert device.credential is not None
@@ -619,7 +591,7 @@ def test_a_device_without_an_ek_certificate_is_refused_while_cas_are_configured(
     linux: World, bare: Agent
 ) -> None:
     assert bare.ek_cert is None
-    allow_cas(linux.db, another_ca_pem())
+    allow_cas(linux.db, another_ca_pem().decode())
     response = post(linux, INIT, init_body(linux, bare))
     refused(
         response, 403, "^ekcert_allowed_cas is configured but the device sent no EK certificate$"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
 
 from inventory.errors import DevtrustError
 from worker.locks import (
@@ -32,31 +31,12 @@ from worker.locks import (
     LockUnavailable,
     RedisLocks,
     locks_for,
-    redacted_url,
 )
 
-REDIS_URL = os.environ.get("DEVTRUST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "jamf-sync:jamf:prod"
 
 # -- Redis ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except RedisError as exc:
-        pytest.fail(
-            f"Redis is not reachable at {redacted_url(REDIS_URL)}: {exc}\n"
-            "Run `make services` (it starts Redis), or point DEVTRUST_TEST_REDIS_URL at a "
-            "server whose database you may write to.",
-            pytrace=False,
-        )
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ that goes away.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
 
 from ceremony.errors import RateLimited, RateLimiterUnavailable
 from ceremony.ratelimit import (
@@ -28,27 +26,9 @@ from ceremony.ratelimit import (
 from inventory.errors import DevtrustError
 from tests.processes import RedisServer
 
-REDIS_URL = os.environ.get("DEVTRUST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WHAT = "auto-enrollment attempts"
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except RedisError as exc:
-        pytest.fail(
-            f"Redis is not reachable at {REDIS_URL.rpartition('@')[2]}: {exc}\n"
-            "Run `make services` (it starts Redis), or point DEVTRUST_TEST_REDIS_URL at a "
-            "server whose database you may write to.",
-            pytrace=False,
-        )
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture

@@ -9,12 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tpm2_pytss.constants import TPMA_OBJECT  # type: ignore[import-untyped]
-from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
 from ceremony.agent.tpm import (
     AttestationKey,
@@ -37,7 +32,7 @@ from ceremony.tpm_verify import (
     verify_activation,
     verify_quote,
 )
-from tests.tpm import SwTPM, swtpm
+from tests.tpm import SwTPM, another_ca_pem, swtpm, with_attributes
 
 pytestmark = pytest.mark.swtpm
 
@@ -76,24 +71,6 @@ def enrolling(tpm: SwTPM, tmp_path_factory: pytest.TempPathFactory) -> Enrolling
         ak = device.create_ak(state / "ak")
         other = device.create_ak(state / "other")
         return Enrolling(tpm, ak, other, request_for(device, ak))
-
-
-def another_ca_pem() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some other EK CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def full_round_trip(tcti: str, ek: str, ak: AttestationKey, request: EnrollmentRequest) -> None:
@@ -219,12 +196,6 @@ def replace_ak(request: EnrollmentRequest, ak: AttestationKey) -> EnrollmentRequ
         creation_attestation=ak.creation_attestation,
         creation_signature=ak.creation_signature,
     )
-
-
-def with_attributes(public: bytes, clear: int = 0, add: int = 0) -> bytes:
-    area, _ = TPM2B_PUBLIC.unmarshal(public)
-    area.publicArea.objectAttributes = (area.publicArea.objectAttributes & ~clear) | add
-    return bytes(area.marshal())
 
 
 @pytest.mark.parametrize(
