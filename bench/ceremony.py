@@ -452,7 +452,7 @@ def enroll(
 def time_server(
     url: str, m: Material, tpm: DeviceTPM, count: int, warm_up: int
 ) -> list[Enrollment]:
-    db = Database.connect(url)
+    db = Database.connect(url, pool_pre_ping=False)  # as devtrust serve opens it
     try:
         credential, prepared = prepare(db, warm_up + count)
         ceremony = EnrollmentCeremony(db)

@@ -33,8 +33,7 @@ from ceremony.protocol import (
     MacOSChallenge,
     TPMChallenge,
 )
-from inventory.credentials import hash_secret
-from inventory.db import Database
+from inventory.db import Database, once_more_if_dropped
 from inventory.domain import (
     AttestationType,
     CollectedData,
@@ -49,14 +48,9 @@ from inventory.domain import (
 )
 from inventory.errors import AccessDenied, DevtrustError, InvalidArgument, NotFound, TokenInvalid
 from inventory.models import DeviceRow
-from inventory.services import audit, challenges, devices, tokens, users
+from inventory.services import audit, challenges, devices, enrollment, tokens, users
 from inventory.services.devices import to_device
-from inventory.services.enrollment import (
-    check_collected_matches,
-    enroll_device_within,
-    refusal,
-)
-from inventory.services.preference import get_preference_within
+from inventory.services.enrollment import check_collected_matches, refusal
 
 TPM_KIND = "enroll-tpm"
 MACOS_KIND = "enroll-macos"
@@ -88,17 +82,23 @@ class EnrollmentCeremony:
     def begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
         """Check the token, the device and its keys; answer with a challenge.
 
-        One transaction: the user, the token, the preference, and the challenge stored.
+        Two statements: one SELECT for the user, the token, its device and the EK CAs
+        allowed; the challenge's INSERT. Nothing in between needs a transaction: the token
+        is only checked here, and the second round trip checks it again as it spends it.
         """
+        return once_more_if_dropped(lambda: self._begin(credential, request))
+
+    def _begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
         user: User | None = None
         collected: CollectedData | None = None
         device: Device | None = None
-        uow = self.db.uow()
+        uow = self.db.uow(autocommit=True)
         try:
             with uow:
-                user = users.authenticate_within(uow, credential)
+                user, found = enrollment.find_start_within(uow, credential, request.token)
+                start = enrollment.checked_start(found, request.token, user=user, now=uow.now())
+                device = start.device
                 collected = collected_data(request.collected)
-                device = tokens.check_token_within(uow, request.token, user=user.name)
                 check_collected_matches(device, collected)
                 if device.enroll_status is EnrollStatus.ENROLLED:
                     raise TokenInvalid(
@@ -106,13 +106,13 @@ class EnrollmentCeremony:
                     )
                 _check_flow(device, tpm=request.tpm is not None)
                 if request.tpm is not None:
-                    allowed = get_preference_within(uow).device_trust.ekcert_allowed_cas
-                    kind, state, answer = _tpm_challenge(request, allowed)
+                    kind, state, answer = _tpm_challenge(request, start.ekcert_allowed_cas)
                 else:
                     assert request.macos is not None
                     kind, state, answer = _macos_challenge(request.macos.public_key)
                 state.update(
-                    token_hash=hash_secret(request.token),
+                    token_hash=start.token_hash,
+                    token_kind=start.token_kind.value,
                     collected=request.collected.model_dump(mode="json"),
                 )
                 issued = challenges.issue_challenge_within(
@@ -139,26 +139,33 @@ class EnrollmentCeremony:
     def complete(self, credential: str, response: EnrollComplete) -> Device:
         """Verify the answer to the challenge, then spend the token and enroll.
 
-        One transaction: the user, the challenge taken, the proof checked, the token spent
-        and the device enrolled. A refusal rolls it back, then spends the challenge and
-        audits the reason in a transaction of its own: a challenge is answered once.
+        Two statements: one SELECT for the user and the challenge; once the answer has
+        verified, the writes (``enrollment.enroll_answered_within``), which take the
+        challenge only if it is still unused. A refusal spends the challenge and audits
+        the reason in a transaction of its own: a challenge is answered once.
         """
+        return once_more_if_dropped(lambda: self._complete(credential, response))
+
+    def _complete(self, credential: str, response: EnrollComplete) -> Device:
         user: User | None = None
-        taken: challenges.Challenge | None = None
+        opened: challenges.Challenge | None = None
         collected: CollectedData | None = None
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
-        uow = self.db.uow()
+        uow = self.db.uow(autocommit=True)
         try:
             with uow:
-                user = users.authenticate_within(uow, credential)
-                taken = challenges.take_challenge_within(
-                    uow, response.challenge_id, kind=kind, user_name=user.name
+                user, found = challenges.find_challenge_within(
+                    uow, credential, response.challenge_id
                 )
-                collected = Collected.model_validate(taken.state["collected"]).to_domain()
-                enrolled = enroll_device_within(
+                opened = challenges.opened(found, kind=kind, user_name=user.name, now=uow.now())
+                state = opened.state
+                collected = Collected.model_validate(state["collected"]).to_domain()
+                enrolled = enrollment.enroll_answered_within(
                     uow,
-                    token_hash=taken.state["token_hash"],
-                    credential=_verified_credential(taken.state, response),
+                    challenge=opened,
+                    token_hash=state["token_hash"],
+                    token_kind=TokenKind(state["token_kind"]),
+                    credential=_verified_credential(state, response),
                     collected=collected,
                     user=user.name,
                     history_limit=self.config.history_limit,
@@ -166,12 +173,12 @@ class EnrollmentCeremony:
                 uow.commit()
                 return enrolled
         except (AttestationError, KeyProofError) as exc:
-            assert user is not None and taken is not None
-            self._refused(user, str(exc), collected=collected, challenge=taken)
+            assert user is not None and opened is not None
+            self._refused(user, str(exc), collected=collected, challenge=opened)
             raise ProofRefused(str(exc)) from None
         except DevtrustError as exc:
             if user is not None:
-                self._refused(user, str(exc), collected=collected, challenge=taken)
+                self._refused(user, str(exc), collected=collected, challenge=opened)
             raise
 
     # -- self-enrollment -----------------------------------------------------------

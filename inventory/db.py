@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from types import SimpleNamespace, TracebackType
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import Label, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 __all__ = ["Database", "Engine", "UnitOfWork"]
@@ -29,6 +29,7 @@ HEAD_REVISION = "0003_ceremony_challenges"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -103,6 +104,15 @@ class Database:
         self.engine = engine
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # PostgreSQL: every statement its own transaction, without the round trips of
+        # BEGIN and COMMIT. SQLite has no round trips: a transaction as usual.
+        self._autocommit_sessions = self._sessions
+        if engine.dialect.name == "postgresql":
+            self._autocommit_sessions = sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+                autoflush=False,
+            )
 
     @classmethod
     def connect(
@@ -123,11 +133,46 @@ class Database:
             ) from None
         return db
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self._sessions, self.clock)
+    def uow(self, *, autocommit: bool = False) -> UnitOfWork:
+        """A unit of work; with ``autocommit``, on PostgreSQL each statement commits as
+        it runs (for operations that read, then write in one statement: the hot paths)."""
+        return UnitOfWork(self._autocommit_sessions if autocommit else self._sessions, self.clock)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def once_more_if_dropped(operation: Callable[[], T]) -> T:
+    """Run ``operation``; if it failed on a pooled connection the database had dropped
+    (it restarted), the pool is invalidated by then: run it once more on a fresh one.
+
+    For engines without ``pool_pre_ping``: a connection's first statement is where a
+    dropped one fails, so an operation whose first statement only reads is safe to rerun.
+    """
+    try:
+        return operation()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return operation()
+
+
+def labelled(table: Table, prefix: str) -> list[Label[Any]]:
+    """``table``'s columns labelled ``<prefix><name>``: several tables in one row."""
+    return [column.label(f"{prefix}{column.name}") for column in table.c]
+
+
+def unlabelled(row: Any, prefix: str) -> SimpleNamespace | None:
+    """The columns of ``row`` labelled with ``prefix`` (see ``labelled``), by their own
+    names; None when there is no row or the outer join found nothing (its key is NULL)."""
+    if row is None:
+        return None
+    values = {k[len(prefix) :]: v for k, v in row._mapping.items() if k.startswith(prefix)}
+    return None if all(v is None for v in values.values()) else SimpleNamespace(**values)
 
 
 def _first_line(error: BaseException | None) -> str:
@@ -166,6 +211,11 @@ class UnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``: for the few statements written per database."""
+        return self.session.get_bind().dialect.name
 
     def now(self) -> datetime:
         return self._clock()

@@ -10,9 +10,7 @@ import logging
 import os
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
-from inventory.db import Database
+from inventory.db import Database, once_more_if_dropped
 from inventory.domain import CollectedData, IssuedToken
 from inventory.durations import parse_duration
 from inventory.errors import DevtrustError, InvalidArgument
@@ -170,17 +168,11 @@ def auto_enroll_check(
 
 
 def _check_and_mint(settings: Settings, user: str, data: CollectedData) -> IssuedToken:
-    for attempt in (1, 2):
-        try:
-            return auto_enroll.check_and_mint(
-                database_for(settings).uow(),
-                user=user,
-                collected=data,
-                history_limit=settings.collected_history_limit,
-            )
-        except DBAPIError as exc:
-            # A pooled connection the database dropped (it restarted): the pool has been
-            # invalidated, so once more on a fresh connection.
-            if not exc.connection_invalidated or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return once_more_if_dropped(
+        lambda: auto_enroll.check_and_mint(
+            database_for(settings).uow(),
+            user=user,
+            collected=data,
+            history_limit=settings.collected_history_limit,
+        )
+    )

@@ -12,14 +12,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from inventory.db import UnitOfWork
+from inventory.db import UnitOfWork, labelled, unlabelled
+from inventory.domain import User
 from inventory.errors import DevtrustError
-from inventory.models import ChallengeRow
+from inventory.models import ChallengeRow, UserRow
+from inventory.services import users
 
 DEFAULT_TTL = timedelta(seconds=60)
 
@@ -119,8 +122,34 @@ def take_challenge_within(
     taken = uow.session.execute(statement, params).one_or_none()
     if taken is None:
         row = uow.session.get(ChallengeRow, challenge_id)
-        raise ChallengeInvalid(_why_not(row, kind, user_name, now))
+        raise ChallengeInvalid(why_not(row, kind, user_name, now))
     return Challenge(**taken._asdict())
+
+
+def find_challenge_within(
+    uow: UnitOfWork, credential: str, challenge_id: str
+) -> tuple[User, SimpleNamespace | None]:
+    """The user of ``credential`` (or Unauthenticated) and the challenge ``challenge_id``
+    as stored (None: unknown), in one SELECT, neither taken nor locked: ``opened`` checks
+    it; the caller verifies the answer and then takes the challenge in the statement that
+    acts on it, whose ``used_time IS NULL`` condition makes that once only."""
+    params = {"user_hash": users.credential_hash(credential), "challenge": challenge_id}
+    row = uow.session.execute(_FIND, params).one_or_none()
+    user = users.user_with_credential(credential, unlabelled(row, "u_"))
+    return user, unlabelled(row, "c_")
+
+
+def opened(row: SimpleNamespace | None, *, kind: str, user_name: str, now: datetime) -> Challenge:
+    """The challenge ``row`` if ``user_name`` may answer it ``now``; else ChallengeInvalid."""
+    if (
+        row is None
+        or row.kind != kind
+        or row.user_name != user_name
+        or row.used_time is not None
+        or row.expire_time <= now
+    ):
+        raise ChallengeInvalid(why_not(row, kind, user_name, now))
+    return Challenge(**{name: getattr(row, name) for name in _FIELDS})
 
 
 def purge_expired(uow: UnitOfWork, *, older_than: timedelta = timedelta(hours=1)) -> int:
@@ -133,7 +162,10 @@ def purge_expired(uow: UnitOfWork, *, older_than: timedelta = timedelta(hours=1)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _why_not(row: ChallengeRow | None, kind: str, user_name: str | None, now: datetime) -> str:
+def why_not(
+    row: ChallengeRow | SimpleNamespace | None, kind: str, user_name: str | None, now: datetime
+) -> str:
+    """Why the challenge ``row`` (None: unknown) cannot be taken by ``user_name`` ``now``."""
     if row is None:
         return "unknown challenge: start the ceremony again"
     if row.kind != kind:
@@ -157,6 +189,7 @@ _COLUMNS = (
 
 # Built once: every ceremony stores one challenge and takes it back.
 _TABLE = cast(Table, ChallengeRow.__table__)
+_USERS = cast(Table, UserRow.__table__)
 _INSERT = insert(_TABLE)
 
 
@@ -174,4 +207,11 @@ def _take(*, as_user: bool) -> ReturningUpdate[Any]:
 
 
 _TAKE = _take(as_user=False)
+_FIELDS = tuple(column.key for column in _COLUMNS)
+# The user by their credential's hash, with the challenge they answer if it exists.
+_FIND = (
+    select(*labelled(_USERS, "u_"), *labelled(_TABLE, "c_"))
+    .select_from(_USERS.outerjoin(_TABLE, _TABLE.c.id == bindparam("challenge")))
+    .where(_USERS.c.token_hash == bindparam("user_hash"))
+)
 _TAKE_AS_USER = _take(as_user=True)

@@ -6,9 +6,10 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, tuple_
+from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork
@@ -255,26 +256,28 @@ def record_collected_data_within(
     uow: UnitOfWork, device_id: str, data: CollectedData, *, keep: int
 ) -> None:
     """Store what a device reported, keeping only its ``keep`` newest reports."""
-    uow.session.execute(
-        _INSERT_COLLECTED,
-        {
-            "device_id": device_id,
-            "serial_number": data.serial_number,
-            "os_type": data.os_type.value,
-            "model_identifier": data.model_identifier,
-            "os_version": data.os_version,
-            "os_build": data.os_build,
-            "os_id": data.os_id,
-            "os_login_user": data.os_login_user,
-            "jamf_binary_version": data.jamf_binary_version,
-            "reported_asset_tag": data.reported_asset_tag,
-            "system_serial_number": data.system_serial_number,
-            "base_board_serial_number": data.base_board_serial_number,
-            "collect_time": data.collect_time,
-            "record_time": uow.now(),
-        },
-    )
+    uow.session.execute(_INSERT_COLLECTED, collected_params(device_id, data, uow.now()))
     uow.session.execute(_TRIM_COLLECTED, {"device": device_id, "keep": keep})
+
+
+def collected_params(device_id: str, data: CollectedData, now: datetime) -> dict[str, Any]:
+    """A row of ``collected_data`` for what ``device_id`` reported, recorded ``now``."""
+    return {
+        "device_id": device_id,
+        "serial_number": data.serial_number,
+        "os_type": data.os_type.value,
+        "model_identifier": data.model_identifier,
+        "os_version": data.os_version,
+        "os_build": data.os_build,
+        "os_id": data.os_id,
+        "os_login_user": data.os_login_user,
+        "jamf_binary_version": data.jamf_binary_version,
+        "reported_asset_tag": data.reported_asset_tag,
+        "system_serial_number": data.system_serial_number,
+        "base_board_serial_number": data.base_board_serial_number,
+        "collect_time": data.collect_time,
+        "record_time": now,
+    }
 
 
 # Built once: collected data is written on every enrollment and login.
@@ -334,8 +337,8 @@ def _apply_profile(row: DeviceRow, profile: Profile) -> None:
     row.profile_update_time = profile.update_time
 
 
-def to_device(row: DeviceRow | Row[Any]) -> Device:
-    """The device of an ORM row or of a Core row of the devices table (same names)."""
+def to_device(row: Any) -> Device:
+    """The device of an ORM row, a Core row or a namespace with the devices table's names."""
     credential = None
     if row.credential_id is not None:
         credential = Credential(

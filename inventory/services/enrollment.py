@@ -3,20 +3,47 @@
 One transaction spends the enrollment token (single use, for this very device), records
 the credential and the owner, stores the collected data, and audits ``device.enroll``.
 A refusal changes nothing and is audited as a failed ``device.enroll`` with its reason.
+
+The ceremony's own path is built for few round trips (``start_within`` and
+``enroll_answered_within``): what its first round trip needs is one SELECT; the second
+one's writes are one statement on PostgreSQL (data-modifying CTEs, each step conditioned
+on the one before) and one short transaction on SQLite, which has no round trips to save.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import (
+    Select,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    true,
+    union_all,
+    update,
+)
 
-from inventory.db import UnitOfWork
-from inventory.domain import CollectedData, Credential, Device, EnrollStatus
+from inventory.db import UnitOfWork, labelled, unlabelled
+from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
 from inventory.errors import DevtrustError, TokenInvalid
-from inventory.models import DeviceRow
-from inventory.services import audit, tokens
-from inventory.services.devices import record_collected_data_within, to_device
+from inventory.models import (
+    AuditEventRow,
+    ChallengeRow,
+    ClusterPreferenceRow,
+    CollectedDataRow,
+    DeviceRow,
+    EnrollmentTokenRow,
+    UserRow,
+)
+from inventory.preference import NAME as PREFERENCE_NAME
+from inventory.services import audit, challenges, tokens, users
+from inventory.services.devices import collected_params, record_collected_data_within, to_device
 
 
 def check_collected_matches(device: Device, collected: CollectedData) -> None:
@@ -107,6 +134,149 @@ def enroll_device_within(
     return enrolled
 
 
+# -- the ceremony's path --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """What the ceremony's first round trip checks before it makes a challenge."""
+
+    user: User
+    device: Device  # the one the token was minted for
+    token_hash: str
+    token_kind: TokenKind
+    ekcert_allowed_cas: tuple[str, ...]
+
+
+def find_start_within(uow: UnitOfWork, credential: str, token: str) -> tuple[User, Any]:
+    """The user of ``credential`` (or Unauthenticated) and, in the same SELECT, what
+    ``checked_start`` checks: the token, its device and the EK CAs allowed."""
+    params = {
+        "user_hash": users.credential_hash(credential),
+        "token_hash": tokens.hash_token(token),
+        "preference": PREFERENCE_NAME,
+    }
+    row = uow.session.execute(_START, params).one_or_none()
+    return users.user_with_credential(credential, unlabelled(row, "u_")), row
+
+
+def checked_start(found: Any, token: str, *, user: User, now: datetime) -> Start:
+    """The device ``token`` enrolls, checked as spending would (left unspent), from what
+    ``find_start_within`` found; else TokenInvalid saying why."""
+    token_hash = tokens.hash_token(token)
+    token_row = unlabelled(found, "t_")
+    tokens.check_usable(token_row, token_hash, now=now, user=user.name)
+    device = unlabelled(found, "d_")
+    if device is None:  # cascade deletes tokens with their device: only a race lands here
+        raise TokenInvalid("the device this token was minted for has been removed")
+    return Start(
+        user=user,
+        device=to_device(device),
+        token_hash=token_hash,
+        token_kind=TokenKind(token_row.kind),  # type: ignore[union-attr]
+        ekcert_allowed_cas=tuple(found.p_ekcert_allowed_cas or ()),
+    )
+
+
+def enroll_answered_within(
+    uow: UnitOfWork,
+    *,
+    challenge: challenges.Challenge,
+    token_hash: str,
+    token_kind: TokenKind,
+    credential: Credential,
+    collected: CollectedData,
+    user: str,
+    history_limit: int = 10,
+) -> Device:
+    """Take the answered ``challenge``, then enroll its device and spend the token, or
+    refuse with the reason. The challenge must be unused and unexpired; the device must
+    not be enrolled and must be the one the collected data names, and its token unspent,
+    unexpired and this user's to spend. The device's row lock is what serializes two
+    enrollments of one device, so the token is spent with the enrollment, never without.
+
+    On PostgreSQL the steps are one statement, in autocommit: a refusal leaves only the
+    challenge taken, which is what a refusal does anyway. Elsewhere, the same steps in
+    the caller's transaction (which rolls back on a refusal).
+    """
+    device_id = challenge.device_id
+    label = f"{collected.serial_number}/{collected.os_type.display}"
+    now = uow.now()
+    event = {"time": now, "success": True, "actor": user, "device_id": device_id}
+    event |= {"asset_tag": collected.serial_number, "os_type": collected.os_type.value}
+    spent_event = event | {
+        "type": audit.DEVICE_TOKEN_SPENT,
+        "message": f"{token_kind.value} enrollment token spent for device {label}",
+        "details": {"kind": token_kind.value, "user": user},
+    }
+    enroll_event = event | {
+        "type": audit.DEVICE_ENROLL,
+        "message": f"device {label} enrolled by {user} ({credential.attestation_type.value})",
+        "details": {
+            "credential_id": credential.id,
+            "attestation_type": credential.attestation_type.value,
+        },
+    }
+    params = {
+        "now": now,
+        "challenge": challenge.id,
+        "wanted_kind": challenge.kind,
+        "user": user,
+        "hash": token_hash,
+        "device": device_id,
+        "serial": collected.serial_number,
+        "os": collected.os_type.value,
+        "enrolled_status": EnrollStatus.ENROLLED.value,
+        "new_credential_id": credential.id,
+        "new_public_key": credential.public_key,
+        "new_ek_cert_serial": credential.ek_cert_serial,
+        "new_attestation_type": credential.attestation_type.value,
+    }
+    session = uow.session
+    if uow.dialect == "postgresql":
+        chained = {f"c_{k}": v for k, v in collected_params(device_id, collected, now).items()}
+        chained |= {f"spent_{k}": v for k, v in spent_event.items()}
+        chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
+        chained["keep_older"] = history_limit - 1  # the new report is not visible to it
+        row = session.execute(_CHAINED, params | chained).one_or_none()
+        if row is None or row.id is None:
+            _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
+        return to_device(row)
+    if session.execute(_TAKE, params).first() is None:
+        _refuse(uow, challenge, token_hash, collected, user, taken=False)
+    enrolled = session.execute(_ENROLL_IF_ENROLLABLE, params).one_or_none()
+    if enrolled is None:
+        _refuse(uow, challenge, token_hash, collected, user, taken=True)
+    session.execute(_SPEND, params)
+    record_collected_data_within(uow, device_id, collected, keep=history_limit)
+    session.execute(_INSERT_AUDIT, [spent_event, enroll_event])
+    return to_device(enrolled)
+
+
+def _refuse(
+    uow: UnitOfWork,
+    challenge: challenges.Challenge,
+    token_hash: str,
+    collected: CollectedData,
+    user: str,
+    *,
+    taken: bool,
+) -> NoReturn:
+    """Raise the reason the challenge was not taken, or, once it was, the device not
+    enrolled: the state the refused statement found."""
+    session, now = uow.session, uow.now()
+    if not taken:  # another answer got there first
+        row = session.get(ChallengeRow, challenge.id)
+        raise challenges.ChallengeInvalid(challenges.why_not(row, challenge.kind, user, now))
+    token = session.execute(tokens.BY_HASH, {"hash": token_hash}).one_or_none()
+    tokens.check_usable(token, token_hash, now=now, user=user)
+    device = session.get(DeviceRow, challenge.device_id)
+    if device is None:
+        raise TokenInvalid("the device this token was minted for has been removed")
+    check_collected_matches(to_device(device), collected)
+    raise TokenInvalid(f"device {to_device(device).label} is already enrolled: unenroll it first")
+
+
 # Built once: the enrollment's own UPDATE, returning the enrolled device.
 _DEVICES = cast(Table, DeviceRow.__table__)
 _ENROLL = (
@@ -123,3 +293,139 @@ _ENROLL = (
     )
     .returning(*_DEVICES.c)
 )
+
+# The ceremony's statements. Shared parameters: now, challenge, wanted_kind, user, hash,
+# device, serial, os, enrolled_status and the new credential's.
+_USERS = cast(Table, UserRow.__table__)
+_TOKENS = cast(Table, EnrollmentTokenRow.__table__)
+_PREFERENCES = cast(Table, ClusterPreferenceRow.__table__)
+_CHALLENGES = cast(Table, ChallengeRow.__table__)
+_COLLECTED = cast(Table, CollectedDataRow.__table__)
+_AUDIT = cast(Table, AuditEventRow.__table__)
+
+# The user by their credential's hash, with the token, its device and the EK CAs allowed.
+_START = (
+    select(
+        *labelled(_USERS, "u_"),
+        *labelled(_TOKENS, "t_"),
+        *labelled(_DEVICES, "d_"),
+        _PREFERENCES.c.ekcert_allowed_cas.label("p_ekcert_allowed_cas"),
+    )
+    .select_from(
+        _USERS.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("token_hash"))
+        .outerjoin(_DEVICES, _DEVICES.c.id == _TOKENS.c.device_id)
+        .outerjoin(_PREFERENCES, _PREFERENCES.c.name == bindparam("preference"))
+    )
+    .where(_USERS.c.token_hash == bindparam("user_hash"))
+)
+
+
+def _now(table: Table, column: str) -> Any:
+    return bindparam("now", type_=table.c[column].type)
+
+
+_TAKE_STEP = (
+    update(_CHALLENGES)
+    .where(
+        _CHALLENGES.c.id == bindparam("challenge"),
+        _CHALLENGES.c.kind == bindparam("wanted_kind"),
+        _CHALLENGES.c.user_name == bindparam("user"),
+        _CHALLENGES.c.used_time.is_(None),
+        _CHALLENGES.c.expire_time > _now(_CHALLENGES, "used_time"),
+    )
+    .values(used_time=_now(_CHALLENGES, "used_time"))
+)
+_ENROLL_STEP = (
+    update(_DEVICES)
+    .where(
+        _DEVICES.c.id == bindparam("device"),
+        _DEVICES.c.enroll_status != bindparam("enrolled_status"),
+        _DEVICES.c.asset_tag == bindparam("serial"),
+        _DEVICES.c.os_type == bindparam("os"),
+        exists().where(  # its token, still spendable by this user
+            _TOKENS.c.token_hash == bindparam("hash"),
+            _TOKENS.c.device_id == _DEVICES.c.id,
+            _TOKENS.c.spent_time.is_(None),
+            _TOKENS.c.expire_time > _now(_TOKENS, "spent_time"),
+            _TOKENS.c.user_name.is_(None) | (_TOKENS.c.user_name == bindparam("user")),
+        ),
+    )
+    .values(
+        enroll_status=bindparam("enrolled_status"),
+        owner=bindparam("user"),
+        credential_id=bindparam("new_credential_id"),
+        credential_public_key=bindparam("new_public_key"),
+        credential_ek_cert_serial=bindparam("new_ek_cert_serial"),
+        credential_attestation_type=bindparam("new_attestation_type"),
+        update_time=_now(_DEVICES, "update_time"),
+    )
+)
+_SPEND_STEP = (
+    update(_TOKENS)
+    .where(_TOKENS.c.token_hash == bindparam("hash"))
+    .values(spent_time=_now(_TOKENS, "spent_time"))
+)
+
+# Step by step, in a transaction (SQLite).
+_TAKE = _TAKE_STEP.returning(_CHALLENGES.c.id)
+_ENROLL_IF_ENROLLABLE = _ENROLL_STEP.returning(*_DEVICES.c)
+_SPEND = _SPEND_STEP
+_INSERT_AUDIT = insert(_AUDIT)
+
+
+def _values(table: Table, prefix: str, columns: list[str]) -> Select[Any]:
+    """SELECT the parameters ``<prefix><column>``, typed as ``table``'s columns."""
+    return select(*(bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns))
+
+
+def _chained() -> Select[Any]:
+    """The steps as one statement (PostgreSQL): each a data-modifying CTE that acts only
+    if the one before returned its row. All of them see the same snapshot, so the trim
+    keeps one old report fewer than the limit: the new one is not visible to it."""
+    taken = _TAKE_STEP.returning(_CHALLENGES.c.id).cte("taken")
+    enrolled = _ENROLL_STEP.where(exists(select(taken.c.id))).returning(*_DEVICES.c).cte("enrolled")
+    if_enrolled = exists(select(enrolled.c.id))
+    spent = _SPEND_STEP.where(if_enrolled).returning(_TOKENS.c.id).cte("spent")
+    report = [c.name for c in _COLLECTED.c if c.name != "id"]
+    collected = (
+        insert(_COLLECTED)
+        .from_select(report, _values(_COLLECTED, "c_", report).where(if_enrolled))
+        .returning(_COLLECTED.c.id)
+        .cte("collected")
+    )
+    newest = (
+        select(_COLLECTED.c.id)
+        .where(_COLLECTED.c.device_id == bindparam("device"))
+        .order_by(_COLLECTED.c.id.desc())
+        .offset(bindparam("keep_older"))
+        .limit(1)
+        .scalar_subquery()
+    )
+    trimmed = (
+        delete(_COLLECTED)
+        .where(_COLLECTED.c.device_id == bindparam("device"), _COLLECTED.c.id <= newest)
+        .where(if_enrolled)
+        .returning(_COLLECTED.c.id)
+        .cte("trimmed")
+    )
+    event = [c.name for c in _AUDIT.c if c.name != "id"]
+    audited = (
+        insert(_AUDIT)
+        .from_select(
+            event,
+            union_all(
+                _values(_AUDIT, "spent_", event).where(if_enrolled),
+                _values(_AUDIT, "enroll_", event).where(if_enrolled),
+            ),
+        )
+        .returning(_AUDIT.c.id)
+        .cte("audited")
+    )
+    return (
+        select(taken.c.id.label("taken"), *enrolled.c)
+        .select_from(taken.outerjoin(enrolled, true()))
+        .add_cte(spent, collected, trimmed, audited)
+    )
+
+
+_CHAINED = _chained()

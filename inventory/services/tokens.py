@@ -188,20 +188,9 @@ def spend_token(
         raise
 
 
-def check_token_within(
-    uow: UnitOfWork,
-    token: str,
-    *,
-    kinds: frozenset[TokenKind] = frozenset(TokenKind),
-    user: str | None = None,
-) -> Device:
-    """The device ``token`` would enroll, checked as spending would but left unspent.
-
-    The ceremony's first round trip uses it: a token that cannot be spent is refused
-    before any challenge is made, and only the second round trip spends it.
-    """
-    row = _usable_row(uow, hash_secret(token.strip()), kinds=kinds, user=user)
-    return _token_device(uow, row)
+def hash_token(token: str) -> str:
+    """What a token is stored and looked up as."""
+    return hash_secret(token.strip())
 
 
 def spend_token_within(
@@ -222,7 +211,7 @@ def spend_token_within(
     if token_hash is None:
         if token is None:
             raise TypeError("spend_token_within needs the token or its hash")
-        token_hash = hash_secret(token.strip())
+        token_hash = hash_token(token)
     statement = _SPEND_BOUND if user is not None else _SPEND_UNBOUND
     params = {"hash": token_hash, "now": uow.now(), "kinds": [k.value for k in kinds]}
     spent = uow.session.execute(statement, {**params, "user": user}).one_or_none()
@@ -247,28 +236,35 @@ def spend_token_within(
 def _usable_row(
     uow: UnitOfWork, token_hash: str, *, kinds: frozenset[TokenKind], user: str | None
 ) -> Row[Any]:
-    row = uow.session.execute(_BY_HASH, {"hash": token_hash}).one_or_none()
-    if row is None or not hmac.compare_digest(token_hash, row.token_hash):
+    row = uow.session.execute(BY_HASH, {"hash": token_hash}).one_or_none()
+    check_usable(row, token_hash, now=uow.now(), kinds=kinds, user=user)
+    assert row is not None
+    return row
+
+
+def check_usable(
+    row: Any,
+    token_hash: str,
+    *,
+    now: datetime,
+    kinds: frozenset[TokenKind] = frozenset(TokenKind),
+    user: str | None,
+) -> None:
+    """Refuse, saying why, a token (``row``, found by ``token_hash``; None: no such token)
+    that ``user`` cannot spend ``now`` for one of ``kinds``."""
+    if row is None or row.token_hash is None or not hmac.compare_digest(token_hash, row.token_hash):
         raise TokenInvalid("invalid enrollment token")
     if row.spent_time is not None:
         raise TokenInvalid("enrollment token was already used")
-    if row.expire_time <= uow.now():
+    if row.expire_time <= now:
         raise TokenInvalid(f"enrollment token expired at {row.expire_time:%Y-%m-%d %H:%M:%S} UTC")
     if TokenKind(row.kind) not in kinds:
         raise TokenInvalid(f"a {row.kind} enrollment token cannot be used here")
     if row.user_name is not None and row.user_name != user:
         raise TokenInvalid("enrollment token was minted for another user")
-    return row
 
 
-def _token_device(uow: UnitOfWork, row: Row[Any]) -> Device:
-    device_row = uow.session.execute(_DEVICE_BY_ID, {"id": row.device_id}).one_or_none()
-    if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
-        raise TokenInvalid("the device this token was minted for has been removed")
-    return to_device(device_row)
-
-
-_BY_HASH = select(_TABLE).where(_TABLE.c.token_hash == bindparam("hash"))
+BY_HASH = select(_TABLE).where(_TABLE.c.token_hash == bindparam("hash"))
 _DEVICES = cast(Table, DeviceRow.__table__)
 _DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("id"))
 

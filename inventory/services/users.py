@@ -95,11 +95,23 @@ def authenticate(uow: UnitOfWork, token: str) -> User:
 
 def authenticate_within(uow: UnitOfWork, token: str) -> User:
     """``authenticate`` inside the caller's transaction."""
+    row = uow.session.execute(_BY_TOKEN_HASH, {"hash": credential_hash(token)}).one_or_none()
+    return user_with_credential(token, row)
+
+
+def credential_hash(token: str) -> str:
+    """What a user is looked up by: the hash of their credential (which must be given)."""
     token = token.strip()
     if not token:
         raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
-    row = uow.session.execute(_BY_TOKEN_HASH, {"hash": hash_secret(token)}).one_or_none()
-    if row is None or not secret_matches(token, row.token_hash):
+    return hash_secret(token)
+
+
+def user_with_credential(token: str, row: Any) -> User:
+    """The user of ``row`` (columns of the users table; None: not found), looked up by
+    ``credential_hash(token)``, or Unauthenticated. For queries that find the user along
+    with what the request is about, in one round trip."""
+    if row is None or not secret_matches(token.strip(), row.token_hash):
         raise Unauthenticated("invalid user credential (check DEVTRUST_USER_TOKEN)")
     return _to_user(row)
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import delete
 
 from inventory.db import Database
 from inventory.domain import (
     AttestationType,
     CollectedData,
     Credential,
+    Device,
     EnrollStatus,
     OSType,
+    TokenKind,
 )
 from inventory.errors import TokenInvalid
-from inventory.services import audit, devices, enrollment, tokens
+from inventory.models import EnrollmentTokenRow
+from inventory.services import audit, challenges, devices, enrollment, tokens
+from inventory.services.challenges import ChallengeInvalid
 from tests.conftest import Clock
 
 TAG = "LNX-4C4C4544"
@@ -88,3 +95,140 @@ def test_expired_tokens_and_enrolled_devices_are_refused(
         db.uow(), token=fresh, credential=CREDENTIAL, collected=collected(), user="alice"
     )
     assert devices.get_device(db.uow(), TAG).owner == "alice"
+
+
+# The ceremony's path: one statement on PostgreSQL, a transaction on SQLite.
+
+
+def answered(db: Database, token: str) -> challenges.Challenge:
+    """A challenge issued for ``token``'s device, as the ceremony's first round trip does."""
+    device = devices.get_device(db.uow(), TAG)
+    return challenges.issue_challenge(
+        db.uow(), kind="enroll-tpm", device_id=device.id, user_name="alice", state={}
+    )
+
+
+def enroll_answered(
+    db: Database, challenge: challenges.Challenge, token: str, *, history_limit: int = 10
+) -> Device:
+    uow = db.uow(autocommit=True)
+    with uow:
+        device = enrollment.enroll_answered_within(
+            uow,
+            challenge=challenge,
+            token_hash=tokens.hash_token(token),
+            token_kind=TokenKind.ADMIN,
+            credential=CREDENTIAL,
+            collected=collected(),
+            user="alice",
+            history_limit=history_limit,
+        )
+        uow.commit()
+        return device
+
+
+def spent(db: Database, token: str) -> bool:
+    uow = db.uow()
+    with uow.read():
+        row = uow.session.execute(tokens.BY_HASH, {"hash": tokens.hash_token(token)}).one()
+        return row.spent_time is not None
+
+
+def test_an_answered_challenge_enrolls_spends_keeps_the_history_and_audits(
+    db: Database, token: str
+) -> None:
+    device = devices.get_device(db.uow(), TAG)
+    for n in range(4):
+        record = collected()
+        uow = db.uow()
+        with uow:
+            devices.record_collected_data_within(
+                uow, device.id, replace(record, os_version=f"old-{n}"), keep=10
+            )
+            uow.commit()
+    challenge = answered(db, token)
+
+    enrolled = enroll_answered(db, challenge, token, history_limit=3)
+
+    assert enrolled.enroll_status is EnrollStatus.ENROLLED and enrolled.owner == "alice"
+    assert enrolled.credential == CREDENTIAL
+    assert devices.get_device(db.uow(), TAG) == enrolled
+    assert spent(db, token)
+    history = devices.collected_history(db.uow(), device.id)
+    assert [h.os_version for h in history] == [None, "old-3", "old-2"]  # newest first
+    events = audit.list_events(db.uow())
+    assert [(e.type, e.success, e.asset_tag) for e in events[-2:]] == [
+        (audit.DEVICE_TOKEN_SPENT, True, TAG),
+        (audit.DEVICE_ENROLL, True, TAG),
+    ]
+    assert events[-2].message == f"admin enrollment token spent for device {TAG}/Linux"
+    assert events[-1].details == {
+        "credential_id": "cred-1",
+        "attestation_type": "tpm_ekcert_trusted",
+    }
+    with pytest.raises(ChallengeInvalid, match="already answered"):
+        enroll_answered(db, challenge, token)
+
+
+def test_of_racing_answers_for_one_token_exactly_one_enrolls(db: Database, token: str) -> None:
+    racers = [answered(db, token) for _ in range(8)]
+    start = threading.Barrier(len(racers))
+    wins: list[Device] = []
+    refusals: list[str] = []
+
+    def answer(challenge: challenges.Challenge) -> None:
+        start.wait()
+        try:
+            wins.append(enroll_answered(db, challenge, token))
+        except TokenInvalid as exc:
+            refusals.append(str(exc))
+
+    threads = [threading.Thread(target=answer, args=(c,)) for c in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1 and len(refusals) == 7, refusals
+    assert set(refusals) <= {
+        "enrollment token was already used",
+        f"device {TAG}/Linux is already enrolled: unenroll it first",
+    }
+    enrolls = audit.list_events(db.uow(), type=audit.DEVICE_ENROLL)
+    assert [e.success for e in enrolls] == [True]
+    assert len(audit.list_events(db.uow(), type=audit.DEVICE_TOKEN_SPENT)) == 1
+    assert len(devices.collected_history(db.uow(), wins[0].id)) == 1
+
+
+@pytest.mark.parametrize("meanwhile", ["enrolled", "expired", "removed"])
+def test_what_changed_since_the_challenge_is_refused_and_the_token_stays_unspent(
+    db: Database, token: str, clock: Clock, meanwhile: str
+) -> None:
+    challenge = answered(db, token)
+    expected = {
+        "enrolled": f"device {TAG}/Linux is already enrolled: unenroll it first",
+        "expired": "enrollment token expired at",
+        "removed": "invalid enrollment token",
+    }[meanwhile]
+    if meanwhile == "enrolled":
+        other = tokens.create_token(db.uow(), TAG, actor="admin").token
+        enrollment.enroll_device(
+            db.uow(), token=other, credential=CREDENTIAL, collected=collected(), user="bob"
+        )
+    elif meanwhile == "expired":
+        clock.advance(hours=2)
+        challenge = answered(db, token)  # a challenge still open, for a token now expired
+    before = devices.get_device(db.uow(), TAG)
+    audited = len(audit.list_events(db.uow()))
+    if meanwhile == "removed":
+        uow = db.uow()
+        with uow:
+            uow.session.execute(delete(EnrollmentTokenRow))
+            uow.commit()
+
+    with pytest.raises(TokenInvalid, match=expected):
+        enroll_answered(db, challenge, token)
+
+    assert devices.get_device(db.uow(), TAG) == before
+    assert len(audit.list_events(db.uow())) == audited
+    if meanwhile != "removed":
+        assert not spent(db, token)
