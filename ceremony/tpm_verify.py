@@ -6,7 +6,8 @@ lives in the same TPM (MakeCredential / ActivateCredential), the AK proves it wa
 that TPM with the right attributes (its creation attestation), and quotes carry the
 server's nonce. Every structure arrives marshalled as the TPM produced it (TPM2B forms with
 their size prefix; signatures as TPMT_SIGNATURE) and every refusal is an AttestationError
-whose message says what is wrong.
+whose message says what is wrong. tpm_structures reads the structures (with tpm2-tss's
+unmarshalling), credential makes the challenge (MakeCredential, with cryptography).
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import datetime
 import hashlib
 import hmac
 import secrets
-import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from tpm2_pytss import TSS2_Exception  # type: ignore[import-untyped]
 from tpm2_pytss.constants import (  # type: ignore[import-untyped]
     TPM2_ALG,
     TPM2_ECC,
@@ -33,14 +32,10 @@ from tpm2_pytss.constants import (  # type: ignore[import-untyped]
     TPM2_ST,
     TPMA_OBJECT,
 )
-from tpm2_pytss.types import (  # type: ignore[import-untyped]
-    TPM2B_CREATION_DATA,
-    TPM2B_PUBLIC,
-    TPMS_ATTEST,
-    TPMT_SIGNATURE,
-)
-from tpm2_pytss.utils import make_credential  # type: ignore[import-untyped]
+from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
+from ceremony import tpm_structures
+from ceremony.credential import EKParameters, make_credential
 from ceremony.ek_cert import (
     ek_public_from_certificate,
     parse_ek_certificate,
@@ -53,8 +48,8 @@ from ceremony.errors import (
     EKCertificateError,
     QuoteError,
 )
-
-MAX_STRUCTURE = 4096  # bytes; every TPM structure the agent sends is far smaller
+from ceremony.tpm_structures import MAX_STRUCTURE as MAX_STRUCTURE
+from ceremony.tpm_structures import PARSE_ERRORS, Attestation, PublicArea
 
 AttestationType = Literal["tpm_ekpub", "tpm_ekcert", "tpm_ekcert_trusted"]
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -66,13 +61,20 @@ _AK_REQUIRED = {
     TPMA_OBJECT.FIXEDPARENT: "fixedParent",
     TPMA_OBJECT.SENSITIVEDATAORIGIN: "sensitiveDataOrigin",
 }
+_AK_REQUIRED_MASK = sum(_AK_REQUIRED)
 _CURVES: dict[int, type[ec.EllipticCurve]] = {
     TPM2_ECC.NIST_P256: ec.SECP256R1,
     TPM2_ECC.NIST_P384: ec.SECP384R1,
 }
-_NAME_HASHES = {TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384", TPM2_ALG.SHA512: "sha512"}
+_NAME_HASHES: dict[int, Callable[[bytes], hashlib._Hash]] = {
+    TPM2_ALG.SHA256: hashlib.sha256,
+    TPM2_ALG.SHA384: hashlib.sha384,
+    TPM2_ALG.SHA512: hashlib.sha512,
+}
+_NAME_SIZES = {alg: 2 + new(b"").digest_size for alg, new in _NAME_HASHES.items()}
 _PCR_BANKS = {TPM2_ALG.SHA1: 20, TPM2_ALG.SHA256: 32, TPM2_ALG.SHA384: 48, TPM2_ALG.SHA512: 64}
-_PARSE_ERRORS = (TSS2_Exception, ValueError, IndexError, TypeError, OverflowError, KeyError)
+# The pinned signature schemes (cryptography's padding and hash objects are immutable).
+_PKCS1V15, _SHA256, _ECDSA_SHA256 = padding.PKCS1v15(), hashes.SHA256(), ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True)
@@ -103,82 +105,58 @@ class Challenge:
     secret: bytes  # kept server-side only
 
 
-# Parsing
+# The public areas
 
 
-def _unmarshal(cls: Any, data: bytes, what: str, error: type[AttestationError]) -> Any:
-    if not isinstance(data, bytes | bytearray):
-        raise error(f"the {what} must be bytes, not {type(data).__name__}")
-    if len(data) > MAX_STRUCTURE:
-        raise error(f"the {what} is {len(data)} bytes, more than the {MAX_STRUCTURE} allowed")
-    try:
-        parsed, used = cls.unmarshal(bytes(data))
-    except _PARSE_ERRORS as exc:
-        raise error(f"the {what} is malformed or truncated ({exc})") from exc
-    if used != len(data):
-        raise error(f"the {what} has {len(data) - used} trailing bytes")
-    return parsed
-
-
-def _attestation(data: bytes, what: str, error: type[AttestationError]) -> tuple[Any, bytes]:
-    """A TPM2B_ATTEST's TPMS_ATTEST and the bytes the key signed (its contents)."""
-    if not isinstance(data, bytes | bytearray) or len(data) < 2:
-        raise error(f"the {what} is malformed or truncated (no TPM2B size)")
-    if len(data) > MAX_STRUCTURE:
-        raise error(f"the {what} is {len(data)} bytes, more than the {MAX_STRUCTURE} allowed")
-    (size,) = struct.unpack(">H", data[:2])
-    body = bytes(data[2:])
-    if len(body) < size:
-        raise error(f"the {what} is truncated: {len(body)} of {size} bytes")
-    if len(body) > size:
-        raise error(f"the {what} has {len(body) - size} trailing bytes")
-    parsed = _unmarshal(TPMS_ATTEST, body, what, error)
-    if parsed.magic != TPM2_GENERATED.VALUE:
-        raise error(f"the {what} was not generated by a TPM (magic {int(parsed.magic):#x})")
-    return parsed, body
-
-
-def _public_key(area: Any, what: str, error: type[AttestationError]) -> PublicKey:
+def _public_key(area: PublicArea, what: str, error: type[AttestationError]) -> PublicKey:
     """The cryptography key of a TPMT_PUBLIC: RSA of 2048 to 4096 bits, or ECC P-256/P-384."""
     try:
         if area.type == TPM2_ALG.RSA:
-            bits = int(area.parameters.rsaDetail.keyBits)
-            modulus = bytes(area.unique.rsa)
-            if not 2048 <= bits <= 4096 or len(modulus) * 8 != bits:
+            modulus = area.rsa_modulus
+            if not 2048 <= area.rsa_bits <= 4096 or len(modulus) * 8 != area.rsa_bits:
                 raise error(f"the {what} is RSA-{len(modulus) * 8}; RSA-2048 or larger is needed")
-            exponent = int(area.parameters.rsaDetail.exponent) or 65537
-            numbers = rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus, "big"))
+            numbers = rsa.RSAPublicNumbers(
+                area.rsa_exponent or 65537, int.from_bytes(modulus, "big")
+            )
             return numbers.public_key()
         if area.type == TPM2_ALG.ECC:
-            curve = _CURVES.get(int(area.parameters.eccDetail.curveID))
+            curve = _CURVES.get(area.curve)
             if curve is None:
                 raise error(f"the {what} uses an ECC curve other than NIST P-256 or P-384")
-            x = int.from_bytes(bytes(area.unique.ecc.x), "big")
-            y = int.from_bytes(bytes(area.unique.ecc.y), "big")
+            x = int.from_bytes(area.ecc_x, "big")
+            y = int.from_bytes(area.ecc_y, "big")
             return ec.EllipticCurvePublicNumbers(x, y, curve()).public_key()
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         raise error(f"the {what} holds no valid public key ({exc})") from exc
     raise error(f"the {what} is neither an RSA nor an ECC key")
 
 
 def ek_public_key(tpm2b_public: bytes) -> PublicKey:
     """The EK's public key from its marshalled TPM2B_PUBLIC."""
-    area = _unmarshal(TPM2B_PUBLIC, tpm2b_public, "EK public area", EKCertificateError)
-    return _public_key(area.publicArea, "EK public area", EKCertificateError)
+    area = tpm_structures.public_area(tpm2b_public, "EK public area", EKCertificateError)
+    return _public_key(area, "EK public area", EKCertificateError)
+
+
+def _attestation(data: bytes, what: str, error: type[AttestationError]) -> Attestation:
+    """A TPM2B_ATTEST's TPMS_ATTEST, which a TPM generated."""
+    parsed = tpm_structures.attestation(data, what, error)
+    if parsed.magic != TPM2_GENERATED.VALUE:
+        raise error(f"the {what} was not generated by a TPM (magic {parsed.magic:#x})")
+    return parsed
 
 
 # The attestation key
 
 
-def _ak_area(ak_public: bytes) -> tuple[Any, PublicKey]:
-    area = _unmarshal(TPM2B_PUBLIC, ak_public, "AK public area", AKError).publicArea
-    attributes = int(area.objectAttributes)
-    missing = [name for bit, name in _AK_REQUIRED.items() if not attributes & bit]
-    if missing:
+def _ak_area(ak_public: bytes) -> tuple[PublicArea, PublicKey]:
+    area = tpm_structures.public_area(ak_public, "AK public area", AKError)
+    attributes = area.attributes
+    if attributes & _AK_REQUIRED_MASK != _AK_REQUIRED_MASK:
+        missing = [name for bit, name in _AK_REQUIRED.items() if not attributes & bit]
         raise AKError(f"the AK is not a restricted signing key: {', '.join(missing)} not set")
     if attributes & TPMA_OBJECT.DECRYPT:
         raise AKError("the AK is not a restricted signing key: decrypt is set")
-    if area.nameAlg not in _NAME_HASHES:
+    if area.name_alg not in _NAME_HASHES:
         raise AKError("the AK's name algorithm is not SHA-256, SHA-384 or SHA-512")
     return area, _public_key(area, "AK", AKError)
 
@@ -187,39 +165,41 @@ def _verify_signature(
     key: PublicKey, message: bytes, signature: bytes, what: str, error: type[AttestationError]
 ) -> None:
     """The pinned schemes: RSASSA-SHA256 for RSA AKs, ECDSA-SHA256 for ECC ones."""
-    sig = _unmarshal(TPMT_SIGNATURE, signature, f"{what} signature", error)
+    sig = tpm_structures.signature(signature, f"{what} signature", error)
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            if sig.sigAlg != TPM2_ALG.RSASSA or sig.signature.rsassa.hash != TPM2_ALG.SHA256:
+            if sig.algorithm != TPM2_ALG.RSASSA or sig.hash != TPM2_ALG.SHA256:
                 raise error(f"the {what} signature is not RSASSA with SHA-256")
-            raw = bytes(sig.signature.rsassa.sig)
-            key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(sig.rsa, message, _PKCS1V15, _SHA256)
         else:
-            if sig.sigAlg != TPM2_ALG.ECDSA or sig.signature.ecdsa.hash != TPM2_ALG.SHA256:
+            if sig.algorithm != TPM2_ALG.ECDSA or sig.hash != TPM2_ALG.SHA256:
                 raise error(f"the {what} signature is not ECDSA with SHA-256")
             der = encode_dss_signature(
-                int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big"),
-                int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big"),
+                int.from_bytes(sig.ecdsa_r, "big"), int.from_bytes(sig.ecdsa_s, "big")
             )
-            key.verify(der, message, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, *_PARSE_ERRORS):
+            key.verify(der, message, _ECDSA_SHA256)
+    except (InvalidSignature, *PARSE_ERRORS):
         raise error(f"the {what} signature does not verify with the AK") from None
 
 
 def check_ak(req: EnrollmentRequest) -> AKInfo:
     """The AK is a restricted signing key that the TPM certified over its own creation."""
     area, key = _ak_area(req.ak_public)
-    name = bytes(area.get_name())
-    _unmarshal(TPM2B_CREATION_DATA, req.creation_data, "AK creation data", AKError)
-    creation, signed = _attestation(req.creation_attestation, "AK creation attestation", AKError)
+    # The name is nameAlg || H(TPMT_PUBLIC), over the bytes sent: the TPM hashed the same
+    # ones, and the creation attestation it signed must carry that name.
+    digest = _NAME_HASHES[area.name_alg]
+    name = area.name_alg.to_bytes(2, "big") + digest(area.contents).digest()
+    tpm_structures.creation_data(req.creation_data, "AK creation data", AKError)
+    creation = _attestation(req.creation_attestation, "AK creation attestation", AKError)
     if creation.type != TPM2_ST.ATTEST_CREATION:
         raise AKError("the AK creation attestation is not a creation certification")
-    if bytes(creation.attested.creation.objectName) != name:
+    if creation.object_name != name:
         raise AKError("the AK creation attestation names another key than the AK sent")
-    digest = hashlib.new(_NAME_HASHES[area.nameAlg], bytes(req.creation_data[2:])).digest()
-    if not hmac.compare_digest(bytes(creation.attested.creation.creationHash), digest):
+    covered = digest(bytes(req.creation_data[2:])).digest()
+    if not hmac.compare_digest(creation.creation_hash, covered):
         raise AKError("the AK creation attestation does not cover the creation data sent")
-    _verify_signature(key, signed, req.creation_signature, "AK creation attestation", AKError)
+    signature = req.creation_signature
+    _verify_signature(key, creation.signed, signature, "AK creation attestation", AKError)
     return AKInfo(public=bytes(req.ak_public), name=name, key=key)
 
 
@@ -307,25 +287,22 @@ def _ek_template(key: PublicKey) -> bytes:
 
 def make_challenge(ek_public_tpm2b: bytes, ak_name: bytes) -> Challenge:
     """MakeCredential(EK, fresh 32-byte secret, AK name), and a fresh 32-byte nonce."""
-    area = _unmarshal(TPM2B_PUBLIC, ek_public_tpm2b, "EK public area", ChallengeError)
-    _public_key(area.publicArea, "EK public area", ChallengeError)
+    area = tpm_structures.public_area(ek_public_tpm2b, "EK public area", ChallengeError)
+    key = _public_key(area, "EK public area", ChallengeError)
     if not isinstance(ak_name, bytes) or len(ak_name) < 2:
         raise ChallengeError("the AK name is malformed")
-    (alg,) = struct.unpack(">H", ak_name[:2])
-    name_hash = _NAME_HASHES.get(alg)
-    if name_hash is None or len(ak_name) != 2 + hashlib.new(name_hash).digest_size:
+    if len(ak_name) != _NAME_SIZES.get(int.from_bytes(ak_name[:2], "big")):
         raise ChallengeError("the AK name is not a SHA-256, SHA-384 or SHA-512 name")
+    ek = EKParameters(
+        key, area.name_alg, area.symmetric, area.symmetric_bits, area.symmetric_mode, area.ecc_x
+    )
     secret = secrets.token_bytes(32)
     try:
-        blob, encrypted = make_credential(area, secret, ak_name)
-    except _PARSE_ERRORS as exc:
+        blob, encrypted = make_credential(ek, secret, ak_name)
+    except PARSE_ERRORS as exc:
         raise ChallengeError(f"cannot make a credential for this EK ({exc})") from exc
-    return Challenge(
-        credential_blob=bytes(blob.marshal()),
-        encrypted_secret=bytes(encrypted.marshal()),
-        nonce=secrets.token_bytes(32),
-        secret=secret,
-    )
+    nonce = secrets.token_bytes(32)
+    return Challenge(credential_blob=blob, encrypted_secret=encrypted, nonce=nonce, secret=secret)
 
 
 def verify_activation(challenge: Challenge, activated_secret: bytes) -> None:
@@ -337,20 +314,18 @@ def verify_activation(challenge: Challenge, activated_secret: bytes) -> None:
         )
 
 
-def _selected_pcrs(quote: Any) -> tuple[int, list[int]]:
+def _selected_pcrs(quoted: Attestation) -> tuple[int, list[int]]:
     """The bank and PCR indices the quote signed, in selection order."""
-    selections = quote.pcrSelect
-    if int(selections.count) != 1:
-        raise QuoteError(f"the quote selects {int(selections.count)} PCR banks, not exactly one")
-    selection = selections[0]
-    size = int(selection.sizeofSelect)
-    if selection.hash not in _PCR_BANKS or not 1 <= size <= 4:
+    if quoted.pcr_banks != 1:
+        raise QuoteError(f"the quote selects {quoted.pcr_banks} PCR banks, not exactly one")
+    size = quoted.pcr_select_size
+    if quoted.pcr_bank not in _PCR_BANKS or not 1 <= size <= 4:
         raise QuoteError("the quote's PCR selection is malformed")
-    bitmap = bytes(selection.pcrSelect)[:size]
+    bitmap = quoted.pcr_select[:size]
     pcrs = [8 * i + bit for i, octet in enumerate(bitmap) for bit in range(8) if octet >> bit & 1]
     if not pcrs:
         raise QuoteError("the quote covers no PCRs")
-    return int(selection.hash), pcrs
+    return quoted.pcr_bank, pcrs
 
 
 def verify_quote(
@@ -364,13 +339,13 @@ def verify_quote(
     """The quote is the AK's, over this nonce, and the PCR values are the ones it covers
     (with ``expected_pcrs``, exactly the PCRs the server asked for)."""
     _, key = _ak_area(ak_public)
-    quoted, signed = _attestation(quote_attestation, "quote", QuoteError)
-    _verify_signature(key, signed, signature, "quote", QuoteError)
+    quoted = _attestation(quote_attestation, "quote", QuoteError)
+    _verify_signature(key, quoted.signed, signature, "quote", QuoteError)
     if quoted.type != TPM2_ST.ATTEST_QUOTE:
         raise QuoteError("the quote attestation is not a quote")
-    if not isinstance(nonce, bytes) or not hmac.compare_digest(bytes(quoted.extraData), nonce):
+    if not isinstance(nonce, bytes) or not hmac.compare_digest(quoted.extra_data, nonce):
         raise QuoteError("the quote is not over the challenge's nonce")
-    bank, pcrs = _selected_pcrs(quoted.attested.quote)
+    bank, pcrs = _selected_pcrs(quoted)
     if expected_pcrs is not None and set(pcrs) != set(expected_pcrs):
         raise QuoteError(
             f"the quote covers PCRs {pcrs}, not the PCRs asked for ({sorted(expected_pcrs)})"
@@ -383,5 +358,5 @@ def verify_quote(
     if any(not isinstance(pcr_values[i], bytes) or len(pcr_values[i]) != size for i in pcrs):
         raise QuoteError("a PCR value sent is not a digest of the quoted bank")
     digest = hashlib.sha256(b"".join(pcr_values[i] for i in pcrs)).digest()
-    if not hmac.compare_digest(bytes(quoted.attested.quote.pcrDigest), digest):
+    if not hmac.compare_digest(quoted.pcr_digest, digest):
         raise QuoteError("the PCR values sent do not match the quoted PCR digest")

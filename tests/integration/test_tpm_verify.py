@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from tpm2_pytss.constants import TPMA_OBJECT  # type: ignore[import-untyped]
+from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT  # type: ignore[import-untyped]
 
+from ceremony import tpm_structures
 from ceremony.agent.tpm import (
     AttestationKey,
     DeviceTPM,
     Quote,
 )
+from ceremony.credential import EKParameters, make_credential
 from ceremony.errors import (
     AKError,
     AttestationError,
@@ -28,6 +31,7 @@ from ceremony.tpm_verify import (
     attestation_type,
     challenge_ek,
     check_ak,
+    ek_public_key,
     make_challenge,
     verify_activation,
     verify_quote,
@@ -131,6 +135,44 @@ def test_an_ek_public_only_device_is_tpm_ekpub_and_refused_when_cas_are_configur
         ):
             attestation_type(request, another_ca_pem())
         full_round_trip(tpm.tcti, "rsa", ak, request)
+
+
+# MakeCredential, as the TPM activates it
+
+
+EK_KINDS = [
+    # (EK kind, with EK certificates, the EK template, its name algorithm and AES key bits)
+    ("rsa", True, "EK-RSA2048", TPM2_ALG.SHA256, 128),
+    # swtpm certifies only its P-384 ECC EK: without certificates the agent uses P-256.
+    ("ecc", False, "EK-ECC256", TPM2_ALG.SHA256, 128),
+    ("ecc", True, "EK-HIGH-ECC384", TPM2_ALG.SHA384, 256),
+]
+
+
+@pytest.mark.parametrize(("ek", "with_ek_cert", "template", "name_alg", "aes_bits"), EK_KINDS)
+def test_the_tpm_activates_what_make_credential_made_for_each_ek_kind(
+    tmp_path: Path, ek: str, with_ek_cert: bool, template: str, name_alg: int, aes_bits: int
+) -> None:
+    with (
+        swtpm(tmp_path, ek=ek, with_ek_cert=with_ek_cert) as tpm,  # type: ignore[arg-type]
+        DeviceTPM(tpm.tcti, ek=ek) as device,  # type: ignore[arg-type]
+    ):
+        assert device.ek_template_name == template
+        ak = device.create_ak(tmp_path / "agent")
+        ek_public = device.ek_public()
+        area = tpm_structures.public_area(ek_public, "EK public area", ChallengeError)
+        symmetric = (area.symmetric, area.symmetric_bits, area.symmetric_mode)
+        assert (area.name_alg, *symmetric) == (name_alg, TPM2_ALG.AES, aes_bits, TPM2_ALG.CFB)
+        parameters = EKParameters(ek_public_key(ek_public), area.name_alg, *symmetric)
+        secret = secrets.token_bytes(32)
+        blob, encrypted = make_credential(parameters, secret, ak.name)
+        assert device.activate_credential(ak, blob, encrypted) == secret
+        # And as the ceremony makes it, from the EK's public area and the checked AK's name.
+        challenge = make_challenge(ek_public, check_ak(request_for(device, ak)).name)
+        activated = device.activate_credential(
+            ak, challenge.credential_blob, challenge.encrypted_secret
+        )
+    verify_activation(challenge, activated)
 
 
 # The EK refused
