@@ -8,9 +8,11 @@ audited, and, for a refusal, that nothing changed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from ceremony.agent.enroll import enroll_macos, enroll_tpm, self_token
 from ceremony.agent.softkey import SoftwareEnclaveKey
@@ -19,8 +21,9 @@ from ceremony.ek_cert import parse_ek_certificate
 from inventory.db import Database
 from inventory.domain import AttestationType, EnrollStatus, OSType, Role
 from inventory.preference import DeviceTrust
-from inventory.services import audit, devices, preference
+from inventory.services import audit, devices, preference, tokens
 from tests.ceremony import World, ceremony_service, world
+from tests.conftest import _empty
 from tests.tpm import SwTPM, swtpm
 
 pytestmark = pytest.mark.swtpm
@@ -103,3 +106,36 @@ def test_an_editor_enrolls_the_current_device_in_one_step(
         enroll_tpm(client, issued.token, collected, device_tpm, tmp_path)
     device = devices.get_device(linux.db.uow(), "LNX-NEW-1")
     assert device.enroll_status is EnrollStatus.ENROLLED and device.owner == "erin"
+
+
+@pytest.mark.postgres
+def test_an_enrollment_goes_through_after_the_database_dropped_the_pooled_connections(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The ceremony's connections are not pinged before use: a dropped one is retried."""
+    db = Database.connect(postgres_url)
+    try:
+        with ceremony_service(db) as url:
+            first = world(db, url, asset_tag="C02DROPPED01", os_type=OSType.MACOS)
+            key = SoftwareEnclaveKey.load_or_create(tmp_path)
+            with first.client() as client:
+                enroll_macos(client, first.token, first.collected(), key)
+            devices.register_device(
+                db.uow(), os_type=OSType.MACOS, asset_tag="C02DROPPED02", actor="admin"
+            )
+            token = tokens.create_token(db.uow(), "C02DROPPED02", actor="admin").token
+            with db.engine.connect() as admin:
+                dropped = admin.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            assert dropped  # the ceremony's pooled connection among them
+            second = replace(first, asset_tag="C02DROPPED02", token=token)
+            with second.client() as client:
+                result = enroll_macos(client, second.token, second.collected(), key)
+        assert result["enroll_status"] == "enrolled"
+    finally:
+        _empty(db)
+        db.close()

@@ -6,8 +6,10 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import delete, text
 
 from inventory.db import Database
+from inventory.models import DeviceRow
 from inventory.services import challenges, devices
 from inventory.services.challenges import ChallengeInvalid
 from tests.conftest import Clock
@@ -87,3 +89,28 @@ def test_expired_challenges_are_purged_and_go_with_their_device(
     devices.remove_device(db.uow(), device_id=device_id, actor="a")
     with pytest.raises(ChallengeInvalid, match="unknown"):
         challenges.take_challenge(db.uow(), fresh.id, kind="tpm")
+
+
+@pytest.mark.postgres
+def test_a_challenge_alone_commits_without_waiting_for_the_disk_and_only_itself(
+    postgres_url: str,
+) -> None:
+    db = Database.connect(postgres_url)
+    try:
+        device = devices.register_device(db.uow(), os_type="linux", asset_tag="PG-1", actor="a")
+        uow = db.uow(autocommit=True)
+        with uow:
+            issued = challenges.issue_challenge_within(
+                uow, kind="tpm", device_id=device.id, user_name="alice", state={"n": 1}
+            )
+            # SET LOCAL for the INSERT's own transaction: the connection's next statement
+            # (an enrollment, say) waits for the disk again.
+            assert uow.session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        taken = challenges.take_challenge(db.uow(), issued.id, kind="tpm")
+        assert taken.state == {"n": 1}
+    finally:
+        uow = db.uow()
+        with uow:
+            uow.session.execute(delete(DeviceRow).where(DeviceRow.asset_tag == "PG-1"))
+            uow.commit()
+        db.close()

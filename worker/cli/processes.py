@@ -91,7 +91,6 @@ def serve(
     from ceremony.errors import DeviceCAError
     from ceremony.ratelimit import rate_limiter_for
     from ceremony.service import broker_check, create_app, database_check
-    from inventory.db import Database
     from inventory.durations import parse_duration
     from inventory.errors import ConfigurationError
     from worker.celery import broker_settings
@@ -109,10 +108,7 @@ def serve(
         challenge_ttl=parse_duration(current.challenge_ttl, what="DEVTRUST_CHALLENGE_TTL"),
         history_limit=current.collected_history_limit,
     )
-    # The ceremony's hot path reruns itself on a connection the database dropped
-    # (once_more_if_dropped), so its pool skips the ping before every checkout.
-    ceremony_db = Database.connect(current.database_url_value, migrate=False, pool_pre_ping=False)
-    ceremony = EnrollmentCeremony(ceremony_db, config)
+    ceremony = EnrollmentCeremony(database(), config)
     window = parse_duration(current.auto_enroll_window, what="DEVTRUST_AUTO_ENROLL_WINDOW")
     limiter = rate_limiter_for(
         current.lock_url or queue["broker_url"],
