@@ -6,13 +6,12 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import text
 
 from inventory.db import Database
-from inventory.models import DeviceRow
 from inventory.services import challenges, devices
 from inventory.services.challenges import ChallengeInvalid
-from tests.conftest import Clock
+from tests.conftest import Clock, _empty
 
 
 @pytest.fixture
@@ -109,8 +108,5 @@ def test_a_challenge_alone_commits_without_waiting_for_the_disk_and_only_itself(
         taken = challenges.take_challenge(db.uow(), issued.id, kind="tpm")
         assert taken.state == {"n": 1}
     finally:
-        uow = db.uow()
-        with uow:
-            uow.session.execute(delete(DeviceRow).where(DeviceRow.asset_tag == "PG-1"))
-            uow.commit()
+        _empty(db)
         db.close()
