@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -45,3 +45,18 @@ def scratch_postgres_database(prefix: str = "devtrust_test") -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def drop_other_connections(engine: Engine) -> int:
+    """Terminate every other connection to ``engine``'s PostgreSQL database, as a restart
+    would (pooled ones included); returns how many."""
+    with engine.connect() as admin:
+        return int(
+            admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+            or 0
+        )

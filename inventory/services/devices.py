@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -261,23 +262,10 @@ def record_collected_data_within(
 
 
 def collected_params(device_id: str, data: CollectedData, now: datetime) -> dict[str, Any]:
-    """A row of ``collected_data`` for what ``device_id`` reported, recorded ``now``."""
-    return {
-        "device_id": device_id,
-        "serial_number": data.serial_number,
-        "os_type": data.os_type.value,
-        "model_identifier": data.model_identifier,
-        "os_version": data.os_version,
-        "os_build": data.os_build,
-        "os_id": data.os_id,
-        "os_login_user": data.os_login_user,
-        "jamf_binary_version": data.jamf_binary_version,
-        "reported_asset_tag": data.reported_asset_tag,
-        "system_serial_number": data.system_serial_number,
-        "base_board_serial_number": data.base_board_serial_number,
-        "collect_time": data.collect_time,
-        "record_time": now,
-    }
+    """A row of ``collected_data`` (its columns are CollectedData's fields) for what
+    ``device_id`` reported, recorded ``now``."""
+    values = {field.name: getattr(data, field.name) for field in fields(data)}
+    return values | {"device_id": device_id, "os_type": data.os_type.value, "record_time": now}
 
 
 # Built once: collected data is written on every enrollment and login.

@@ -109,8 +109,8 @@ def enroll_device_within(
         _ENROLL,
         {
             "device": device.id,
-            "new_status": EnrollStatus.ENROLLED.value,
-            "new_owner": user,
+            "enrolled_status": EnrollStatus.ENROLLED.value,
+            "user": user,
             "new_credential_id": credential.id,
             "new_public_key": credential.public_key,
             "new_ek_cert_serial": credential.ek_cert_serial,
@@ -277,20 +277,22 @@ def _refuse(
     raise TokenInvalid(f"device {to_device(device).label} is already enrolled: unenroll it first")
 
 
-# Built once: the enrollment's own UPDATE, returning the enrolled device.
 _DEVICES = cast(Table, DeviceRow.__table__)
+# What enrolling sets on the device row.
+_ENROLLED = {
+    "enroll_status": bindparam("enrolled_status"),
+    "owner": bindparam("user"),
+    "credential_id": bindparam("new_credential_id"),
+    "credential_public_key": bindparam("new_public_key"),
+    "credential_ek_cert_serial": bindparam("new_ek_cert_serial"),
+    "credential_attestation_type": bindparam("new_attestation_type"),
+    "update_time": bindparam("now", type_=_DEVICES.c.update_time.type),
+}
+# Built once: the enrollment's own UPDATE, returning the enrolled device.
 _ENROLL = (
     update(_DEVICES)
     .where(_DEVICES.c.id == bindparam("device"))
-    .values(
-        enroll_status=bindparam("new_status"),
-        owner=bindparam("new_owner"),
-        credential_id=bindparam("new_credential_id"),
-        credential_public_key=bindparam("new_public_key"),
-        credential_ek_cert_serial=bindparam("new_ek_cert_serial"),
-        credential_attestation_type=bindparam("new_attestation_type"),
-        update_time=bindparam("now", type_=_DEVICES.c.update_time.type),
-    )
+    .values(**_ENROLLED)
     .returning(*_DEVICES.c)
 )
 
@@ -350,15 +352,7 @@ _ENROLL_STEP = (
             _TOKENS.c.user_name.is_(None) | (_TOKENS.c.user_name == bindparam("user")),
         ),
     )
-    .values(
-        enroll_status=bindparam("enrolled_status"),
-        owner=bindparam("user"),
-        credential_id=bindparam("new_credential_id"),
-        credential_public_key=bindparam("new_public_key"),
-        credential_ek_cert_serial=bindparam("new_ek_cert_serial"),
-        credential_attestation_type=bindparam("new_attestation_type"),
-        update_time=_now(_DEVICES, "update_time"),
-    )
+    .values(**_ENROLLED)
 )
 _SPEND_STEP = (
     update(_TOKENS)

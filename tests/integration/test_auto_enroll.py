@@ -21,6 +21,7 @@ from inventory.drift import AutoEnrollRefused
 from inventory.errors import TokenInvalid
 from inventory.services import audit, auto_enroll, devices, enrollment
 from tests.conftest import Clock
+from tests.services import drop_other_connections
 
 TAG = "C02XL0GJJGH5"
 PROFILE = Profile(
@@ -163,7 +164,6 @@ def test_the_worker_check_survives_its_database_dropping_the_connection(
 ) -> None:
     """The worker's pool does not ping before each check: a dropped connection is retried
     once on a fresh one, so a database restart costs no login a refusal."""
-    from sqlalchemy import text
 
     from ceremony.protocol import Collected
     from inventory.settings import load_settings
@@ -186,14 +186,7 @@ def test_the_worker_check_survives_its_database_dropping_the_connection(
 
         first = check("C02DROP00001")
         assert first["ok"] is True, first
-        with db.engine.connect() as admin:
-            dropped = admin.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).scalar()
-        assert dropped  # the worker's pooled connection among them
+        assert drop_other_connections(db.engine)  # the worker's pooled connection among them
         assert check("C02DROP00002")["ok"] is True
     finally:
         _empty(db)

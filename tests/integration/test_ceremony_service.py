@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from ceremony.agent.enroll import enroll_macos, enroll_tpm, self_token
 from ceremony.agent.softkey import SoftwareEnclaveKey
@@ -24,6 +23,7 @@ from inventory.preference import DeviceTrust
 from inventory.services import audit, devices, preference, tokens
 from tests.ceremony import World, ceremony_service, world
 from tests.conftest import _empty
+from tests.services import drop_other_connections
 from tests.tpm import SwTPM, swtpm
 
 pytestmark = pytest.mark.swtpm
@@ -124,14 +124,7 @@ def test_an_enrollment_goes_through_after_the_database_dropped_the_pooled_connec
                 db.uow(), os_type=OSType.MACOS, asset_tag="C02DROPPED02", actor="admin"
             )
             token = tokens.create_token(db.uow(), "C02DROPPED02", actor="admin").token
-            with db.engine.connect() as admin:
-                dropped = admin.execute(
-                    text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                ).scalar()
-            assert dropped  # the ceremony's pooled connection among them
+            assert drop_other_connections(db.engine)  # the ceremony's pooled connection among them
             second = replace(first, asset_tag="C02DROPPED02", token=token)
             with second.client() as client:
                 result = enroll_macos(client, second.token, second.collected(), key)
