@@ -25,13 +25,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_der_publ
 
 from ceremony import macos, tpm_verify
 from ceremony.device_ca import EXTENSION_NAMES, MAX_CERT_TTL, DeviceCA, DeviceExtensions, PublicKey
-from ceremony.enroll import collected_data, record_refusal
+from ceremony.enroll import collected_data
 from ceremony.errors import (
-    AttestationError,
     DeviceDrifted,
     DeviceNotEnrolled,
     KeyProofError,
-    ProofRefused,
     QuoteError,
 )
 from ceremony.protocol import (
@@ -45,13 +43,13 @@ from ceremony.protocol import (
     MacOSChallenge,
     QuoteChallenge,
 )
+from ceremony.refusals import refusals_audited
 from inventory.db import Database
-from inventory.domain import CollectedData, Device, EnrollStatus, OSType, User
+from inventory.domain import Device, EnrollStatus, OSType
 from inventory.drift import drift, mismatch
 from inventory.durations import format_duration
 from inventory.errors import (
     ConfigurationError,
-    DevtrustError,
     InvalidArgument,
     NotFound,
 )
@@ -107,51 +105,43 @@ class DeviceAuthentication:
 
     def begin(self, credential: str, request: AuthInit) -> AuthChallenge:
         """Find the enrolled device, check its data again, and send a nonce."""
-        user: User | None = None
-        collected: CollectedData | None = None
-        device: Device | None = None
         uow = self.db.uow()
-        try:
-            with uow:
-                user = users.authenticate_within(uow, credential)
-                collected = collected_data(request.collected)
-                _user_key(request.user_public_key)
-                row = row_by_tag_within(uow, collected.serial_number, collected.os_type)
-                if row is None:
-                    raise NotFound(
-                        f"device {collected.serial_number}/{collected.os_type.display} is not "
-                        "registered: ask an admin to add it (`devtrust devices add`)"
-                    )
-                device = to_device(row)
-                if device.enroll_status is not EnrollStatus.ENROLLED or device.credential is None:
-                    raise DeviceNotEnrolled(f"device {device.label} is not enrolled")
-                if device.owner != user.name:  # its credentials are its owner's
-                    raise DeviceNotEnrolled(
-                        f"device {device.label} is enrolled, but not by {user.name}"
-                    )
-                failed = drift(device, collected) if device.profile is not None else []
-                if failed:
-                    raise DeviceDrifted(mismatch(failed))
-                state: dict[str, Any] = {
-                    "credential_id": device.credential.id,
-                    "user_public_key": _b64(request.user_public_key),
-                    "collected": request.collected.model_dump(mode="json"),
-                    "nonce": _b64(macos.new_challenge()),
-                }
-                kind = MACOS_KIND if device.os_type is OSType.MACOS else TPM_KIND
-                issued = challenges.issue_challenge_within(
-                    uow,
-                    kind=kind,
-                    device_id=device.id,
-                    user_name=user.name,
-                    state=state,
-                    ttl=self.config.challenge_ttl,
+        with refusals_audited(self.db, audit.DEVICE_AUTHENTICATE, "authentication") as seen, uow:
+            user = seen.user = users.authenticate_within(uow, credential)
+            collected = seen.collected = collected_data(request.collected)
+            _user_key(request.user_public_key)
+            row = row_by_tag_within(uow, collected.serial_number, collected.os_type)
+            if row is None:
+                raise NotFound(
+                    f"device {collected.serial_number}/{collected.os_type.display} is not "
+                    "registered: ask an admin to add it (`devtrust devices add`)"
                 )
-                uow.commit()
-        except DevtrustError as exc:
-            if user is not None:
-                self._refused(user, collected, str(exc), device=device)
-            raise
+            device = seen.device = to_device(row)
+            if device.enroll_status is not EnrollStatus.ENROLLED or device.credential is None:
+                raise DeviceNotEnrolled(f"device {device.label} is not enrolled")
+            if device.owner != user.name:  # its credentials are its owner's
+                raise DeviceNotEnrolled(
+                    f"device {device.label} is enrolled, but not by {user.name}"
+                )
+            failed = drift(device, collected) if device.profile is not None else []
+            if failed:
+                raise DeviceDrifted(mismatch(failed))
+            state: dict[str, Any] = {
+                "credential_id": device.credential.id,
+                "user_public_key": _b64(request.user_public_key),
+                "collected": request.collected.model_dump(mode="json"),
+                "nonce": _b64(macos.new_challenge()),
+            }
+            kind = MACOS_KIND if device.os_type is OSType.MACOS else TPM_KIND
+            issued = challenges.issue_challenge_within(
+                uow,
+                kind=kind,
+                device_id=device.id,
+                user_name=user.name,
+                state=state,
+                ttl=self.config.challenge_ttl,
+            )
+            uow.commit()
         nonce = base64.b64decode(state["nonce"])
         if kind == MACOS_KIND:
             return AuthChallenge(
@@ -167,85 +157,52 @@ class DeviceAuthentication:
 
     def complete(self, credential: str, response: AuthComplete) -> DeviceCertificate:
         """Verify the proof with the enrolled credential and certify the user's key."""
-        user: User | None = None
-        taken: challenges.Challenge | None = None
-        collected: CollectedData | None = None
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
         uow = self.db.uow()
-        try:
-            with uow:
-                user = users.authenticate_within(uow, credential)
-                taken = challenges.take_challenge_within(
-                    uow, response.challenge_id, kind=kind, user_name=user.name
+        with refusals_audited(self.db, audit.DEVICE_AUTHENTICATE, "authentication") as seen, uow:
+            user = seen.user = users.authenticate_within(uow, credential)
+            taken = seen.challenge = challenges.take_challenge_within(
+                uow, response.challenge_id, kind=kind, user_name=user.name
+            )
+            state = taken.state
+            collected = seen.collected = collected_data(
+                Collected.model_validate(state["collected"])
+            )
+            row = uow.session.get(DeviceRow, taken.device_id)
+            device = to_device(row) if row is not None else None
+            enrolled = device.credential if device is not None else None
+            if device is None or enrolled is None or enrolled.id != state["credential_id"]:
+                raise DeviceNotEnrolled(
+                    "the device was unenrolled or enrolled again during the login: log in again"
                 )
-                state = taken.state
-                collected = collected_data(Collected.model_validate(state["collected"]))
-                row = uow.session.get(DeviceRow, taken.device_id)
-                device = to_device(row) if row is not None else None
-                enrolled = device.credential if device is not None else None
-                if device is None or enrolled is None or enrolled.id != state["credential_id"]:
-                    raise DeviceNotEnrolled(
-                        "the device was unenrolled or enrolled again during the login: log in again"
-                    )
-                _verify(device, enrolled.public_key or b"", state, response)
-                record_collected_data_within(
-                    uow, device.id, collected, keep=self.config.history_limit
-                )
-                now = uow.now()
-                cert = self.ca.issue(
-                    user=user.name,
-                    public_key=_user_key(base64.b64decode(state["user_public_key"])),
-                    device=DeviceExtensions(device.id, device.asset_tag, enrolled.id),
-                    ttl=self.config.certificate_ttl,
-                    now=now,
-                )
-                audit.record_within(
-                    uow,
-                    audit.DEVICE_AUTHENTICATE,
-                    actor=user.name,
-                    message=f"device {device.label} authenticated for {user.name}",
-                    device=device,
-                    details={
-                        "credential_id": enrolled.id,
-                        "certificate_serial": format(cert.serial_number, "x"),
-                        "expire_time": cert.not_valid_after_utc.isoformat(),
-                    },
-                )
-                uow.commit()
-        except (AttestationError, KeyProofError) as exc:
-            assert user is not None and taken is not None
-            self._refused(user, collected, str(exc), challenge=taken)
-            raise ProofRefused(str(exc)) from None
-        except DevtrustError as exc:
-            if user is not None:
-                self._refused(user, collected, str(exc), challenge=taken)
-            raise
+            _verify(device, enrolled.public_key or b"", state, response)
+            record_collected_data_within(uow, device.id, collected, keep=self.config.history_limit)
+            now = uow.now()
+            cert = self.ca.issue(
+                user=user.name,
+                public_key=_user_key(base64.b64decode(state["user_public_key"])),
+                device=DeviceExtensions(device.id, device.asset_tag, enrolled.id),
+                ttl=self.config.certificate_ttl,
+                now=now,
+            )
+            audit.record_within(
+                uow,
+                audit.DEVICE_AUTHENTICATE,
+                actor=user.name,
+                message=f"device {device.label} authenticated for {user.name}",
+                device=device,
+                details={
+                    "credential_id": enrolled.id,
+                    "certificate_serial": format(cert.serial_number, "x"),
+                    "expire_time": cert.not_valid_after_utc.isoformat(),
+                },
+            )
+            uow.commit()
         return DeviceCertificate(
             certificate=cert.public_bytes(Encoding.PEM).decode("ascii"),
             expire_time=cert.not_valid_after_utc,
             device=device_to_dict(device),
             extensions=sorted(EXTENSION_NAMES.values()),
-        )
-
-    def _refused(
-        self,
-        user: User,
-        collected: CollectedData | None,
-        reason: str,
-        *,
-        device: Device | None = None,
-        challenge: challenges.Challenge | None = None,
-    ) -> None:
-        what = "authentication"
-        if collected is not None:
-            what = f"authentication of {collected.serial_number}/{collected.os_type.value}"
-        record_refusal(
-            self.db,
-            user,
-            audit.DEVICE_AUTHENTICATE,
-            f"{what} refused: {reason}",
-            device=device,
-            challenge=challenge,
         )
 
 

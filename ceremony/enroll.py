@@ -15,14 +15,12 @@ TPM devices (Linux, Windows) prove with credential activation and a quote
 from __future__ import annotations
 
 import base64
-import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from ceremony import macos, tpm_verify
-from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,
@@ -33,6 +31,7 @@ from ceremony.protocol import (
     MacOSChallenge,
     TPMChallenge,
 )
+from ceremony.refusals import refusals_audited
 from inventory.db import Database, once_more_if_dropped
 from inventory.domain import (
     AttestationType,
@@ -44,13 +43,10 @@ from inventory.domain import (
     OSType,
     Role,
     TokenKind,
-    User,
 )
-from inventory.errors import AccessDenied, DevtrustError, InvalidArgument, NotFound, TokenInvalid
-from inventory.models import DeviceRow
+from inventory.errors import AccessDenied, InvalidArgument, NotFound, TokenInvalid
 from inventory.services import audit, challenges, devices, enrollment, tokens, users
-from inventory.services.devices import to_device
-from inventory.services.enrollment import check_collected_matches, refusal
+from inventory.services.enrollment import check_collected_matches
 
 TPM_KIND = "enroll-tpm"
 MACOS_KIND = "enroll-macos"
@@ -89,49 +85,35 @@ class EnrollmentCeremony:
         return once_more_if_dropped(lambda: self._begin(credential, request))
 
     def _begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
-        user: User | None = None
-        collected: CollectedData | None = None
-        device: Device | None = None
         uow = self.db.uow(autocommit=True)
-        try:
-            with uow:
-                user, found = enrollment.find_start_within(uow, credential, request.token)
-                start = enrollment.checked_start(found, request.token, user=user, now=uow.now())
-                device = start.device
-                collected = collected_data(request.collected)
-                check_collected_matches(device, collected)
-                if device.enroll_status is EnrollStatus.ENROLLED:
-                    raise TokenInvalid(
-                        f"device {device.label} is already enrolled: unenroll it first"
-                    )
-                _check_flow(device, tpm=request.tpm is not None)
-                if request.tpm is not None:
-                    kind, state, answer = _tpm_challenge(request, start.ekcert_allowed_cas)
-                else:
-                    assert request.macos is not None
-                    kind, state, answer = _macos_challenge(request.macos.public_key)
-                state.update(
-                    token_hash=start.token_hash,
-                    token_kind=start.token_kind.value,
-                    collected=request.collected.model_dump(mode="json"),
-                )
-                issued = challenges.issue_challenge_within(
-                    uow,
-                    kind=kind,
-                    device_id=device.id,
-                    user_name=user.name,
-                    state=state,
-                    ttl=self.config.challenge_ttl,
-                )
-                uow.commit()
-        except (AttestationError, KeyProofError) as exc:
-            assert user is not None  # the verifiers run after authentication
-            self._refused(user, str(exc), collected=collected, device=device)
-            raise ProofRefused(str(exc)) from None
-        except DevtrustError as exc:
-            if user is not None:
-                self._refused(user, str(exc), collected=collected, device=device)
-            raise
+        with refusals_audited(self.db, audit.DEVICE_ENROLL, "enrollment") as seen, uow:
+            seen.user, found = enrollment.find_start_within(uow, credential, request.token)
+            start = enrollment.checked_start(found, request.token, user=seen.user, now=uow.now())
+            device = seen.device = start.device
+            collected = seen.collected = collected_data(request.collected)
+            check_collected_matches(device, collected)
+            if device.enroll_status is EnrollStatus.ENROLLED:
+                raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
+            _check_flow(device, tpm=request.tpm is not None)
+            if request.tpm is not None:
+                kind, state, answer = _tpm_challenge(request, start.ekcert_allowed_cas)
+            else:
+                assert request.macos is not None
+                kind, state, answer = _macos_challenge(request.macos.public_key)
+            state.update(
+                token_hash=start.token_hash,
+                token_kind=start.token_kind.value,
+                collected=request.collected.model_dump(mode="json"),
+            )
+            issued = challenges.issue_challenge_within(
+                uow,
+                kind=kind,
+                device_id=device.id,
+                user_name=seen.user.name,
+                state=state,
+                ttl=self.config.challenge_ttl,
+            )
+            uow.commit()
         return EnrollChallenge(challenge_id=issued.id, expire_time=issued.expire_time, **answer)
 
     # -- the second round trip -----------------------------------------------------
@@ -147,39 +129,29 @@ class EnrollmentCeremony:
         return once_more_if_dropped(lambda: self._complete(credential, response))
 
     def _complete(self, credential: str, response: EnrollComplete) -> Device:
-        user: User | None = None
-        opened: challenges.Challenge | None = None
-        collected: CollectedData | None = None
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
         uow = self.db.uow(autocommit=True)
-        try:
-            with uow:
-                user, found = challenges.find_challenge_within(
-                    uow, credential, response.challenge_id
-                )
-                opened = challenges.opened(found, kind=kind, user_name=user.name, now=uow.now())
-                state = opened.state
-                collected = Collected.model_validate(state["collected"]).to_domain()
-                enrolled = enrollment.enroll_answered_within(
-                    uow,
-                    challenge=opened,
-                    token_hash=state["token_hash"],
-                    token_kind=TokenKind(state["token_kind"]),
-                    credential=_verified_credential(state, response),
-                    collected=collected,
-                    user=user.name,
-                    history_limit=self.config.history_limit,
-                )
-                uow.commit()
-                return enrolled
-        except (AttestationError, KeyProofError) as exc:
-            assert user is not None and opened is not None
-            self._refused(user, str(exc), collected=collected, challenge=opened)
-            raise ProofRefused(str(exc)) from None
-        except DevtrustError as exc:
-            if user is not None:
-                self._refused(user, str(exc), collected=collected, challenge=opened)
-            raise
+        with refusals_audited(self.db, audit.DEVICE_ENROLL, "enrollment") as seen, uow:
+            seen.user, found = challenges.find_challenge_within(
+                uow, credential, response.challenge_id
+            )
+            opened = seen.challenge = challenges.opened(
+                found, kind=kind, user_name=seen.user.name, now=uow.now()
+            )
+            state = opened.state
+            collected = seen.collected = Collected.model_validate(state["collected"]).to_domain()
+            enrolled = enrollment.enroll_answered_within(
+                uow,
+                challenge=opened,
+                token_hash=state["token_hash"],
+                token_kind=TokenKind(state["token_kind"]),
+                credential=_verified_credential(state, response),
+                collected=collected,
+                user=seen.user.name,
+                history_limit=self.config.history_limit,
+            )
+            uow.commit()
+        return enrolled
 
     # -- self-enrollment -----------------------------------------------------------
 
@@ -215,49 +187,6 @@ class EnrollmentCeremony:
             ttl=SELF_TOKEN_TTL,
             user=user.name,
         )
-
-    def _refused(
-        self,
-        user: User,
-        reason: str,
-        *,
-        collected: CollectedData | None,
-        device: Device | None = None,
-        challenge: challenges.Challenge | None = None,
-    ) -> None:
-        message = f"enrollment refused: {reason}"
-        if collected is not None:
-            message = refusal(collected, reason)
-        record_refusal(
-            self.db, user, audit.DEVICE_ENROLL, message, device=device, challenge=challenge
-        )
-
-
-def record_refusal(
-    db: Database,
-    user: User,
-    event: str,
-    message: str,
-    *,
-    device: Device | None = None,
-    challenge: challenges.Challenge | None = None,
-) -> None:
-    """Audit a refused ceremony step; a challenge that was taken stays spent, though the
-    refused transaction that took it rolled back."""
-    uow = db.uow()
-    with uow:
-        if challenge is not None:
-            with contextlib.suppress(challenges.ChallengeInvalid):  # expired meanwhile
-                challenges.take_challenge_within(
-                    uow, challenge.id, kind=challenge.kind, user_name=user.name
-                )
-            if device is None:
-                row = uow.session.get(DeviceRow, challenge.device_id)
-                device = to_device(row) if row is not None else None
-        audit.record_within(
-            uow, event, actor=user.name, message=message, success=False, device=device
-        )
-        uow.commit()
 
 
 def collected_data(data: Collected) -> CollectedData:
