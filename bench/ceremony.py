@@ -68,8 +68,8 @@ from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE  # type: ignore[import-untyped]
 
 from bench.bench_devices_ls import DATABASES
-from ceremony import tpm_verify
 from ceremony.agent.tpm import AttestationKey, DeviceTPM, EkType, Quote
+from ceremony.attestation import tpm_verify
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
     PCR_BANK,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ceremony import macos, tpm_verify
+from ceremony.attestation import macos, tpm_verify
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,

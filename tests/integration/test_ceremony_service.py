@@ -16,7 +16,7 @@ import pytest
 from ceremony.agent.enroll import enroll_macos, enroll_tpm, self_token
 from ceremony.agent.softkey import SoftwareEnclaveKey
 from ceremony.agent.tpm import DeviceTPM, load_ak
-from ceremony.ek_cert import parse_ek_certificate
+from ceremony.attestation.ek_cert import parse_ek_certificate
 from inventory.db import Database
 from inventory.domain import AttestationType, EnrollStatus, OSType, Role
 from inventory.preference import DeviceTrust

@@ -12,21 +12,14 @@ from pathlib import Path
 import pytest
 from tpm2_pytss.constants import TPM2_ALG, TPMA_OBJECT  # type: ignore[import-untyped]
 
-from ceremony import tpm_structures
 from ceremony.agent.tpm import (
     AttestationKey,
     DeviceTPM,
     Quote,
 )
-from ceremony.credential import EKParameters, make_credential
-from ceremony.errors import (
-    AKError,
-    AttestationError,
-    ChallengeError,
-    EKCertificateError,
-    QuoteError,
-)
-from ceremony.tpm_verify import (
+from ceremony.attestation import tpm_structures
+from ceremony.attestation.credential import EKParameters, make_credential
+from ceremony.attestation.tpm_verify import (
     EnrollmentRequest,
     attestation_type,
     challenge_ek,
@@ -35,6 +28,13 @@ from ceremony.tpm_verify import (
     make_challenge,
     verify_activation,
     verify_quote,
+)
+from ceremony.errors import (
+    AKError,
+    AttestationError,
+    ChallengeError,
+    EKCertificateError,
+    QuoteError,
 )
 from tests.tpm import SwTPM, another_ca_pem, swtpm, with_attributes
 

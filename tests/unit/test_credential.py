@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
-from ceremony.credential import EKParameters, kdfa, make_credential
+from ceremony.attestation.credential import EKParameters, kdfa, make_credential
+from ceremony.attestation.tpm_verify import make_challenge
 from ceremony.errors import ChallengeError
-from ceremony.tpm_verify import make_challenge
 from tests.unit.test_tpm_verify_fuzz import EK_PUBLIC_RSA
 
 HASHES = {

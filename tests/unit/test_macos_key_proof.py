@@ -15,12 +15,12 @@ from ceremony.agent.softkey import (
     KEY_FILE,
     SoftwareEnclaveKey,
 )
-from ceremony.errors import KeyProofError
-from ceremony.macos import (
+from ceremony.attestation.macos import (
     new_challenge,
     parse_public_key,
     verify_key_proof,
 )
+from ceremony.errors import KeyProofError
 
 
 @pytest.fixture

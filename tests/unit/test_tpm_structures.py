@@ -25,10 +25,10 @@ from tpm2_pytss.types import (  # type: ignore[import-untyped]
     TPMU_SIGNATURE,
 )
 
-from ceremony import tpm_structures
+from ceremony.attestation import tpm_structures
+from ceremony.attestation.tpm_structures import Attestation, PublicArea, Signature
+from ceremony.attestation.tpm_verify import check_ak, ek_public_key
 from ceremony.errors import AKError, AttestationError, EKCertificateError
-from ceremony.tpm_structures import Attestation, PublicArea, Signature
-from ceremony.tpm_verify import check_ak, ek_public_key
 from tests.unit.test_tpm_verify_fuzz import (
     AK_PUBLIC,
     CREATION_ATTESTATION,

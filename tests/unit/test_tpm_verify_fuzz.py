@@ -16,9 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ceremony.ek_cert import ek_public_from_certificate, parse_ek_certificate, verify_ek_chain
-from ceremony.errors import AttestationError
-from ceremony.tpm_verify import (
+from ceremony.attestation.ek_cert import (
+    ek_public_from_certificate,
+    parse_ek_certificate,
+    verify_ek_chain,
+)
+from ceremony.attestation.tpm_verify import (
     Challenge,
     EnrollmentRequest,
     attestation_type,
@@ -29,6 +32,7 @@ from ceremony.tpm_verify import (
     verify_activation,
     verify_quote,
 )
+from ceremony.errors import AttestationError
 
 AK_PUBLIC = bytes.fromhex(
     "00580023000b00050072000000100018000b0003001000206606ccc93ed3e5528183a517362f049f5ecae9eb"

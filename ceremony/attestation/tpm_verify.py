@@ -34,13 +34,15 @@ from tpm2_pytss.constants import (  # type: ignore[import-untyped]
 )
 from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
-from ceremony import tpm_structures
-from ceremony.credential import EKParameters, make_credential
-from ceremony.ek_cert import (
+from ceremony.attestation import tpm_structures
+from ceremony.attestation.credential import EKParameters, make_credential
+from ceremony.attestation.ek_cert import (
     ek_public_from_certificate,
     parse_ek_certificate,
     verify_ek_chain,
 )
+from ceremony.attestation.tpm_structures import MAX_STRUCTURE as MAX_STRUCTURE
+from ceremony.attestation.tpm_structures import PARSE_ERRORS, Attestation, PublicArea
 from ceremony.errors import (
     AKError,
     AttestationError,
@@ -48,8 +50,6 @@ from ceremony.errors import (
     EKCertificateError,
     QuoteError,
 )
-from ceremony.tpm_structures import MAX_STRUCTURE as MAX_STRUCTURE
-from ceremony.tpm_structures import PARSE_ERRORS, Attestation, PublicArea
 
 AttestationType = Literal["tpm_ekpub", "tpm_ekcert", "tpm_ekcert_trusted"]
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey

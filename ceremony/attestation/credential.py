@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 
-from ceremony.ek_cert import PublicKey
+from ceremony.attestation.ek_cert import PublicKey
 
 _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     TPM2_ALG.SHA256: hashes.SHA256,
