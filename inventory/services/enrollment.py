@@ -141,7 +141,6 @@ def enroll_device_within(
 class Start:
     """What the ceremony's first round trip checks before it makes a challenge."""
 
-    user: User
     device: Device  # the one the token was minted for
     token_hash: str
     token_kind: TokenKind
@@ -170,7 +169,6 @@ def checked_start(found: Any, token: str, *, user: User, now: datetime) -> Start
     if device is None:  # cascade deletes tokens with their device: only a race lands here
         raise TokenInvalid("the device this token was minted for has been removed")
     return Start(
-        user=user,
         device=to_device(device),
         token_hash=token_hash,
         token_kind=TokenKind(token_row.kind),  # type: ignore[union-attr]
