@@ -145,10 +145,6 @@ class Database:
             )
         return UnitOfWork(self._autocommit, self.clock, autocommit=True)
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     def close(self) -> None:
         self.engine.dispose()
         if self._autocommit_engine is not None:

@@ -120,7 +120,7 @@ def take_challenge_within(
 ) -> Challenge:
     """``take_challenge`` inside the caller's transaction: one UPDATE ... RETURNING."""
     now = uow.now()
-    statement = _TAKE_AS_USER if user_name is not None else _TAKE
+    statement = TAKE_AS_USER if user_name is not None else _TAKE
     params = {"challenge": challenge_id, "wanted_kind": kind, "user": user_name, "now": now}
     taken = uow.session.execute(statement, params).one_or_none()
     if taken is None:
@@ -224,4 +224,4 @@ _FIND = (
     .select_from(_USERS.outerjoin(_TABLE, _TABLE.c.id == bindparam("challenge")))
     .where(_USERS.c.token_hash == bindparam("user_hash"))
 )
-_TAKE_AS_USER = _take(as_user=True)
+TAKE_AS_USER = _take(as_user=True)

@@ -58,21 +58,18 @@ def check_collected_matches(device: Device, collected: CollectedData) -> None:
 def enroll_device(
     uow: UnitOfWork,
     *,
-    token: str | None = None,
-    token_hash: str | None = None,
+    token: str,
     credential: Credential,
     collected: CollectedData,
     user: str,
     history_limit: int = 10,
 ) -> Device:
-    """Spend the token (given as itself or as its hash) and enroll its device with
-    ``credential``, owned by ``user``."""
+    """Spend the token and enroll its device with ``credential``, owned by ``user``."""
     try:
         with uow:
             enrolled = enroll_device_within(
                 uow,
                 token=token,
-                token_hash=token_hash,
                 credential=credential,
                 collected=collected,
                 user=user,
@@ -93,15 +90,14 @@ def refusal(collected: CollectedData, reason: object) -> str:
 def enroll_device_within(
     uow: UnitOfWork,
     *,
-    token: str | None = None,
-    token_hash: str | None = None,
+    token: str,
     credential: Credential,
     collected: CollectedData,
     user: str,
     history_limit: int = 10,
 ) -> Device:
     """``enroll_device`` inside the caller's transaction (which rolls back on a refusal)."""
-    device = tokens.spend_token_within(uow, token, actor=user, user=user, token_hash=token_hash)
+    device = tokens.spend_token_within(uow, token, actor=user, user=user)
     check_collected_matches(device, collected)
     if device.enroll_status is EnrollStatus.ENROLLED:
         raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
@@ -324,17 +320,6 @@ def _now(table: Table, column: str) -> Any:
     return bindparam("now", type_=table.c[column].type)
 
 
-_TAKE_STEP = (
-    update(_CHALLENGES)
-    .where(
-        _CHALLENGES.c.id == bindparam("challenge"),
-        _CHALLENGES.c.kind == bindparam("wanted_kind"),
-        _CHALLENGES.c.user_name == bindparam("user"),
-        _CHALLENGES.c.used_time.is_(None),
-        _CHALLENGES.c.expire_time > _now(_CHALLENGES, "used_time"),
-    )
-    .values(used_time=_now(_CHALLENGES, "used_time"))
-)
 _ENROLL_STEP = (
     update(_DEVICES)
     .where(
@@ -342,13 +327,8 @@ _ENROLL_STEP = (
         _DEVICES.c.enroll_status != bindparam("enrolled_status"),
         _DEVICES.c.asset_tag == bindparam("serial"),
         _DEVICES.c.os_type == bindparam("os"),
-        exists().where(  # its token, still spendable by this user
-            _TOKENS.c.token_hash == bindparam("hash"),
-            _TOKENS.c.device_id == _DEVICES.c.id,
-            _TOKENS.c.spent_time.is_(None),
-            _TOKENS.c.expire_time > _now(_TOKENS, "spent_time"),
-            _TOKENS.c.user_name.is_(None) | (_TOKENS.c.user_name == bindparam("user")),
-        ),
+        # its token, still spendable by this user
+        exists().where(*tokens.spendable(), _TOKENS.c.device_id == _DEVICES.c.id),
     )
     .values(**_ENROLLED)
 )
@@ -359,7 +339,7 @@ _SPEND_STEP = (
 )
 
 # Step by step, in a transaction (SQLite).
-_TAKE = _TAKE_STEP.returning(_CHALLENGES.c.id)
+_TAKE = challenges.TAKE_AS_USER
 _ENROLL_IF_ENROLLABLE = _ENROLL_STEP.returning(*_DEVICES.c)
 _SPEND = _SPEND_STEP
 _INSERT_AUDIT = insert(_AUDIT)
@@ -374,7 +354,7 @@ def _chained() -> Select[Any]:
     """The steps as one statement (PostgreSQL): each a data-modifying CTE that acts only
     if the one before returned its row. All of them see the same snapshot, so the trim
     keeps one old report fewer than the limit: the new one is not visible to it."""
-    taken = _TAKE_STEP.returning(_CHALLENGES.c.id).cte("taken")
+    taken = challenges.TAKE_AS_USER.cte("taken")
     enrolled = _ENROLL_STEP.where(exists(select(taken.c.id))).returning(*_DEVICES.c).cte("enrolled")
     if_enrolled = exists(select(enrolled.c.id))
     spent = _SPEND_STEP.where(if_enrolled).returning(_TOKENS.c.id).cte("spent")

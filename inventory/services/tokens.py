@@ -6,7 +6,17 @@ import hmac
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Row, Table, bindparam, exists, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Table,
+    bindparam,
+    exists,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from inventory.credentials import hash_secret, new_secret
@@ -195,23 +205,18 @@ def hash_token(token: str) -> str:
 
 def spend_token_within(
     uow: UnitOfWork,
-    token: str | None = None,
+    token: str,
     *,
     actor: str,
     kinds: frozenset[TokenKind] = frozenset(TokenKind),
     user: str | None = None,
-    token_hash: str | None = None,
 ) -> Device:
     """Mark the token spent inside the caller's transaction.
 
-    The token may be given as its hash (``token_hash``), which is what a ceremony keeps
-    between its round trips. The conditional UPDATE is what makes a token single use: of
-    any number of concurrent spenders, exactly one sees its row change.
+    The conditional UPDATE is what makes a token single use: of any number of concurrent
+    spenders, exactly one sees its row change.
     """
-    if token_hash is None:
-        if token is None:
-            raise TypeError("spend_token_within needs the token or its hash")
-        token_hash = hash_token(token)
+    token_hash = hash_token(token)
     statement = _SPEND_BOUND if user is not None else _SPEND_UNBOUND
     params = {"hash": token_hash, "now": uow.now(), "kinds": [k.value for k in kinds]}
     spent = uow.session.execute(statement, {**params, "user": user}).one_or_none()
@@ -269,21 +274,27 @@ _DEVICES = cast(Table, DeviceRow.__table__)
 _DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("id"))
 
 
-def _spend(*, bound_to_user: bool) -> ReturningUpdate[Any]:
-    """UPDATE the token spent if it is usable now: unspent, unexpired, of an accepted
-    kind, and minted for nobody or (``bound_to_user``) for this user."""
-    now = _param_as("now", "spent_time")
+def spendable(*, bound_to_user: bool = True) -> list[ColumnElement[bool]]:
+    """SQL conditions on the token ``:hash``: spendable at ``:now``, unspent and unexpired,
+    and minted for nobody or (``bound_to_user``) for the user ``:user``."""
     owner = _TABLE.c.user_name
+    return [
+        _TABLE.c.token_hash == bindparam("hash"),
+        _TABLE.c.spent_time.is_(None),
+        _TABLE.c.expire_time > _param_as("now", "spent_time"),
+        (owner.is_(None) | (owner == bindparam("user"))) if bound_to_user else owner.is_(None),
+    ]
+
+
+def _spend(*, bound_to_user: bool) -> ReturningUpdate[Any]:
+    """UPDATE the token spent if it is usable now: spendable, and of an accepted kind."""
     return (
         update(_TABLE)
         .where(
-            _TABLE.c.token_hash == bindparam("hash"),
-            _TABLE.c.spent_time.is_(None),
-            _TABLE.c.expire_time > now,
+            *spendable(bound_to_user=bound_to_user),
             _TABLE.c.kind.in_(bindparam("kinds", expanding=True)),
-            (owner.is_(None) | (owner == bindparam("user"))) if bound_to_user else owner.is_(None),
         )
-        .values(spent_time=now)
+        .values(spent_time=_param_as("now", "spent_time"))
         .returning(_TABLE.c.device_id, _TABLE.c.kind)
     )
 
