@@ -297,21 +297,9 @@ def collected_history(uow: UnitOfWork, device_id: str, *, limit: int = 10) -> li
 
 
 def _to_collected(row: CollectedDataRow) -> CollectedData:
-    return CollectedData(
-        serial_number=row.serial_number,
-        os_type=OSType(row.os_type),
-        model_identifier=row.model_identifier,
-        os_version=row.os_version,
-        os_build=row.os_build,
-        os_id=row.os_id,
-        os_login_user=row.os_login_user,
-        jamf_binary_version=row.jamf_binary_version,
-        reported_asset_tag=row.reported_asset_tag,
-        system_serial_number=row.system_serial_number,
-        base_board_serial_number=row.base_board_serial_number,
-        collect_time=row.collect_time,
-        record_time=row.record_time,
-    )
+    """The report of a ``collected_data`` row (its columns are CollectedData's fields)."""
+    values = {field.name: getattr(row, field.name) for field in fields(CollectedData)}
+    return CollectedData(**values | {"os_type": OSType(row.os_type)})
 
 
 def _apply_profile(row: DeviceRow, profile: Profile) -> None:
