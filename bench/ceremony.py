@@ -81,6 +81,7 @@ from ceremony.protocol import (
     TPMResponse,
 )
 from ceremony.protocol import Quote as WireQuote
+from inventory import direct
 from inventory.db import Database
 from inventory.domain import CollectedData, EnrollStatus, OSType, Role
 from inventory.services import devices, tokens, users
@@ -376,8 +377,16 @@ class Stopwatch:
         def count(*_: Any) -> None:
             self.statements += 1
 
-        # Every engine: the database's own and the autocommit one of its hot paths.
+        run_directly = direct.run
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            count()
+            return run_directly(*args, **kwargs)
+
+        # Statements through an engine, and those the hot paths run on the driver's own
+        # connection (inventory.direct).
         event.listen(Engine, "before_cursor_execute", count)
+        direct.run = counted
         for (module, name), function in originals.items():
             setattr(module, name, self.wrap(function))
         try:
@@ -385,6 +394,7 @@ class Stopwatch:
         finally:
             for (module, name), function in originals.items():
                 setattr(module, name, function)
+            direct.run = run_directly
             event.remove(Engine, "before_cursor_execute", count)
 
 

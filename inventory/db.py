@@ -7,19 +7,23 @@ without committing rolls everything back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Label, Table, create_engine, event, inspect, text
+from sqlalchemy import Insert, Label, Table, bindparam, create_engine, event, insert, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.base import Executable
 
 __all__ = ["Database", "Engine", "UnitOfWork"]
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inventory import direct
 from inventory.errors import ConfigurationError, DatabaseUnavailable
 
 # The newest migration. tests/integration/test_migrations.py checks that it is
@@ -105,7 +109,6 @@ class Database:
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._autocommit_engine: Engine | None = None
-        self._autocommit: sessionmaker[Session] | None = None
 
     @classmethod
     def connect(
@@ -127,23 +130,24 @@ class Database:
         return db
 
     def uow(self, *, autocommit: bool = False) -> UnitOfWork:
-        """A unit of work. With ``autocommit``, on PostgreSQL, each statement commits as it
-        runs, without the round trips of BEGIN and COMMIT: for the hot paths, whose reads
-        need no snapshot and whose writes are one statement. Those connections are not
-        pinged before use: wrap such operations in ``once_more_if_dropped``. SQLite has no
-        round trips to save: a transaction as usual."""
-        if not autocommit or self.engine.dialect.name != "postgresql":
+        """A unit of work. With ``autocommit``, for the hot paths, each statement commits
+        as it runs, with no round trips for BEGIN and COMMIT, and is run on the driver's
+        own connection (``uow.run``, ``inventory.direct``): no Session, no ``uow.session``.
+        Statements that must commit together go in ``uow.transaction()``. Those
+        connections are not pinged before use: wrap such operations in
+        ``once_more_if_dropped``."""
+        if not autocommit:
             return UnitOfWork(self._sessions, self.clock)
-        if self._autocommit is None:
+        if self.engine.dialect.name != "postgresql":
+            # sqlite3 connections here already commit each statement outside a BEGIN.
+            return UnitOfWork(self._sessions, self.clock, direct=self.engine)
+        if self._autocommit_engine is None:
             # A pool of its own, in autocommit for good: no switching modes or rolling
             # back as connections go in and out (about 0.1 ms a checkout).
             self._autocommit_engine = create_engine(
                 self.engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
             )
-            self._autocommit = sessionmaker(
-                self._autocommit_engine, expire_on_commit=False, autoflush=False
-            )
-        return UnitOfWork(self._autocommit, self.clock, autocommit=True)
+        return UnitOfWork(self._sessions, self.clock, direct=self._autocommit_engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -166,17 +170,28 @@ def once_more_if_dropped(operation: Callable[[], T]) -> T:
     return operation()
 
 
+def inserting(table: Table) -> Insert:
+    """An INSERT of every column but a generated key, each value the parameter named like
+    its column: the columns are fixed when it is built, so it compiles once and runs
+    through ``uow.run`` as well as through a Session."""
+    generated = table.autoincrement_column
+    return insert(table).values(
+        {c.name: bindparam(c.name, type_=c.type) for c in table.c if c is not generated}
+    )
+
+
 def labelled(table: Table, prefix: str) -> list[Label[Any]]:
     """``table``'s columns labelled ``<prefix><name>``: several tables in one row."""
     return [column.label(f"{prefix}{column.name}") for column in table.c]
 
 
 def unlabelled(row: Any, prefix: str) -> SimpleNamespace | None:
-    """The columns of ``row`` labelled with ``prefix`` (see ``labelled``), by their own
-    names; None when there is no row or the outer join found nothing (its key is NULL)."""
+    """The columns of ``row`` (a Row or a named tuple) labelled with ``prefix`` (see
+    ``labelled``), by their own names; None when there is no row or the outer join found
+    nothing (its key is NULL)."""
     if row is None:
         return None
-    values = {k[len(prefix) :]: v for k, v in row._mapping.items() if k.startswith(prefix)}
+    values = {k[len(prefix) :]: v for k, v in row._asdict().items() if k.startswith(prefix)}
     return None if all(v is None for v in values.values()) else SimpleNamespace(**values)
 
 
@@ -185,23 +200,36 @@ def _first_line(error: BaseException | None) -> str:
 
 
 class UnitOfWork:
-    """A transaction; ``with uow:`` writes, ``with uow.read():`` only reads."""
+    """A transaction; ``with uow:`` writes, ``with uow.read():`` only reads.
+
+    Direct (``Database.uow(autocommit=True)``): each statement commits as it runs, on the
+    driver's connection; ``uow.run`` only, ``uow.transaction()`` to group statements."""
 
     session: Session
 
     def __init__(
-        self, sessions: sessionmaker[Session], clock: Clock, *, autocommit: bool = False
+        self, sessions: sessionmaker[Session], clock: Clock, *, direct: Engine | None = None
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._read_only = False
-        self.autocommit = autocommit  # each statement its own transaction
+        self._direct = direct
+        self._pooled: PoolProxiedConnection | None = None
+        self._in_transaction = False
+
+    @property
+    def autocommit(self) -> bool:
+        """Whether each statement is its own transaction (outside ``transaction()``)."""
+        return self._direct is not None
 
     def read(self) -> Self:
         self._read_only = True
         return self
 
     def __enter__(self) -> Self:
+        if self._direct is not None:
+            self._pooled = self._direct.raw_connection()
+            return self
         self.session = self._sessions()
         if self._read_only:
             self.session.connection(execution_options={"sqlite_begin": "DEFERRED"})
@@ -213,16 +241,70 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._pooled is not None:
+            pooled, self._pooled = self._pooled, None
+            if self._in_transaction and pooled.is_valid:
+                pooled.driver_connection.execute("ROLLBACK")  # type: ignore[union-attr]
+            self._in_transaction = False
+            pooled.close()
+            return
         self.session.rollback()
         self.session.close()
         self._read_only = False
 
+    def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run ``statement``; its rows (attributes by column name), none without RETURNING."""
+        if self._pooled is None:
+            result = self.session.execute(statement, params)
+            return list(result) if result.returns_rows else []
+        assert self._direct is not None
+        return direct.run(
+            self._pooled.driver_connection,
+            self._direct.dialect,
+            statement,
+            params or {},
+            on_error=self._dropped,
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Direct: the statements inside commit together, or not at all. Otherwise the
+        unit of work already is a transaction: nothing to do."""
+        if self._pooled is None:
+            yield
+            return
+        driver = self._pooled.driver_connection
+        assert driver is not None and not self._in_transaction
+        # SQLite: the write lock up front (see _sqlite_engine's BEGIN IMMEDIATE).
+        driver.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        self._in_transaction = True
+        yield  # an exception propagates: __exit__ rolls back
+        driver.execute("COMMIT")
+        self._in_transaction = False
+
+    def _dropped(self, error: BaseException) -> bool:
+        """Whether ``error`` means the database dropped the connection; if so, it is
+        invalidated (discarded by the pool), as an engine would."""
+        assert self._pooled is not None and self._direct is not None
+        dropped = self._direct.dialect.is_disconnect(
+            error,  # type: ignore[arg-type]
+            self._pooled.dbapi_connection,  # type: ignore[arg-type]
+            None,
+        )
+        if dropped:
+            self._pooled.invalidate(error)
+            self._in_transaction = False
+        return dropped
+
     def commit(self) -> None:
-        self.session.commit()
+        if self._direct is None:  # direct: each statement committed as it ran
+            self.session.commit()
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``: for the few statements written per database."""
+        if self._direct is not None:
+            return self._direct.dialect.name
         return self.session.get_bind().dialect.name
 
     def now(self) -> datetime:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, func, insert, select, true, update
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from inventory.db import UnitOfWork, labelled, unlabelled
+from inventory.db import UnitOfWork, inserting, labelled, unlabelled
 from inventory.domain import User
 from inventory.errors import DevtrustError
 from inventory.models import ChallengeRow, UserRow
@@ -85,7 +85,7 @@ def issue_challenge_within(
     # A challenge lives a minute and a crash only makes its device start again: alone in
     # its transaction (autocommit, PostgreSQL), its commit need not wait for the disk.
     alone = uow.autocommit and uow.dialect == "postgresql"
-    uow.session.execute(
+    uow.run(
         _INSERT_WITHOUT_WAITING if alone else _INSERT,
         {
             "id": challenge.id,
@@ -122,11 +122,10 @@ def take_challenge_within(
     now = uow.now()
     statement = TAKE_AS_USER if user_name is not None else _TAKE
     params = {"challenge": challenge_id, "wanted_kind": kind, "user": user_name, "now": now}
-    taken = uow.session.execute(statement, params).one_or_none()
-    if taken is None:
-        row = uow.session.get(ChallengeRow, challenge_id)
-        raise ChallengeInvalid(why_not(row, kind, user_name, now))
-    return Challenge(**taken._asdict())
+    taken = uow.run(statement, params)
+    if not taken:
+        raise ChallengeInvalid(why_not(find_challenge(uow, challenge_id), kind, user_name, now))
+    return Challenge(**taken[0]._asdict())
 
 
 def find_challenge_within(
@@ -137,9 +136,14 @@ def find_challenge_within(
     it; the caller verifies the answer and then takes the challenge in the statement that
     acts on it, whose ``used_time IS NULL`` condition makes that once only."""
     params = {"user_hash": users.credential_hash(credential), "challenge": challenge_id}
-    row = uow.session.execute(_FIND, params).one_or_none()
+    row = next(iter(uow.run(_FIND, params)), None)
     user = users.user_with_credential(credential, unlabelled(row, "u_"))
     return user, unlabelled(row, "c_")
+
+
+def find_challenge(uow: UnitOfWork, challenge_id: str) -> Any:
+    """The challenge ``challenge_id`` as stored, taken or not; None: unknown."""
+    return next(iter(uow.run(_BY_ID, {"challenge": challenge_id})), None)
 
 
 def opened(row: SimpleNamespace | None, *, kind: str, user_name: str, now: datetime) -> Challenge:
@@ -193,7 +197,7 @@ _COLUMNS = (
 # Built once: every ceremony stores one challenge and takes it back.
 _TABLE = cast(Table, ChallengeRow.__table__)
 _USERS = cast(Table, UserRow.__table__)
-_INSERT = insert(_TABLE)
+_INSERT = inserting(_TABLE)
 _INSERT_WITHOUT_WAITING = insert(_TABLE).from_select(
     [c.name for c in _TABLE.c],
     select(*(bindparam(c.name, type_=c.type) for c in _TABLE.c)).where(
@@ -225,3 +229,4 @@ _FIND = (
     .where(_USERS.c.token_hash == bindparam("user_hash"))
 )
 TAKE_AS_USER = _take(as_user=True)
+_BY_ID = select(_TABLE).where(_TABLE.c.id == bindparam("challenge"))

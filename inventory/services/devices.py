@@ -10,10 +10,10 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_
+from sqlalchemy import Table, bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from inventory.db import UnitOfWork
+from inventory.db import UnitOfWork, inserting
 from inventory.domain import (
     AttestationType,
     CollectedData,
@@ -257,8 +257,8 @@ def record_collected_data_within(
     uow: UnitOfWork, device_id: str, data: CollectedData, *, keep: int
 ) -> None:
     """Store what a device reported, keeping only its ``keep`` newest reports."""
-    uow.session.execute(_INSERT_COLLECTED, collected_params(device_id, data, uow.now()))
-    uow.session.execute(_TRIM_COLLECTED, {"device": device_id, "keep": keep})
+    uow.run(_INSERT_COLLECTED, collected_params(device_id, data, uow.now()))
+    uow.run(_TRIM_COLLECTED, {"device": device_id, "keep": keep})
 
 
 def collected_params(device_id: str, data: CollectedData, now: datetime) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def collected_params(device_id: str, data: CollectedData, now: datetime) -> dict
 
 # Built once: collected data is written on every enrollment and login.
 _COLLECTED = cast(Table, CollectedDataRow.__table__)
-_INSERT_COLLECTED = insert(_COLLECTED)
+_INSERT_COLLECTED = inserting(_COLLECTED)
 # The newest report beyond the window; it and everything older go (none: no-op).
 _TRIM_COLLECTED = delete(_COLLECTED).where(
     _COLLECTED.c.device_id == bindparam("device"),

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from inventory.db import UnitOfWork, labelled, unlabelled
+from inventory.db import UnitOfWork, inserting, labelled, unlabelled
 from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
 from inventory.errors import DevtrustError, TokenInvalid
 from inventory.models import (
@@ -151,7 +151,7 @@ def find_start_within(uow: UnitOfWork, credential: str, token: str) -> tuple[Use
         "token_hash": tokens.hash_token(token),
         "preference": PREFERENCE_NAME,
     }
-    row = uow.session.execute(_START, params).one_or_none()
+    row = next(iter(uow.run(_START, params)), None)
     return users.user_with_credential(credential, unlabelled(row, "u_")), row
 
 
@@ -226,25 +226,26 @@ def enroll_answered_within(
         "new_ek_cert_serial": credential.ek_cert_serial,
         "new_attestation_type": credential.attestation_type.value,
     }
-    session = uow.session
     if uow.dialect == "postgresql":
         chained = {f"c_{k}": v for k, v in collected_params(device_id, collected, now).items()}
         chained |= {f"spent_{k}": v for k, v in spent_event.items()}
         chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
         chained["keep_older"] = history_limit - 1  # the new report is not visible to it
-        row = session.execute(_CHAINED, params | chained).one_or_none()
+        row = next(iter(uow.run(_CHAINED, params | chained)), None)
         if row is None or row.id is None:
             _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
         return to_device(row)
-    if session.execute(_TAKE, params).first() is None:
-        _refuse(uow, challenge, token_hash, collected, user, taken=False)
-    enrolled = session.execute(_ENROLL_IF_ENROLLABLE, params).one_or_none()
-    if enrolled is None:
-        _refuse(uow, challenge, token_hash, collected, user, taken=True)
-    session.execute(_SPEND, params)
-    record_collected_data_within(uow, device_id, collected, keep=history_limit)
-    session.execute(_INSERT_AUDIT, [spent_event, enroll_event])
-    return to_device(enrolled)
+    with uow.transaction():
+        if not uow.run(_TAKE, params):
+            _refuse(uow, challenge, token_hash, collected, user, taken=False)
+        enrolled = uow.run(_ENROLL_IF_ENROLLABLE, params)
+        if not enrolled:
+            _refuse(uow, challenge, token_hash, collected, user, taken=True)
+        uow.run(_SPEND, params)
+        record_collected_data_within(uow, device_id, collected, keep=history_limit)
+        uow.run(_INSERT_AUDIT, spent_event)
+        uow.run(_INSERT_AUDIT, enroll_event)
+    return to_device(enrolled[0])
 
 
 def _refuse(
@@ -258,13 +259,13 @@ def _refuse(
 ) -> NoReturn:
     """Raise the reason the challenge was not taken, or, once it was, the device not
     enrolled: the state the refused statement found."""
-    session, now = uow.session, uow.now()
+    now = uow.now()
     if not taken:  # another answer got there first
-        row = session.get(ChallengeRow, challenge.id)
+        row = challenges.find_challenge(uow, challenge.id)
         raise challenges.ChallengeInvalid(challenges.why_not(row, challenge.kind, user, now))
-    token = session.execute(tokens.BY_HASH, {"hash": token_hash}).one_or_none()
+    token = next(iter(uow.run(tokens.BY_HASH, {"hash": token_hash})), None)
     tokens.check_usable(token, token_hash, now=now, user=user)
-    device = session.get(DeviceRow, challenge.device_id)
+    device = next(iter(uow.run(_DEVICE_BY_ID, {"device": challenge.device_id})), None)
     if device is None:
         raise TokenInvalid("the device this token was minted for has been removed")
     check_collected_matches(to_device(device), collected)
@@ -341,8 +342,9 @@ _SPEND_STEP = (
 # Step by step, in a transaction (SQLite).
 _TAKE = challenges.TAKE_AS_USER
 _ENROLL_IF_ENROLLABLE = _ENROLL_STEP.returning(*_DEVICES.c)
+_DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("device"))
 _SPEND = _SPEND_STEP
-_INSERT_AUDIT = insert(_AUDIT)
+_INSERT_AUDIT = inserting(_AUDIT)
 
 
 def _values(table: Table, prefix: str, columns: list[str]) -> Select[Any]:

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select
 
 from inventory.db import Database
 from inventory.services import challenges, devices
@@ -104,7 +104,8 @@ def test_a_challenge_alone_commits_without_waiting_for_the_disk_and_only_itself(
             )
             # SET LOCAL for the INSERT's own transaction: the connection's next statement
             # (an enrollment, say) waits for the disk again.
-            assert uow.session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+            (setting,) = uow.run(select(func.current_setting("synchronous_commit")))[0]
+            assert setting == "on"
         taken = challenges.take_challenge(db.uow(), issued.id, kind="tpm")
         assert taken.state == {"n": 1}
     finally:
