@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from sqlalchemy import Insert, Label, Table, bindparam, create_engine, event, insert, inspect, text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.base import Executable
 
@@ -255,7 +255,7 @@ class UnitOfWork:
     def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
         """Run ``statement``; its rows (attributes by column name), none without RETURNING."""
         if self._pooled is None:
-            result = self.session.execute(statement, params)
+            result = cast(CursorResult[Any], self.session.execute(statement, params))
             return list(result) if result.returns_rows else []
         assert self._direct is not None
         return direct.run(
@@ -288,7 +288,7 @@ class UnitOfWork:
         assert self._pooled is not None and self._direct is not None
         dropped = self._direct.dialect.is_disconnect(
             error,  # type: ignore[arg-type]
-            self._pooled.dbapi_connection,  # type: ignore[arg-type]
+            self._pooled.dbapi_connection,
             None,
         )
         if dropped:

@@ -86,13 +86,13 @@ def _compile(statement: Executable, dialect: Dialect) -> Compiled:
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             binds.append((name, process))
-    row: type | None = None
+    row_type: type | None = None
     results: list[tuple[int, Processor]] = []
     if isinstance(statement, ReturnsRows) and statement.exported_columns:
         columns = list(statement.exported_columns)
         # An unnamed column (a bare function) gets a positional name, _0, _1...
         names = [str(column.key) for column in columns]
-        row = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+        row_type = _row_type(names)
         for i, column in enumerate(columns):
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
@@ -103,9 +103,13 @@ def _compile(statement: Executable, dialect: Dialect) -> Compiled:
         positions=positions,
         construct=lambda values: sql_compiled.construct_params(values),
         binds=tuple(binds),
-        row=row,
+        row=row_type,
         results=tuple(results),
     )
+
+
+def _row_type(names: list[str]) -> type:
+    return namedtuple("Row", names, rename=True)
 
 
 def run(
