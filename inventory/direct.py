@@ -77,12 +77,13 @@ def compiled(statement: Executable, dialect: Dialect) -> Compiled:
 
 def _compile(statement: Executable, dialect: Dialect) -> Compiled:
     sql_compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-    if "POSTCOMPILE" in sql_compiled.string:  # rendered per execution by SQLAlchemy
-        raise ValueError("a statement with literal_execute parameters runs through a Session")
+    if "POSTCOMPILE" in sql_compiled.string:
+        raise ValueError(
+            "parameters rendered per execution (expanding IN lists, literal_execute) "
+            "need a Session: run the statement through db.uow()"
+        )
     binds = []
     for name, bind in sql_compiled.binds.items():
-        if bind.expanding:
-            raise ValueError(f"parameter {name!r} expands (IN): run it through a Session")
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             binds.append((name, process))

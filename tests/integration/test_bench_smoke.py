@@ -75,6 +75,7 @@ def test_bench_ceremony_prints_every_figure_for_both_eks_and_backends() -> None:
             names = {line.split(":")[0].split(None, 2)[2] for line in mine if " ratio " in line}
             assert names == {"server time per enrollment", "verification / raw crypto"}, mine
             assert any("not judged: isolated server time" in line for line in mine), mine
+            assert any("not judged: floor" in line and "/ floor" in line for line in mine), mine
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
 
 
