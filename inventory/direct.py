@@ -9,6 +9,11 @@ columns' own types (``bind_processor`` and ``result_processor``, what SQLAlchemy
 applies), so it reads and writes exactly what the rest of the inventory does. What is
 skipped is the per-execution bookkeeping.
 
+On PostgreSQL the SQL is given to psycopg with the server's own ``$1, $2...``
+placeholders (a ``RawCursor``), numbered once here: psycopg would otherwise parse every
+statement longer than 4 KB for its ``%(name)s`` ones on each execution (about 0.3 ms for
+the enrollment's), as it caches only shorter ones.
+
 Errors come out as SQLAlchemy's (``DBAPIError.instance``), with a connection the database
 dropped invalidated, as an engine would: ``once_more_if_dropped`` and the service's 503
 treat them alike.
@@ -16,11 +21,13 @@ treat them alike.
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
@@ -34,7 +41,8 @@ class Compiled:
     """A statement's SQL for one dialect, and how to convert its parameters and rows."""
 
     sql: str
-    positions: tuple[str, ...] | None  # parameter names in order (qmark), else named
+    positions: tuple[str, ...] | None  # parameter names in order (qmark, $n), else named
+    numbered: bool  # PostgreSQL's $n placeholders: run on a RawCursor
     construct: Callable[[Mapping[str, Any]], dict[str, Any]]
     binds: tuple[tuple[str, Processor], ...]  # the parameters that need converting
     row: type | None  # a named tuple of the result's columns; None: no rows
@@ -98,15 +106,36 @@ def _compile(statement: Executable, dialect: Dialect) -> Compiled:
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 results.append((i, process))
+    sql = sql_compiled.string
     positions = tuple(sql_compiled.positiontup) if sql_compiled.positional else None
+    numbered = dialect.driver == "psycopg" and dialect.paramstyle == "pyformat"
+    if numbered:
+        sql, positions = _numbered(sql)
     return Compiled(
-        sql=sql_compiled.string,
+        sql=sql,
         positions=positions,
+        numbered=numbered,
         construct=lambda values: sql_compiled.construct_params(values),
         binds=tuple(binds),
         row=row_type,
         results=tuple(results),
     )
+
+
+_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
+
+
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with pyformat placeholders (``%(name)s``; ``%%`` for a literal %) in
+    PostgreSQL's ``$1, $2...`` instead, a name keeping its number; and the names in order."""
+    numbers: dict[str, int] = {}
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return "%"
+        return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+    return _PYFORMAT.sub(placeholder, sql), tuple(numbers)
 
 
 def _row_type(names: list[str]) -> type:
@@ -127,7 +156,10 @@ def run(
     c = compiled(statement, dialect)
     params_out = c.parameters(params)
     try:
-        cursor = driver_connection.execute(c.sql, params_out)
+        if c.numbered:
+            cursor = psycopg.RawCursor(driver_connection).execute(c.sql, params_out)
+        else:
+            cursor = driver_connection.execute(c.sql, params_out)
         fetched = cursor.fetchall() if c.row is not None else []
     except dialect.loaded_dbapi.Error as exc:
         dropped = on_error(exc)
