@@ -99,9 +99,12 @@ def _compile(statement: Executable, dialect: Dialect) -> Compiled:
     results: list[tuple[int, Processor]] = []
     if isinstance(statement, ReturnsRows) and statement.exported_columns:
         columns = list(statement.exported_columns)
+        keys = [column.key for column in columns]
+        twice = sorted({k for k in keys if k is not None and keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"columns {', '.join(twice)} are selected twice: label them")
         # An unnamed column (a bare function) gets a positional name, _0, _1...
-        names = [str(column.key) for column in columns]
-        row_type = _row_type(names)
+        row_type = _row_type([str(key) for key in keys])
         for i, column in enumerate(columns):
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:

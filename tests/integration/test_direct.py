@@ -146,6 +146,12 @@ def test_what_it_cannot_run_is_refused_up_front(db: Database) -> None:
         uow.run(expanding, {"ids": ["a"]})
 
 
+def test_columns_of_one_name_must_be_labelled(db: Database) -> None:
+    twice = select(ChallengeRow.id, ChallengeRow.kind, ChallengeRow.id)
+    with db.uow(autocommit=True) as uow, pytest.raises(ValueError, match="id are selected twice"):
+        uow.run(twice)
+
+
 def test_a_statement_compiles_once_per_dialect(db: Database) -> None:
     dialect = db.engine.dialect
     assert direct.compiled(enrollment._START, dialect) is direct.compiled(
