@@ -34,6 +34,9 @@ database: the raw crypto plus the four statements' round trips as bare as they g
 one-row read, a one-row write; the enrollment's write durable), on the driver's own
 connection. That ratio is this code's own cost, whatever the machine's speed.
 
+The three baselines (raw crypto, verification only, floor) are in
+``bench.ceremony_baselines``.
+
 One AK serves every enrollment; each enrollment has its own device, registered with its
 own token before the timing starts. The run fails (exit status 1) when a target is missed.
 
@@ -45,9 +48,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import hmac
-import itertools
 import secrets
 import statistics
 import sys
@@ -60,19 +60,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.decrepit.ciphers.modes import CFB
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
 from sqlalchemy import Engine, event
-from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
-from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE  # type: ignore[import-untyped]
 
 from bench.bench_devices_ls import DATABASES
-from ceremony.agent.tpm import AttestationKey, DeviceTPM, EkType, Quote
+from bench.ceremony_baselines import (
+    Material,
+    check_make_credential,
+    raw_inputs,
+    time_floor,
+    time_raw,
+    time_verification,
+)
+from ceremony.agent.tpm import DeviceTPM, EkType
 from ceremony.attestation import tpm_verify
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.protocol import (
@@ -81,21 +80,16 @@ from ceremony.protocol import (
     Collected,
     EnrollComplete,
     EnrollInit,
-    TPMAttestation,
     TPMResponse,
 )
 from ceremony.protocol import Quote as WireQuote
 from inventory import direct
-from inventory.db import Database, create_db_engine
+from inventory.db import Database
 from inventory.domain import CollectedData, EnrollStatus, OSType, Role
 from inventory.services import devices, tokens, users
 from tests.tpm import swtpm
 
 USER = "alice"
-HASHES: dict[int, hashes.HashAlgorithm] = {
-    TPM2_ALG.SHA256: hashes.SHA256(),
-    TPM2_ALG.SHA384: hashes.SHA384(),
-}
 # What the ceremony calls in tpm_verify; the server's verification time is spent in them.
 # (module, function) pairs the ceremony calls through their modules.
 VERIFIERS = (
@@ -118,29 +112,6 @@ def p95(values: Sequence[float]) -> float:
 # -- the device: a swtpm, its EK and one AK ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Material:
-    """What one device sends to enroll, and one quote of its for the loops without a TPM."""
-
-    ek: EkType
-    ek_template: str
-    ek_cert: bytes | None
-    ek_public: bytes
-    ak: AttestationKey
-    quote: Quote
-    quote_nonce: bytes
-
-    def attestation(self) -> TPMAttestation:
-        return TPMAttestation(
-            ek_cert=self.ek_cert,
-            ek_public=self.ek_public,
-            ak_public=self.ak.public,
-            creation_data=self.ak.creation_data,
-            creation_attestation=self.ak.creation_attestation,
-            creation_signature=self.ak.creation_signature,
-        )
-
-
 @contextmanager
 def software_tpm(workdir: Path) -> Iterator[str]:
     """tests/tpm.py's swtpm (it makes both EKs, with certificates); yields its TCTI."""
@@ -158,235 +129,6 @@ def device_material(tpm: DeviceTPM, ek: EkType, state_dir: Path) -> Material:
     return Material(
         ek, tpm.ek_template_name, tpm.ek_certificate(), tpm.ek_public(), ak, quote, nonce
     )
-
-
-# -- raw crypto: what an enrollment cannot avoid -------------------------------------------
-
-
-@dataclass(frozen=True)
-class RawInputs:
-    """The numbers and bytes the raw operations work on, taken out of the TPM structures
-    beforehand (parsing is what the raw figure leaves out)."""
-
-    ak: rsa.RSAPublicNumbers | ec.EllipticCurvePublicNumbers
-    ak_area: bytes  # the TPMT_PUBLIC whose digest is the AK's name
-    creation_data: bytes
-    creation_hash: bytes
-    creation_body: bytes
-    creation_signature: bytes
-    quote_body: bytes
-    quote_signature: bytes
-    quote_nonce: bytes
-    nonce: bytes
-    pcr_digest: bytes
-    pcr_values: tuple[bytes, ...]
-    ek: rsa.RSAPublicNumbers | ec.EllipticCurvePublicNumbers
-    ek_hash: hashes.HashAlgorithm  # the EK's name algorithm
-    ek_sym_bits: int
-
-
-def _signature(marshalled: bytes) -> bytes:
-    sig, _ = TPMT_SIGNATURE.unmarshal(marshalled)
-    if sig.sigAlg == TPM2_ALG.RSASSA:
-        return bytes(sig.signature.rsassa.sig)
-    return encode_dss_signature(
-        int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big"),
-        int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big"),
-    )
-
-
-def raw_inputs(m: Material) -> RawInputs:
-    ek_area = TPM2B_PUBLIC.unmarshal(m.ek_public)[0].publicArea
-    creation = TPMS_ATTEST.unmarshal(m.ak.creation_attestation[2:])[0]
-    quoted = TPMS_ATTEST.unmarshal(m.quote.attestation[2:])[0]
-    return RawInputs(
-        ak=tpm_verify.ek_public_key(m.ak.public).public_numbers(),  # any TPM2B_PUBLIC's key
-        ak_area=m.ak.public[2:],
-        creation_data=m.ak.creation_data[2:],
-        creation_hash=bytes(creation.attested.creation.creationHash),
-        creation_body=m.ak.creation_attestation[2:],
-        creation_signature=_signature(m.ak.creation_signature),
-        quote_body=m.quote.attestation[2:],
-        quote_signature=_signature(m.quote.signature),
-        quote_nonce=bytes(quoted.extraData),
-        nonce=m.quote_nonce,
-        pcr_digest=bytes(quoted.attested.quote.pcrDigest),
-        pcr_values=tuple(m.quote.pcr_values[i] for i in sorted(m.quote.pcr_values)),
-        ek=tpm_verify.ek_public_key(m.ek_public).public_numbers(),
-        ek_hash=HASHES[int(ek_area.nameAlg)],
-        ek_sym_bits=int(ek_area.parameters.asymDetail.symmetric.keyBits.sym),
-    )
-
-
-def _verify(key: Any, signature: bytes, message: bytes) -> None:
-    if isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-
-
-def _kdfa(
-    algorithm: hashes.HashAlgorithm, seed: bytes, label: bytes, context: bytes, length: int
-) -> bytes:
-    return KBKDFHMAC(
-        algorithm,
-        Mode.CounterMode,
-        length,
-        4,
-        4,
-        CounterLocation.BeforeFixed,
-        label,
-        context,
-        None,
-    ).derive(seed)
-
-
-def _tpm2b(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
-
-
-def make_credential(r: RawInputs, secret: bytes, name: bytes) -> tuple[bytes, bytes]:
-    """TPM2_MakeCredential's math; returns the marshalled TPM2B_ID_OBJECT and
-    TPM2B_ENCRYPTED_SECRET."""
-    algorithm, size = r.ek_hash, r.ek_hash.digest_size
-    ek = r.ek.public_key()
-    if isinstance(ek, rsa.RSAPublicKey):
-        seed = secrets.token_bytes(size)
-        oaep = padding.OAEP(padding.MGF1(algorithm), algorithm, b"IDENTITY\x00")
-        encrypted_seed = ek.encrypt(seed, oaep)
-    else:
-        ephemeral = ec.generate_private_key(ek.curve)
-        shared = ephemeral.exchange(ec.ECDH(), ek)
-        point = ephemeral.public_key().public_numbers()
-        width = (ek.curve.key_size + 7) // 8
-        x, y = point.x.to_bytes(width, "big"), point.y.to_bytes(width, "big")
-        other = b"IDENTITY\x00" + x + ek.public_numbers().x.to_bytes(width, "big")
-        seed = ConcatKDFHash(algorithm, size, other).derive(shared)
-        encrypted_seed = _tpm2b(x) + _tpm2b(y)
-    key = _kdfa(algorithm, seed, b"STORAGE", name, r.ek_sym_bits // 8)
-    encryptor = Cipher(algorithms.AES(key), CFB(bytes(16))).encryptor()
-    credential = encryptor.update(_tpm2b(secret)) + encryptor.finalize()
-    mac = hmac.new(
-        _kdfa(algorithm, seed, b"INTEGRITY", b"", size), credential + name, algorithm.name
-    ).digest()
-    return _tpm2b(_tpm2b(mac) + credential), _tpm2b(encrypted_seed)
-
-
-def raw_enrollment(r: RawInputs, marks: list[tuple[str, float]]) -> None:
-    """One enrollment's unavoidable crypto; the end of each step is appended to ``marks``."""
-    ak = r.ak.public_key()
-    name = r.ak_area[2:4] + hashlib.sha256(r.ak_area).digest()
-    if not hmac.compare_digest(hashlib.sha256(r.creation_data).digest(), r.creation_hash):
-        raise AssertionError("creation hash")
-    _verify(ak, r.creation_signature, r.creation_body)
-    marks.append(("AK creation signature", time.perf_counter()))
-    secret, _nonce = secrets.token_bytes(32), secrets.token_bytes(32)  # the challenge's
-    make_credential(r, secret, name)
-    marks.append(("MakeCredential", time.perf_counter()))
-    if not hmac.compare_digest(secret, bytes(secret)):  # the activated secret sent back
-        raise AssertionError("secret")
-    _verify(ak, r.quote_signature, r.quote_body)
-    marks.append(("quote signature", time.perf_counter()))
-    if not hmac.compare_digest(r.quote_nonce, r.nonce):
-        raise AssertionError("nonce")
-    if not hmac.compare_digest(hashlib.sha256(b"".join(r.pcr_values)).digest(), r.pcr_digest):
-        raise AssertionError("PCR digest")
-    marks.append(("PCRs and comparisons", time.perf_counter()))
-
-
-def time_raw(r: RawInputs, iterations: int) -> tuple[list[float], dict[str, list[float]]]:
-    """Seconds per raw enrollment, and per step."""
-    totals: list[float] = []
-    steps: dict[str, list[float]] = {}
-    for _ in range(iterations):
-        marks = [("", time.perf_counter())]
-        raw_enrollment(r, marks)
-        totals.append(marks[-1][1] - marks[0][1])
-        for (_, before), (step, after) in itertools.pairwise(marks):
-            steps.setdefault(step, []).append(after - before)
-    return totals, steps
-
-
-def check_make_credential(tpm: DeviceTPM, m: Material, r: RawInputs) -> None:
-    """The raw MakeCredential is only a fair baseline if the TPM can activate what it makes."""
-    secret = secrets.token_bytes(32)
-    name = r.ak_area[2:4] + hashlib.sha256(r.ak_area).digest()
-    if name != m.ak.name:
-        raise SystemExit("bench: the raw AK name differs from the TPM's")
-    blob, encrypted = make_credential(r, secret, name)
-    if tpm.activate_credential(m.ak, blob, encrypted) != secret:
-        raise SystemExit("bench: the TPM activated another secret than the raw MakeCredential's")
-
-
-# -- the floor: raw crypto and the storage's bare round trips ------------------------------
-
-
-FLOOR_TABLE = "bench_floor"
-
-
-def time_floor(url: str, r: RawInputs, iterations: int) -> list[float]:
-    """Seconds per enrollment that no implementation of this protocol avoids on this machine
-    and database: the raw crypto, and the four statements' round trips as bare as they get
-    (a one-row read and a one-row write per round trip; the first write not waiting for the
-    disk, the second, the enrollment, durable), on the driver's connection, back to back."""
-    engine = create_db_engine(url)
-    pooled = engine.raw_connection()
-    try:
-        driver: Any = pooled.driver_connection
-        if engine.dialect.name == "postgresql":
-            driver.autocommit = True
-            no_wait = "SELECT set_config('synchronous_commit', 'off', true)"
-        else:  # SQLite commits each statement outside a BEGIN here, as the ceremony's do
-            no_wait = "SELECT 1"
-        driver.execute(f"CREATE TABLE {FLOOR_TABLE} (id INTEGER PRIMARY KEY, v TEXT)")
-        write = f"INSERT INTO {FLOOR_TABLE} (id, v) SELECT %s, 'x' WHERE ({no_wait}) IS NOT NULL"
-        if engine.dialect.name == "sqlite":
-            write = write.replace("%s", "?")
-        times = []
-        for i in range(iterations):
-            began = time.perf_counter()
-            driver.execute("SELECT 1").fetchall()
-            raw_enrollment(r, [])
-            driver.execute(write, (2 * i,))
-            driver.execute("SELECT 1").fetchall()
-            driver.execute(write.replace(no_wait, "SELECT 1"), (2 * i + 1,))
-            times.append(time.perf_counter() - began)
-        driver.execute(f"DROP TABLE {FLOOR_TABLE}")
-        return times
-    finally:
-        pooled.close()
-        engine.dispose()
-
-
-# -- verification only: tpm_verify as the ceremony calls it --------------------------------
-
-
-def verification_only(m: Material) -> None:
-    """The calls of ``ceremony.enroll._tpm_challenge`` and ``_verify_tpm_answer``."""
-    request = tpm_verify.EnrollmentRequest(
-        ek_cert=m.ek_cert,
-        ek_public=m.ek_public,
-        ak_public=m.ak.public,
-        creation_data=m.ak.creation_data,
-        creation_attestation=m.ak.creation_attestation,
-        creation_signature=m.ak.creation_signature,
-    )
-    ak = tpm_verify.check_ak(request)
-    ek = tpm_verify.examine_ek(request, None)
-    challenge = tpm_verify.make_challenge(ek.public, ak.name)
-    tpm_verify.verify_activation(challenge, challenge.secret)
-    tpm_verify.verify_quote(
-        ak.public, m.quote_nonce, m.quote.attestation, m.quote.signature, dict(m.quote.pcr_values)
-    )
-
-
-def time_verification(m: Material, iterations: int) -> list[float]:
-    times = []
-    for _ in range(iterations):
-        began = time.perf_counter()
-        verification_only(m)
-        times.append(time.perf_counter() - began)
-    return times
 
 
 # -- the server: begin and complete against a database ----------------------------------
