@@ -37,7 +37,7 @@ def test_bench_devices_ls_runs_on_both_backends() -> None:
 
 @pytest.mark.postgres
 def test_bench_sync_runs_every_measurement_on_both_backends() -> None:
-    options = ("--devices", "1500", "--small", "500", "--latency-ms", "1")
+    options = ("--devices", "1500", "--small", "500", "--latency-ms", "1", "--runs", "1")
     result = run_bench("sync", *options, timeout=300)
     lines = result.stdout.splitlines()
     ratios = [line for line in lines if " ratio " in line]
