@@ -266,6 +266,11 @@ class UnitOfWork:
             on_error=self._dropped,
         )
 
+    def first(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """``statement``'s first row, or None."""
+        rows = self.run(statement, params)
+        return rows[0] if rows else None
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Direct: the statements inside commit together, or not at all. Otherwise the

@@ -118,7 +118,7 @@ def _compile(statement: Executable, dialect: Dialect) -> Compiled:
         sql=sql,
         positions=positions,
         numbered=numbered,
-        construct=lambda values: sql_compiled.construct_params(values),
+        construct=sql_compiled.construct_params,
         binds=tuple(binds),
         row=row_type,
         results=tuple(results),

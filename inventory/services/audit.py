@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 
-from inventory.db import UnitOfWork
+from inventory.db import UnitOfWork, inserting
 from inventory.domain import AuditEvent, Device
 from inventory.models import AuditEventRow
 
@@ -41,7 +41,7 @@ def record_within(
     bookkeeping would be pure cost on every audited change.
     """
     uow.session.execute(
-        _INSERT,
+        INSERT,
         {
             "time": uow.now(),
             "type": type,
@@ -56,8 +56,8 @@ def record_within(
     )
 
 
-# Built once: a plain INSERT with its values passed as parameters.
-_INSERT = insert(cast(Table, AuditEventRow.__table__))
+# Built once: a plain INSERT with its values passed as parameters (all but the id).
+INSERT = inserting(cast(Table, AuditEventRow.__table__))
 
 
 def record_failure(

@@ -136,14 +136,14 @@ def find_challenge_within(
     it; the caller verifies the answer and then takes the challenge in the statement that
     acts on it, whose ``used_time IS NULL`` condition makes that once only."""
     params = {"user_hash": users.credential_hash(credential), "challenge": challenge_id}
-    row = next(iter(uow.run(_FIND, params)), None)
+    row = uow.first(_FIND, params)
     user = users.user_with_credential(credential, unlabelled(row, "u_"))
     return user, unlabelled(row, "c_")
 
 
 def find_challenge(uow: UnitOfWork, challenge_id: str) -> Any:
     """The challenge ``challenge_id`` as stored, taken or not; None: unknown."""
-    return next(iter(uow.run(_BY_ID, {"challenge": challenge_id})), None)
+    return uow.first(_BY_ID, {"challenge": challenge_id})
 
 
 def opened(row: SimpleNamespace | None, *, kind: str, user_name: str, now: datetime) -> Challenge:

@@ -270,6 +270,9 @@ def collected_params(device_id: str, data: CollectedData, now: datetime) -> dict
 
 # Built once: collected data is written on every enrollment and login.
 _COLLECTED = cast(Table, CollectedDataRow.__table__)
+_DEVICES = cast(Table, DeviceRow.__table__)
+# The device row ``:id`` (Core: no ORM object for a row only read).
+BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("id"))
 _INSERT_COLLECTED = inserting(_COLLECTED)
 # The newest report beyond the window; it and everything older go (none: no-op).
 _TRIM_COLLECTED = delete(_COLLECTED).where(

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from inventory.db import UnitOfWork, inserting, labelled, unlabelled
+from inventory.db import UnitOfWork, labelled, unlabelled
 from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
 from inventory.errors import DevtrustError, TokenInvalid
 from inventory.models import (
@@ -42,7 +42,7 @@ from inventory.models import (
     UserRow,
 )
 from inventory.preference import NAME as PREFERENCE_NAME
-from inventory.services import audit, challenges, tokens, users
+from inventory.services import audit, challenges, devices, tokens, users
 from inventory.services.devices import collected_params, record_collected_data_within, to_device
 
 
@@ -151,7 +151,7 @@ def find_start_within(uow: UnitOfWork, credential: str, token: str) -> tuple[Use
         "token_hash": tokens.hash_token(token),
         "preference": PREFERENCE_NAME,
     }
-    row = next(iter(uow.run(_START, params)), None)
+    row = uow.first(_START, params)
     return users.user_with_credential(credential, unlabelled(row, "u_")), row
 
 
@@ -231,7 +231,7 @@ def enroll_answered_within(
         chained |= {f"spent_{k}": v for k, v in spent_event.items()}
         chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
         chained["keep_older"] = history_limit - 1  # the new report is not visible to it
-        row = next(iter(uow.run(_CHAINED, params | chained)), None)
+        row = uow.first(_CHAINED, params | chained)
         if row is None or row.id is None:
             _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
         return to_device(row)
@@ -243,8 +243,8 @@ def enroll_answered_within(
             _refuse(uow, challenge, token_hash, collected, user, taken=True)
         uow.run(_SPEND, params)
         record_collected_data_within(uow, device_id, collected, keep=history_limit)
-        uow.run(_INSERT_AUDIT, spent_event)
-        uow.run(_INSERT_AUDIT, enroll_event)
+        uow.run(audit.INSERT, spent_event)
+        uow.run(audit.INSERT, enroll_event)
     return to_device(enrolled[0])
 
 
@@ -263,9 +263,9 @@ def _refuse(
     if not taken:  # another answer got there first
         row = challenges.find_challenge(uow, challenge.id)
         raise challenges.ChallengeInvalid(challenges.why_not(row, challenge.kind, user, now))
-    token = next(iter(uow.run(tokens.BY_HASH, {"hash": token_hash})), None)
+    token = uow.first(tokens.BY_HASH, {"hash": token_hash})
     tokens.check_usable(token, token_hash, now=now, user=user)
-    device = next(iter(uow.run(_DEVICE_BY_ID, {"device": challenge.device_id})), None)
+    device = uow.first(devices.BY_ID, {"id": challenge.device_id})
     if device is None:
         raise TokenInvalid("the device this token was minted for has been removed")
     check_collected_matches(to_device(device), collected)
@@ -342,9 +342,7 @@ _SPEND_STEP = (
 # Step by step, in a transaction (SQLite).
 _TAKE = challenges.TAKE_AS_USER
 _ENROLL_IF_ENROLLABLE = _ENROLL_STEP.returning(*_DEVICES.c)
-_DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("device"))
 _SPEND = _SPEND_STEP
-_INSERT_AUDIT = inserting(_AUDIT)
 
 
 def _values(table: Table, prefix: str, columns: list[str]) -> Select[Any]:

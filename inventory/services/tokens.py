@@ -23,8 +23,8 @@ from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
 from inventory.domain import Device, EnrollStatus, IssuedToken, TokenKind
 from inventory.errors import DevtrustError, InvalidArgument, TokenInvalid
-from inventory.models import DeviceRow, EnrollmentTokenRow
-from inventory.services import audit
+from inventory.models import EnrollmentTokenRow
+from inventory.services import audit, devices
 from inventory.services.devices import row_by_ref_within, to_device
 
 DEFAULT_TTL = timedelta(hours=1)
@@ -223,7 +223,7 @@ def spend_token_within(
     if spent is None:
         _usable_row(uow, token_hash, kinds=kinds, user=user)  # raises with the reason
         raise TokenInvalid("enrollment token was already used")  # lost a race to spend it
-    device_row = uow.session.execute(_DEVICE_BY_ID, {"id": spent.device_id}).one_or_none()
+    device_row = uow.session.execute(devices.BY_ID, {"id": spent.device_id}).one_or_none()
     if device_row is None:  # cascade deletes tokens with their device, so only a race lands here
         raise TokenInvalid("the device this token was minted for has been removed")
     device = to_device(device_row)
@@ -270,8 +270,6 @@ def check_usable(
 
 
 BY_HASH = select(_TABLE).where(_TABLE.c.token_hash == bindparam("hash"))
-_DEVICES = cast(Table, DeviceRow.__table__)
-_DEVICE_BY_ID = select(_DEVICES).where(_DEVICES.c.id == bindparam("id"))
 
 
 def spendable(*, bound_to_user: bool = True) -> list[ColumnElement[bool]]:
