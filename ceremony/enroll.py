@@ -29,6 +29,7 @@ from ceremony.protocol import (
     EnrollComplete,
     EnrollInit,
     MacOSChallenge,
+    TPMAttestation,
     TPMChallenge,
 )
 from ceremony.refusals import refusals_audited
@@ -205,12 +206,9 @@ def _check_flow(device: Device, *, tpm: bool) -> None:
         raise InvalidArgument("iOS devices cannot enroll through this ceremony")
 
 
-def _tpm_challenge(
-    request: EnrollInit, allowed_cas: tuple[str, ...]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    assert request.tpm is not None
-    tpm = request.tpm
-    attestation = tpm_verify.EnrollmentRequest(
+def verification_request(tpm: TPMAttestation) -> tpm_verify.EnrollmentRequest:
+    """What a device sent about its keys, as ``tpm_verify`` takes it."""
+    return tpm_verify.EnrollmentRequest(
         ek_cert=tpm.ek_cert,
         ek_public=tpm.ek_public,
         ak_public=tpm.ak_public,
@@ -219,6 +217,13 @@ def _tpm_challenge(
         creation_signature=tpm.creation_signature,
         ek_intermediates=tuple(tpm.ek_intermediates),
     )
+
+
+def _tpm_challenge(
+    request: EnrollInit, allowed_cas: tuple[str, ...]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    assert request.tpm is not None
+    attestation = verification_request(request.tpm)
     cas_pem = "\n".join(allowed_cas).encode() if allowed_cas else None
     ak = tpm_verify.check_ak(attestation)
     ek = tpm_verify.examine_ek(attestation, cas_pem)
