@@ -171,9 +171,10 @@ def attestation(data: bytes, what: str, error: type[AttestationError]) -> Attest
     elif kind == TPM2_ST.ATTEST_QUOTE:
         quote = owner.attested.quote
         banks = quote.pcrSelect.count
-        first = quote.pcrSelect.pcrSelections[0]
-        bank, select_size = first.hash, first.sizeofSelect
-        select = ffi.buffer(first.pcrSelect)[:]
+        if banks:  # none selected: nothing to read (the quote is refused for it)
+            first = quote.pcrSelect.pcrSelections[0]
+            bank, select_size = first.hash, first.sizeofSelect
+            select = ffi.buffer(first.pcrSelect)[:]
         digest = _buffer(quote.pcrDigest)
     return Attestation(
         signed=body,

@@ -108,9 +108,14 @@ def attestation_by_pytss(body: bytes) -> Attestation:
     elif kind == TPM2_ST.ATTEST_QUOTE:
         quote = attest.attested.quote  # type: ignore[attr-defined]
         banks = int(quote.pcrSelect.count)
-        first = quote.pcrSelect.pcrSelections[0]
-        bank, select_size = int(first.hash), int(first.sizeofSelect)
-        select, digest = bytes(first.pcrSelect), bytes(quote.pcrDigest)
+        if banks:  # tpm2-pytss lists only the selections there are
+            first = quote.pcrSelect.pcrSelections[0]
+            bank, select_size, select = (
+                int(first.hash),
+                int(first.sizeofSelect),
+                bytes(first.pcrSelect),
+            )
+        digest = bytes(quote.pcrDigest)
     return Attestation(
         signed=body,
         magic=int(attest.magic),
@@ -201,6 +206,18 @@ def test_an_empty_public_area_holds_no_key() -> None:
         check_ak(replace(REQUEST, ak_public=b"\x00\x00"))
     with pytest.raises(EKCertificateError, match="^the EK public area is neither an RSA nor"):
         ek_public_key(b"\x00\x00")
+
+
+def test_a_quote_selecting_no_pcr_bank_reads_as_none_both_ways() -> None:
+    # Found by the fuzz test below: with no selection there is no first one to read.
+    quote = TPMS_ATTEST(magic=0xFF544347, type=TPM2_ST.ATTEST_QUOTE)
+    quote.attested.quote.pcrDigest = b"\x01" * 32
+    body = bytes(quote.marshal())
+    ours, theirs = read_both_ways(body, "attestation")
+    assert ours == theirs
+    assert isinstance(ours, Attestation)
+    assert (ours.pcr_banks, ours.pcr_bank, ours.pcr_select) == (0, 0, b"")
+    assert ours.pcr_digest == b"\x01" * 32
 
 
 def test_creation_data_is_unmarshalled_whole() -> None:
