@@ -227,7 +227,7 @@ def _tpm_challenge(
     cas_pem = "\n".join(allowed_cas).encode() if allowed_cas else None
     ak = tpm_verify.check_ak(attestation)
     ek = tpm_verify.examine_ek(attestation, cas_pem)
-    challenge = tpm_verify.make_challenge(ek.public, ak.name)
+    challenge = tpm_verify.make_challenge(ek, ak.name)
     state = {
         "ak_public": _b64(ak.public),
         "secret": _b64(challenge.secret),

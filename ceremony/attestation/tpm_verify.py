@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
@@ -206,16 +206,23 @@ def check_ak(req: EnrollmentRequest) -> AKInfo:
 # The EK and the attestation type
 
 
-def _request_ek(req: EnrollmentRequest) -> tuple[x509.Certificate | None, PublicKey]:
+def _request_ek(
+    req: EnrollmentRequest,
+) -> tuple[x509.Certificate | None, PublicKey, PublicArea | None]:
+    """The EK certificate, the EK's key and its public area, each read once (the area is
+    None when only the certificate was sent)."""
+    area = None
+    if req.ek_public is not None:
+        area = tpm_structures.public_area(req.ek_public, "EK public area", EKCertificateError)
     if req.ek_cert is None:
-        if req.ek_public is None:
+        if area is None:
             raise EKCertificateError("the device sent neither an EK certificate nor an EK key")
-        return None, ek_public_key(req.ek_public)
+        return None, _public_key(area, "EK public area", EKCertificateError), area
     cert = parse_ek_certificate(req.ek_cert)
     key = ek_public_from_certificate(cert)
-    if req.ek_public is not None and ek_public_key(req.ek_public) != key:
+    if area is not None and _public_key(area, "EK public area", EKCertificateError) != key:
         raise EKCertificateError("the EK public key sent is not the one in the EK certificate")
-    return cert, key
+    return cert, key, area
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,8 @@ class EKInfo:
     attestation_type: AttestationType
     public: bytes  # the EK's TPM2B_PUBLIC, to make the challenge for
     cert_serial: str | None  # the EK certificate's serial number, in hex
+    # What MakeCredential takes of it, read once: make_challenge(EKInfo) parses nothing.
+    parameters: EKParameters = field(repr=False, compare=False)
 
 
 def examine_ek(
@@ -236,7 +245,7 @@ def examine_ek(
         raise EKCertificateError(
             "ekcert_allowed_cas is configured but the device sent no EK certificate"
         )
-    cert, key = _request_ek(req)
+    cert, key, area = _request_ek(req)
     kind: AttestationType = "tpm_ekpub"
     if cert is not None:
         kind = "tpm_ekcert"
@@ -244,9 +253,13 @@ def examine_ek(
             intermediates = [parse_ek_certificate(raw) for raw in req.ek_intermediates]
             verify_ek_chain(cert, intermediates, allowed_cas_pem, now)
             kind = "tpm_ekcert_trusted"
-    public = bytes(req.ek_public) if req.ek_public is not None else _ek_template(key)
+    if area is None:
+        public = _ek_template(key)
+        area = tpm_structures.public_area(public, "EK public area", ChallengeError)
+    else:
+        public = bytes(req.ek_public)  # type: ignore[arg-type]
     serial = format(cert.serial_number, "x") if cert is not None else None
-    return EKInfo(attestation_type=kind, public=public, cert_serial=serial)
+    return EKInfo(kind, public, serial, _ek_parameters(area, key))
 
 
 def attestation_type(
@@ -285,20 +298,27 @@ def _ek_template(key: PublicKey) -> bytes:
 # The challenge and the answers
 
 
-def make_challenge(ek_public_tpm2b: bytes, ak_name: bytes) -> Challenge:
-    """MakeCredential(EK, fresh 32-byte secret, AK name), and a fresh 32-byte nonce."""
-    area = tpm_structures.public_area(ek_public_tpm2b, "EK public area", ChallengeError)
-    key = _public_key(area, "EK public area", ChallengeError)
+def _ek_parameters(area: PublicArea, key: PublicKey) -> EKParameters:
+    return EKParameters(
+        key, area.name_alg, area.symmetric, area.symmetric_bits, area.symmetric_mode, area.ecc_x
+    )
+
+
+def make_challenge(ek: bytes | EKInfo, ak_name: bytes) -> Challenge:
+    """MakeCredential(EK, fresh 32-byte secret, AK name), and a fresh 32-byte nonce. The EK
+    is its marshalled TPM2B_PUBLIC, or what ``examine_ek`` read of it (parsed once)."""
+    if isinstance(ek, EKInfo):
+        parameters = ek.parameters
+    else:
+        area = tpm_structures.public_area(ek, "EK public area", ChallengeError)
+        parameters = _ek_parameters(area, _public_key(area, "EK public area", ChallengeError))
     if not isinstance(ak_name, bytes) or len(ak_name) < 2:
         raise ChallengeError("the AK name is malformed")
     if len(ak_name) != _NAME_SIZES.get(int.from_bytes(ak_name[:2], "big")):
         raise ChallengeError("the AK name is not a SHA-256, SHA-384 or SHA-512 name")
-    ek = EKParameters(
-        key, area.name_alg, area.symmetric, area.symmetric_bits, area.symmetric_mode, area.ecc_x
-    )
     secret = secrets.token_bytes(32)
     try:
-        blob, encrypted = make_credential(ek, secret, ak_name)
+        blob, encrypted = make_credential(parameters, secret, ak_name)
     except PARSE_ERRORS as exc:
         raise ChallengeError(f"cannot make a credential for this EK ({exc})") from exc
     nonce = secrets.token_bytes(32)

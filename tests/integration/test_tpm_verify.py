@@ -25,6 +25,7 @@ from ceremony.attestation.tpm_verify import (
     challenge_ek,
     check_ak,
     ek_public_key,
+    examine_ek,
     make_challenge,
     verify_activation,
     verify_quote,
@@ -78,9 +79,10 @@ def enrolling(tpm: SwTPM, tmp_path_factory: pytest.TempPathFactory) -> Enrolling
 
 
 def full_round_trip(tcti: str, ek: str, ak: AttestationKey, request: EnrollmentRequest) -> None:
-    """check_ak, then the challenge answered by the TPM, then a quote over the nonce."""
+    """check_ak, then the challenge (for the EK as examine_ek read it, as the ceremony makes
+    it) answered by the TPM, then a quote over the nonce."""
     info = check_ak(request)
-    challenge = make_challenge(challenge_ek(request), info.name)
+    challenge = make_challenge(examine_ek(request, None), info.name)
     with DeviceTPM(tcti, ek=ek) as device:  # type: ignore[arg-type]
         secret = device.activate_credential(
             ak, challenge.credential_blob, challenge.encrypted_secret
