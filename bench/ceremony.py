@@ -31,9 +31,10 @@ Printed, not judged: the isolated server time, and the whole server time over th
 crypto. The latter has the database's round trips and durable commits in it, which no
 crypto baseline has: for an RSA EK, 3x raw is 0.3 ms, less than one commit. So the
 server time is also printed over a ``floor`` measured in the same run against the same
-database: the raw crypto plus the four statements' round trips as bare as they get (a
-one-row read, a one-row write; the enrollment's write durable), on the driver's own
-connection. That ratio is this code's own cost, whatever the machine's speed.
+database: the raw crypto plus the three round trips no implementation avoids, as bare
+as they get (the challenge written, then read back, then the enrollment written,
+durable), on the driver's own connection. That ratio is this code's own cost, whatever
+the machine's speed.
 
 The three baselines (raw crypto, verification only, floor) are in
 ``bench.ceremony_baselines``.
@@ -397,7 +398,7 @@ class Figures:
             f"{isolated / self.raw:.2f}x isolated (storage round trips and commits in it)"
         )
         lines.append(
-            f"{label} not judged: floor {ms(self.floor):.3f} ms (raw crypto and four bare "
+            f"{label} not judged: floor {ms(self.floor):.3f} ms (raw crypto and three bare "
             f"round trips, one durable); steady server time / floor {self.server / self.floor:.2f}x"
         )
         return lines

@@ -15,9 +15,10 @@ TPM devices (Linux, Windows) prove with credential activation and a quote
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ceremony.attestation import macos, tpm_verify
@@ -77,18 +78,26 @@ class EnrollmentCeremony:
     # -- the first round trip ------------------------------------------------------
 
     def begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
-        """Check the token, the device and its keys; answer with a challenge.
+        """Check the token and the device, store the challenge, verify what the device
+        sent about its keys and answer with the challenge.
 
-        Two statements: one SELECT for the user, the token, its device and the EK CAs
-        allowed; the challenge's INSERT. Nothing in between needs a transaction: the token
-        is only checked here, and the second round trip checks it again as it spends it.
+        On PostgreSQL one statement (``enrollment.start_within``) authenticates the user,
+        finds the token, its device and the EK CAs allowed, and stores the challenge if
+        the checks hold; on SQLite a SELECT, then the INSERT. The keys are verified only
+        after: the user is authenticated before any cryptography, and the challenge's
+        answer leaves the server only once they have verified (a refusal spends it).
+        Nothing needs a transaction: the token is only checked here, and the second round
+        trip checks it again as it spends it.
         """
         return once_more_if_dropped(lambda: self._begin(credential, request))
 
     def _begin(self, credential: str, request: EnrollInit) -> EnrollChallenge:
         uow = self.db.uow(autocommit=True)
         with refusals_audited(self.db, audit.DEVICE_ENROLL, "enrollment") as seen, uow:
-            seen.user, found = enrollment.find_start_within(uow, credential, request.token)
+            draft = self._draft(request, uow.now())
+            seen.user, found, seen.challenge = enrollment.start_within(
+                uow, credential, request.token, draft
+            )
             start = enrollment.checked_start(found, request.token, user=seen.user, now=uow.now())
             device = seen.device = start.device
             collected = seen.collected = collected_data(request.collected)
@@ -96,26 +105,59 @@ class EnrollmentCeremony:
             if device.enroll_status is EnrollStatus.ENROLLED:
                 raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
             _check_flow(device, tpm=request.tpm is not None)
+            assert draft is not None  # None only for what the checks above refuse
+            if seen.challenge is None:
+                seen.challenge = enrollment.issue_drafted_within(
+                    uow, draft, start, seen.user, self.config.challenge_ttl
+                )
+            issued = seen.challenge
             if request.tpm is not None:
-                kind, state, answer = _tpm_challenge(request, start.ekcert_allowed_cas)
+                answer = _tpm_challenge(request, draft, start.ekcert_allowed_cas)
             else:
                 assert request.macos is not None
-                kind, state, answer = _macos_challenge(request.macos.public_key)
-            state.update(
-                token_hash=start.token_hash,
-                token_kind=start.token_kind.value,
-                collected=request.collected.model_dump(mode="json"),
-            )
-            issued = challenges.issue_challenge_within(
-                uow,
-                kind=kind,
-                device_id=device.id,
-                user_name=seen.user.name,
-                state=state,
-                ttl=self.config.challenge_ttl,
-            )
-            uow.commit()
+                answer = _macos_challenge(request.macos.public_key, draft)
         return EnrollChallenge(challenge_id=issued.id, expire_time=issued.expire_time, **answer)
+
+    def _draft(self, request: EnrollInit, now: datetime) -> enrollment.Draft | None:
+        """The challenge to store with the checks, with fresh secrets; None when the
+        collected data is invalid or does not fit the flow, which the checks then refuse
+        in their order."""
+        try:
+            collected = collected_data(request.collected)
+            _check_flow_of(collected.os_type, tpm=request.tpm is not None)
+        except InvalidArgument:
+            return None
+        state: dict[str, Any] = {
+            "token_hash": tokens.hash_token(request.token),
+            "collected": request.collected.model_dump(mode="json"),
+        }
+        attestation_type = None
+        if request.tpm is not None:
+            kind = TPM_KIND
+            sent = request.tpm
+            state |= {
+                "ak_public": _b64(bytes(sent.ak_public)),
+                "secret": _b64(secrets.token_bytes(tpm_verify.SECRET_SIZE)),
+                "nonce": _b64(secrets.token_bytes(tpm_verify.NONCE_SIZE)),
+                "ek_cert_serial": tpm_verify.ek_cert_serial(sent.ek_cert),
+            }
+            attestation_type = "tpm_ekcert" if sent.ek_cert is not None else "tpm_ekpub"
+        else:
+            assert request.macos is not None
+            kind = MACOS_KIND
+            state |= {
+                "public_key": _b64(request.macos.public_key),
+                "challenge": _b64(macos.new_challenge()),
+            }
+        return enrollment.Draft(
+            id=challenges.new_id(),
+            kind=kind,
+            state=state,
+            collected=collected,
+            attestation_type=attestation_type,
+            create_time=now,
+            expire_time=now + self.config.challenge_ttl,
+        )
 
     # -- the second round trip -----------------------------------------------------
 
@@ -198,11 +240,15 @@ def collected_data(data: Collected) -> CollectedData:
 
 
 def _check_flow(device: Device, *, tpm: bool) -> None:
-    if device.os_type is OSType.MACOS and tpm:
+    _check_flow_of(device.os_type, tpm=tpm)
+
+
+def _check_flow_of(os_type: OSType, *, tpm: bool) -> None:
+    if os_type is OSType.MACOS and tpm:
         raise InvalidArgument("a macOS device enrolls with its Secure Enclave key, not a TPM")
-    if device.os_type in (OSType.LINUX, OSType.WINDOWS) and not tpm:
-        raise InvalidArgument(f"a {device.os_type.display} device enrolls with its TPM")
-    if device.os_type is OSType.IOS:
+    if os_type in (OSType.LINUX, OSType.WINDOWS) and not tpm:
+        raise InvalidArgument(f"a {os_type.display} device enrolls with its TPM")
+    if os_type is OSType.IOS:
         raise InvalidArgument("iOS devices cannot enroll through this ceremony")
 
 
@@ -220,21 +266,17 @@ def verification_request(tpm: TPMAttestation) -> tpm_verify.EnrollmentRequest:
 
 
 def _tpm_challenge(
-    request: EnrollInit, allowed_cas: tuple[str, ...]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    request: EnrollInit, draft: enrollment.Draft, allowed_cas: tuple[str, ...]
+) -> dict[str, Any]:
+    """Verify the AK and the EK the device sent; the challenge for the secret and nonce
+    ``draft`` stored."""
     assert request.tpm is not None
     attestation = verification_request(request.tpm)
     cas_pem = "\n".join(allowed_cas).encode() if allowed_cas else None
     ak = tpm_verify.check_ak(attestation)
     ek = tpm_verify.examine_ek(attestation, cas_pem)
-    challenge = tpm_verify.make_challenge(ek, ak.name)
-    state = {
-        "ak_public": _b64(ak.public),
-        "secret": _b64(challenge.secret),
-        "nonce": _b64(challenge.nonce),
-        "attestation_type": ek.attestation_type,
-        "ek_cert_serial": ek.cert_serial,
-    }
+    secret, nonce = _unb64(draft.state["secret"]), _unb64(draft.state["nonce"])
+    challenge = tpm_verify.make_challenge(ek, ak.name, secret=secret, nonce=nonce)
     answer = TPMChallenge(
         credential_blob=challenge.credential_blob,
         encrypted_secret=challenge.encrypted_secret,
@@ -242,14 +284,12 @@ def _tpm_challenge(
         pcr_bank=PCR_BANK,
         pcrs=list(QUOTED_PCRS),
     )
-    return TPM_KIND, state, {"tpm": answer}
+    return {"tpm": answer}
 
 
-def _macos_challenge(public_key: bytes) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _macos_challenge(public_key: bytes, draft: enrollment.Draft) -> dict[str, Any]:
     macos.parse_public_key(public_key)
-    challenge = macos.new_challenge()
-    state = {"public_key": _b64(public_key), "challenge": _b64(challenge)}
-    return MACOS_KIND, state, {"macos": MacOSChallenge(challenge=challenge)}
+    return {"macos": MacOSChallenge(challenge=_unb64(draft.state["challenge"]))}
 
 
 def _verified_credential(state: dict[str, Any], response: EnrollComplete) -> Credential:

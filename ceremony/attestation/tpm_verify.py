@@ -262,6 +262,17 @@ def examine_ek(
     return EKInfo(kind, public, serial, _ek_parameters(area, key))
 
 
+def ek_cert_serial(ek_cert: bytes | None) -> str | None:
+    """The EK certificate's serial number in hex, as ``examine_ek`` reads it; None when
+    there is no certificate or it cannot be read (``examine_ek`` says why)."""
+    if ek_cert is None:
+        return None
+    try:
+        return format(parse_ek_certificate(ek_cert).serial_number, "x")
+    except EKCertificateError:
+        return None
+
+
 def attestation_type(
     req: EnrollmentRequest, allowed_cas_pem: bytes | None, now: datetime.datetime | None = None
 ) -> AttestationType:
@@ -304,9 +315,17 @@ def _ek_parameters(area: PublicArea, key: PublicKey) -> EKParameters:
     )
 
 
-def make_challenge(ek: bytes | EKInfo, ak_name: bytes) -> Challenge:
+SECRET_SIZE = NONCE_SIZE = 32
+
+
+def make_challenge(
+    ek: bytes | EKInfo, ak_name: bytes, *, secret: bytes | None = None, nonce: bytes | None = None
+) -> Challenge:
     """MakeCredential(EK, fresh 32-byte secret, AK name), and a fresh 32-byte nonce. The EK
-    is its marshalled TPM2B_PUBLIC, or what ``examine_ek`` read of it (parsed once)."""
+    is its marshalled TPM2B_PUBLIC, or what ``examine_ek`` read of it (parsed once).
+
+    ``secret`` and ``nonce``: fresh ones the caller drew (``secrets.token_bytes``) and
+    stored before the device's keys were verified."""
     if isinstance(ek, EKInfo):
         parameters = ek.parameters
     else:
@@ -316,12 +335,14 @@ def make_challenge(ek: bytes | EKInfo, ak_name: bytes) -> Challenge:
         raise ChallengeError("the AK name is malformed")
     if len(ak_name) != _NAME_SIZES.get(int.from_bytes(ak_name[:2], "big")):
         raise ChallengeError("the AK name is not a SHA-256, SHA-384 or SHA-512 name")
-    secret = secrets.token_bytes(32)
+    secret = secrets.token_bytes(SECRET_SIZE) if secret is None else secret
+    nonce = secrets.token_bytes(NONCE_SIZE) if nonce is None else nonce
+    if len(secret) != SECRET_SIZE or len(nonce) != NONCE_SIZE:
+        raise ValueError(f"a challenge's secret and nonce are {SECRET_SIZE} bytes each")
     try:
         blob, encrypted = make_credential(parameters, secret, ak_name)
     except PARSE_ERRORS as exc:
         raise ChallengeError(f"cannot make a credential for this EK ({exc})") from exc
-    nonce = secrets.token_bytes(32)
     return Challenge(credential_blob=blob, encrypted_secret=encrypted, nonce=nonce, secret=secret)
 
 

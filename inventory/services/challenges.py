@@ -61,6 +61,11 @@ def issue_challenge(
         return challenge
 
 
+def new_id() -> str:
+    """A fresh challenge id: 32 random bytes, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
 def issue_challenge_within(
     uow: UnitOfWork,
     *,
@@ -75,7 +80,7 @@ def issue_challenge_within(
         raise ValueError("a challenge's lifetime must be positive")
     now = uow.now()
     challenge = Challenge(
-        id=secrets.token_urlsafe(32),
+        id=new_id(),
         kind=kind,
         device_id=device_id,
         user_name=user_name,

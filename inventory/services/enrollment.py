@@ -5,29 +5,37 @@ the credential and the owner, stores the collected data, and audits ``device.enr
 A refusal changes nothing and is audited as a failed ``device.enroll`` with its reason.
 
 The ceremony's own path is built for few round trips (``start_within`` and
-``enroll_answered_within``): what its first round trip needs is one SELECT; the second
-one's writes are one statement on PostgreSQL (data-modifying CTEs, each step conditioned
-on the one before) and one short transaction on SQLite, which has no round trips to save.
+``enroll_answered_within``). On PostgreSQL each is one statement: the first round trip's
+checks with its challenge's INSERT, and the second one's writes (data-modifying CTEs, each
+step conditioned on the one before). On SQLite, which has no round trips to save, a
+SELECT and an INSERT, and one short transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
 
 from sqlalchemy import (
+    JSON,
     Select,
+    String,
     Table,
     bindparam,
+    case,
     delete,
     exists,
+    func,
     insert,
+    null,
     select,
     true,
     union_all,
     update,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 
 from inventory.db import UnitOfWork, labelled, unlabelled
 from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
@@ -146,13 +154,94 @@ class Start:
 def find_start_within(uow: UnitOfWork, credential: str, token: str) -> tuple[User, Any]:
     """The user of ``credential`` (or Unauthenticated) and, in the same SELECT, what
     ``checked_start`` checks: the token, its device and the EK CAs allowed."""
+    user, found, _ = start_within(uow, credential, token, None)
+    return user, found
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A challenge for the first round trip to store together with its checks: all of its
+    state but what only the database knows, the token's kind and, for an EK certificate,
+    whether EK CAs are configured (which makes its attestation tpm_ekcert_trusted)."""
+
+    id: str
+    kind: str
+    state: dict[str, Any]
+    collected: CollectedData
+    attestation_type: str | None  # tpm_ekcert or tpm_ekpub, as without CAs; None: no TPM
+    create_time: datetime
+    expire_time: datetime
+
+    def stored_state(self, start: Start) -> dict[str, Any]:
+        """The state with what the database knows: what the PostgreSQL statement builds."""
+        known: dict[str, Any] = {"token_kind": start.token_kind.value}
+        if self.attestation_type is not None:
+            trusted = bool(start.ekcert_allowed_cas)
+            known["attestation_type"] = "tpm_ekcert_trusted" if trusted else self.attestation_type
+        return self.state | known
+
+
+def start_within(
+    uow: UnitOfWork, credential: str, token: str, draft: Draft | None
+) -> tuple[User, Any, challenges.Challenge | None]:
+    """``find_start_within``; on PostgreSQL, in the same statement, ``draft`` stored as a
+    challenge if everything ``checked_start`` and ``check_collected_matches`` check holds
+    and the device is not enrolled (returned; else None, and nothing is written).
+
+    A challenge is stored before the device's keys are verified, so that the user is
+    authenticated before any cryptography: its answer leaves the server only once they
+    have verified, and a refusal spends it (``refusals_audited``).
+    """
     params = {
         "user_hash": users.credential_hash(credential),
         "token_hash": tokens.hash_token(token),
         "preference": PREFERENCE_NAME,
     }
-    row = uow.first(_START, params)
-    return users.user_with_credential(credential, unlabelled(row, "u_")), row
+    if draft is None or uow.dialect != "postgresql":
+        row = uow.first(_START, params)
+        return users.user_with_credential(credential, unlabelled(row, "u_")), row, None
+    row = uow.first(
+        _START_AND_ISSUE,
+        params
+        | {
+            "id": draft.id,
+            "kind": draft.kind,
+            "state": draft.state,
+            "attestation_type": draft.attestation_type,
+            "create_time": draft.create_time,
+            "expire_time": draft.expire_time,
+            "serial": draft.collected.serial_number,
+            "os": draft.collected.os_type.value,
+            "enrolled_status": EnrollStatus.ENROLLED.value,
+        },
+    )
+    user = users.user_with_credential(credential, unlabelled(row, "u_"))
+    if row.issued is None:
+        return user, row, None
+    issued = challenges.Challenge(
+        id=draft.id,
+        kind=draft.kind,
+        device_id=row.d_id,
+        user_name=user.name,
+        state=draft.state,  # what is stored, but for the database's part: not read back
+        expire_time=draft.expire_time,
+    )
+    return user, row, issued
+
+
+def issue_drafted_within(
+    uow: UnitOfWork, draft: Draft, start: Start, user: User, ttl: timedelta
+) -> challenges.Challenge:
+    """Store ``draft`` once ``start`` has been checked (SQLite, where ``start_within``
+    stores nothing)."""
+    return challenges.issue_challenge_within(
+        uow,
+        kind=draft.kind,
+        device_id=start.device.id,
+        user_name=user.name,
+        state=draft.stored_state(start),
+        ttl=ttl,
+    )
 
 
 def checked_start(found: Any, token: str, *, user: User, now: datetime) -> Start:
@@ -315,6 +404,76 @@ _START = (
     )
     .where(_USERS.c.token_hash == bindparam("user_hash"))
 )
+
+
+def _start_and_issue() -> Select[Any]:
+    """``_START``, and in the same statement (PostgreSQL) the challenge ``:id`` stored if
+    the token is spendable by this user now, its device is the one the collected data
+    names (``:serial``, ``:os``) and is not enrolled; ``issued`` is its id, else NULL.
+
+    The state is ``:state`` with the token's kind and, for a TPM ceremony
+    (``:attestation_type`` set), the attestation type: tpm_ekcert_trusted when EK CAs are
+    configured (the device's chain is verified after), else ``:attestation_type``. The
+    challenge is alone in its transaction: as ``challenges``' own INSERT, its commit need
+    not wait for the disk."""
+    now = bindparam("create_time", type_=_CHALLENGES.c.create_time.type)
+    attestation = bindparam("attestation_type", type_=String)
+    cas = _PREFERENCES.c.ekcert_allowed_cas
+    known = func.jsonb_strip_nulls(
+        func.jsonb_build_object(
+            "token_kind",
+            _TOKENS.c.kind,
+            "attestation_type",
+            case(
+                (attestation.is_(None), null()),
+                (func.json_typeof(cas) != "array", attestation),
+                (func.json_array_length(cas) > 0, "tpm_ekcert_trusted"),
+                else_=attestation,
+            ),
+        )
+    )
+    state = sql_cast(
+        sql_cast(bindparam("state", type_=_CHALLENGES.c.state.type), JSONB).op("||")(known), JSON
+    )
+    checked = (
+        select(
+            bindparam("id", type_=_CHALLENGES.c.id.type),
+            bindparam("kind", type_=_CHALLENGES.c.kind.type),
+            _DEVICES.c.id,
+            _USERS.c.name,
+            state,
+            now,
+            bindparam("expire_time", type_=_CHALLENGES.c.expire_time.type),
+            null(),
+        )
+        .select_from(
+            _USERS.join(_TOKENS, _TOKENS.c.token_hash == bindparam("token_hash"))
+            .join(_DEVICES, _DEVICES.c.id == _TOKENS.c.device_id)
+            .outerjoin(_PREFERENCES, _PREFERENCES.c.name == bindparam("preference"))
+        )
+        .where(
+            _USERS.c.token_hash == bindparam("user_hash"),
+            _TOKENS.c.spent_time.is_(None),
+            _TOKENS.c.expire_time > now,
+            _TOKENS.c.user_name.is_(None) | (_TOKENS.c.user_name == _USERS.c.name),
+            _DEVICES.c.asset_tag == bindparam("serial"),
+            _DEVICES.c.os_type == bindparam("os"),
+            _DEVICES.c.enroll_status != bindparam("enrolled_status"),
+            func.set_config("synchronous_commit", "off", true()) == "off",
+        )
+    )
+    issued = (
+        insert(_CHALLENGES)
+        .from_select([c.name for c in _CHALLENGES.c], checked)
+        .returning(_CHALLENGES.c.id)
+        .cte("issued")
+    )
+    return _START.add_columns(issued.c.id.label("issued")).join_from(
+        _USERS, issued, true(), isouter=True
+    )
+
+
+_START_AND_ISSUE = _start_and_issue()
 
 
 def _now(table: Table, column: str) -> Any:

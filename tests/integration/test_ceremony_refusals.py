@@ -253,11 +253,13 @@ def assert_audited(w: World, pattern: str, *, device: bool = True, actor: str = 
     assert event.asset_tag == (w.asset_tag if device else None)
 
 
-def open_challenges(db: Database) -> int:
+def open_challenges(db: Database, *, spent_too: bool = False) -> int:
     uow = db.uow()
     with uow.read():
         query = select(func.count()).select_from(ChallengeRow)
-        return int(uow.session.scalar(query.where(ChallengeRow.used_time.is_(None))) or 0)
+        if not spent_too:
+            query = query.where(ChallengeRow.used_time.is_(None))
+        return int(uow.session.scalar(query) or 0)
 
 
 def allow_cas(db: Database, *pems: str) -> None:
@@ -328,6 +330,9 @@ def test_an_ak_that_cannot_be_trusted_gets_no_challenge(
 ) -> None:
     response = post(linux, INIT, init_body(linux, rsa, **change(rsa)))
     reason = refused(response, 403, message)
+    # Stored once the user and token were checked, before the keys were: spent by the
+    # refusal, and its answer never sent.
+    assert open_challenges(linux.db, spent_too=True) == 1
     assert open_challenges(linux.db) == 0
     assert_not_enrolled(linux)
     assert_audited(linux, re.escape(f"enrollment of LNX-0001/linux refused: {reason}"))
@@ -397,7 +402,7 @@ def test_a_used_token_is_refused_and_the_enrollment_stands(linux: World, rsa: Ag
     enroll(linux, rsa)
     response = post(linux, INIT, init_body(linux, rsa, ak=rsa.other_ak))
     refused(response, 403, "^enrollment token was already used$")
-    assert open_challenges(linux.db) == 0
+    assert open_challenges(linux.db, spent_too=True) == 1  # the enrollment's own
     assert_enrolled_with(linux, rsa.ak.public)
     assert_audited(linux, "refused: enrollment token was already used", device=False)
 
@@ -406,7 +411,7 @@ def test_an_expired_token_is_refused(linux: World, rsa: Agent, clock: Clock) -> 
     clock.advance(hours=1, seconds=1)
     response = post(linux, INIT, init_body(linux, rsa))
     refused(response, 403, "^enrollment token expired at 2026-11-26 13:00:00 UTC$")
-    assert open_challenges(linux.db) == 0
+    assert open_challenges(linux.db, spent_too=True) == 0  # refused by the checks: none stored
     assert_not_enrolled(linux)
     assert_audited(linux, "refused: enrollment token expired", device=False)
     enroll(linux, rsa, token=linux.new_token())

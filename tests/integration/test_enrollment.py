@@ -17,13 +17,16 @@ from inventory.domain import (
     Device,
     EnrollStatus,
     OSType,
+    Role,
     TokenKind,
 )
 from inventory.errors import TokenInvalid
 from inventory.models import EnrollmentTokenRow
-from inventory.services import audit, challenges, devices, enrollment, tokens
+from inventory.preference import DeviceTrust
+from inventory.services import audit, challenges, devices, enrollment, preference, tokens, users
 from inventory.services.challenges import ChallengeInvalid
 from tests.conftest import Clock
+from tests.tpm import another_ca_pem
 
 TAG = "LNX-4C4C4544"
 CREDENTIAL = Credential(
@@ -232,3 +235,96 @@ def test_what_changed_since_the_challenge_is_refused_and_the_token_stays_unspent
     assert len(audit.list_events(db.uow())) == audited
     if meanwhile != "removed":
         assert not spent(db, token)
+
+
+# The ceremony's first round trip: the challenge stored with the checks (one statement on
+# PostgreSQL), its state completed with what only the database knows.
+
+
+def draft_for(db: Database, token: str, attestation_type: str | None) -> enrollment.Draft:
+    now = db.uow().now()
+    return enrollment.Draft(
+        id=challenges.new_id(),
+        kind="enroll-tpm" if attestation_type else "enroll-macos",
+        state={"token_hash": tokens.hash_token(token), "nonce": "bm9uY2U=", "gone": None},
+        collected=collected(),
+        attestation_type=attestation_type,
+        create_time=now,
+        expire_time=now + timedelta(seconds=60),
+    )
+
+
+def start(
+    db: Database, credential: str, token: str, draft: enrollment.Draft
+) -> challenges.Challenge | None:
+    """The first round trip's storage: ``start_within``, then (SQLite, where it stores
+    nothing) the drafted challenge once its checks hold; the challenge stored, if any."""
+    uow = db.uow(autocommit=True)
+    with uow:
+        user, found, issued = enrollment.start_within(uow, credential, token, draft)
+        checked = enrollment.checked_start(found, token, user=user, now=uow.now())
+        if uow.dialect == "postgresql":
+            assert issued is not None, "PostgreSQL stores the challenge in the checks' statement"
+        else:
+            assert issued is None
+            issued = enrollment.issue_drafted_within(
+                uow, draft, checked, user, timedelta(seconds=60)
+            )
+        stored = challenges.find_challenge(uow, issued.id)
+        assert stored is not None and stored.state == draft.stored_state(checked)
+        return issued
+
+
+@pytest.mark.parametrize("kind", [TokenKind.ADMIN, TokenKind.SELF])
+@pytest.mark.parametrize("cas", [False, True], ids=["no-cas", "cas"])
+@pytest.mark.parametrize("attestation_type", ["tpm_ekcert", "tpm_ekpub", None])
+def test_the_first_round_trip_stores_the_state_with_the_token_kind_and_attestation_type(
+    db: Database, kind: TokenKind, cas: bool, attestation_type: str | None
+) -> None:
+    _, credential = users.add_user(db.uow(), "alice", (Role.EDITOR,), actor="admin")
+    devices.register_device(db.uow(), os_type="linux", asset_tag=TAG, actor="admin")
+    token = tokens.create_token(db.uow(), TAG, actor="admin", kind=kind, user="alice").token
+    if cas:
+        pem = another_ca_pem().decode()
+        preference.update_preference(
+            db.uow(), DeviceTrust(ekcert_allowed_cas=(pem,)), actor="admin"
+        )
+    draft = draft_for(db, token, attestation_type)
+    issued = start(db, credential, token, draft)
+    assert issued is not None and issued.expire_time == draft.expire_time
+    stored = draft.stored_state(
+        enrollment.Start(devices.get_device(db.uow(), TAG), "", kind, ("ca",) if cas else ())
+    )
+    expected = {"token_kind": kind.value}
+    if attestation_type:
+        expected["attestation_type"] = "tpm_ekcert_trusted" if cas else attestation_type
+    assert stored == draft.state | expected
+
+
+@pytest.mark.parametrize("refusal", ["spent", "expired", "other-device", "enrolled", "bound"])
+def test_a_first_round_trip_refused_by_its_checks_stores_no_challenge(
+    db: Database, token: str, clock: Clock, refusal: str
+) -> None:
+    _, credential = users.add_user(db.uow(), "alice", (Role.EDITOR,), actor="admin")
+    draft = draft_for(db, token, "tpm_ekcert")
+    if refusal == "spent":
+        enrollment.enroll_device(
+            db.uow(), token=token, credential=CREDENTIAL, collected=collected(), user="bob"
+        )
+    elif refusal == "expired":
+        clock.advance(hours=2)
+        draft = draft_for(db, token, "tpm_ekcert")
+    elif refusal == "other-device":
+        draft = replace(draft, collected=collected("OTHER-1"))
+    elif refusal == "enrolled":
+        other = tokens.create_token(db.uow(), TAG, actor="admin").token
+        enrollment.enroll_device(
+            db.uow(), token=other, credential=CREDENTIAL, collected=collected(), user="bob"
+        )
+    else:
+        token = tokens.create_token(db.uow(), TAG, actor="admin", user="bob").token
+    uow = db.uow(autocommit=True)
+    with uow:
+        user, _, issued = enrollment.start_within(uow, credential, token, draft)
+        assert user.name == "alice" and issued is None
+        assert challenges.find_challenge(uow, draft.id) is None
