@@ -8,6 +8,7 @@ without committing rolls everything back.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,8 +192,20 @@ def unlabelled(row: Any, prefix: str) -> SimpleNamespace | None:
     nothing (its key is NULL)."""
     if row is None:
         return None
-    values = {k[len(prefix) :]: v for k, v in row._asdict().items() if k.startswith(prefix)}
-    return None if all(v is None for v in values.values()) else SimpleNamespace(**values)
+    indices, names = _prefixed(tuple(row._fields), prefix)
+    values = [row[i] for i in indices]
+    if all(v is None for v in values):
+        return None
+    return SimpleNamespace(**dict(zip(names, values, strict=True)))
+
+
+@functools.lru_cache(maxsize=256)
+def _prefixed(fields: tuple[str, ...], prefix: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Where the columns labelled ``prefix`` are among ``fields``, and their own names."""
+    picked = [
+        (i, field[len(prefix) :]) for i, field in enumerate(fields) if field.startswith(prefix)
+    ]
+    return tuple(i for i, _ in picked), tuple(name for _, name in picked)
 
 
 def _first_line(error: BaseException | None) -> str:
@@ -215,6 +228,7 @@ class UnitOfWork:
         self._read_only = False
         self._direct = direct
         self._pooled: PoolProxiedConnection | None = None
+        self._driver: Any = None  # the pooled connection's driver connection, looked up once
         self._in_transaction = False
 
     @property
@@ -229,6 +243,7 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         if self._direct is not None:
             self._pooled = self._direct.raw_connection()
+            self._driver = self._pooled.driver_connection
             return self
         self.session = self._sessions()
         if self._read_only:
@@ -259,7 +274,7 @@ class UnitOfWork:
             return list(result) if result.returns_rows else []
         assert self._direct is not None
         return direct.run(
-            self._pooled.driver_connection,
+            self._driver,
             self._direct.dialect,
             statement,
             params or {},
@@ -278,7 +293,7 @@ class UnitOfWork:
         if self._pooled is None:
             yield
             return
-        driver = self._pooled.driver_connection
+        driver = self._driver
         assert driver is not None and not self._in_transaction
         # SQLite: the write lock up front (see _sqlite_engine's BEGIN IMMEDIATE).
         driver.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
