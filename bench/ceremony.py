@@ -98,6 +98,7 @@ VERIFIERS = (
     (tpm_verify, "examine_ek"),
     (tpm_verify, "make_challenge"),
     (tpm_verify, "verify_activation"),
+    (tpm_verify, "verify_quotes"),
     (tpm_verify, "verify_quote"),
 )
 

@@ -35,7 +35,7 @@ from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST, TPMT_SIGNATURE  # type: 
 from ceremony.agent.tpm import AttestationKey, DeviceTPM, EkType, Quote
 from ceremony.attestation import tpm_verify
 from ceremony.enroll import verification_request
-from ceremony.protocol import TPMAttestation
+from ceremony.protocol import QUOTED_PCRS, TPMAttestation
 from inventory.db import create_db_engine
 
 HASHES: dict[int, hashes.HashAlgorithm] = {
@@ -297,6 +297,5 @@ def verification_only(m: Material, sent: TPMAttestation) -> None:
     ek = tpm_verify.examine_ek(request, None)
     challenge = tpm_verify.make_challenge(ek, ak.name)
     tpm_verify.verify_activation(challenge, challenge.secret)
-    tpm_verify.verify_quote(
-        ak.public, m.quote_nonce, m.quote.attestation, m.quote.signature, dict(m.quote.pcr_values)
-    )
+    quote = tpm_verify.SentQuote(m.quote.attestation, m.quote.signature, m.quote.pcr_values)
+    tpm_verify.verify_quotes(ak.public, m.quote_nonce, [quote], expected_pcrs=QUOTED_PCRS)

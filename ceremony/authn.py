@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_der_publ
 
 from ceremony.attestation import macos, tpm_verify
 from ceremony.device_ca import EXTENSION_NAMES, MAX_CERT_TTL, DeviceCA, DeviceExtensions, PublicKey
-from ceremony.enroll import collected_data
+from ceremony.enroll import collected_data, sent_quotes
 from ceremony.errors import (
     DeviceDrifted,
     DeviceNotEnrolled,
@@ -217,12 +217,6 @@ def _verify(
         return
     if response.tpm is None:
         raise QuoteError("a TPM device answers with a quote")
-    for quote in response.tpm.quotes:
-        tpm_verify.verify_quote(
-            public_key,
-            nonce,
-            quote.attestation,
-            quote.signature,
-            dict(quote.pcr_values),
-            expected_pcrs=QUOTED_PCRS,
-        )
+    tpm_verify.verify_quotes(
+        public_key, nonce, sent_quotes(response.tpm.quotes), expected_pcrs=QUOTED_PCRS
+    )

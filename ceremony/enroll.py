@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from ceremony.protocol import (
     EnrollComplete,
     EnrollInit,
     MacOSChallenge,
+    Quote,
     TPMAttestation,
     TPMChallenge,
 )
@@ -265,6 +267,11 @@ def verification_request(tpm: TPMAttestation) -> tpm_verify.EnrollmentRequest:
     )
 
 
+def sent_quotes(quotes: Sequence[Quote]) -> list[tpm_verify.SentQuote]:
+    """The quotes a device answered with, as ``tpm_verify.verify_quotes`` takes them."""
+    return [tpm_verify.SentQuote(q.attestation, q.signature, q.pcr_values) for q in quotes]
+
+
 def _tpm_challenge(
     request: EnrollInit, draft: enrollment.Draft, allowed_cas: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -319,13 +326,7 @@ def _verify_tpm_answer(
         credential_blob=b"", encrypted_secret=b"", nonce=nonce, secret=_unb64(state["secret"])
     )
     tpm_verify.verify_activation(expected, response.tpm.activated_secret)
-    for quote in response.tpm.quotes:
-        tpm_verify.verify_quote(
-            ak_public,
-            nonce,
-            quote.attestation,
-            quote.signature,
-            dict(quote.pcr_values),
-            expected_pcrs=QUOTED_PCRS,
-        )
+    tpm_verify.verify_quotes(
+        ak_public, nonce, sent_quotes(response.tpm.quotes), expected_pcrs=QUOTED_PCRS
+    )
     return ak_public, state["ek_cert_serial"], AttestationType(state["attestation_type"])

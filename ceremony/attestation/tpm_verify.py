@@ -16,7 +16,7 @@ import datetime
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -401,3 +401,34 @@ def verify_quote(
     digest = hashlib.sha256(b"".join(pcr_values[i] for i in pcrs)).digest()
     if not hmac.compare_digest(quoted.pcr_digest, digest):
         raise QuoteError("the PCR values sent do not match the quoted PCR digest")
+
+
+@dataclass(frozen=True)
+class SentQuote:
+    """One quote as the device sent it: the TPMS_ATTEST and TPMT_SIGNATURE, marshalled,
+    and the values of the PCRs it covers."""
+
+    attestation: bytes
+    signature: bytes
+    pcr_values: Mapping[int, bytes]
+
+
+def verify_quotes(
+    ak_public: bytes,
+    nonce: bytes,
+    quotes: Sequence[SentQuote],
+    expected_pcrs: Collection[int] | None = None,
+) -> None:
+    """A platform attestation: every quote verified as ``verify_quote`` does. An answer
+    of no quote proves nothing and is refused here, whatever let it through before."""
+    if not quotes:
+        raise QuoteError("the answer carries no quote")
+    for quote in quotes:
+        verify_quote(
+            ak_public,
+            nonce,
+            quote.attestation,
+            quote.signature,
+            dict(quote.pcr_values),
+            expected_pcrs=expected_pcrs,
+        )

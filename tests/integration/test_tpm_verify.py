@@ -21,6 +21,7 @@ from ceremony.attestation import tpm_structures
 from ceremony.attestation.credential import EKParameters, make_credential
 from ceremony.attestation.tpm_verify import (
     EnrollmentRequest,
+    SentQuote,
     attestation_type,
     challenge_ek,
     check_ak,
@@ -29,6 +30,7 @@ from ceremony.attestation.tpm_verify import (
     make_challenge,
     verify_activation,
     verify_quote,
+    verify_quotes,
 )
 from ceremony.errors import (
     AKError,
@@ -366,6 +368,26 @@ def test_a_quote_over_other_pcrs_than_asked_for_is_refused(
         QuoteError, match=r"^the quote covers PCRs \[0, 1, 2, 3, 4, 5, 6, 7\], not the PCRs asked"
     ):
         verify_quote(*args, expected_pcrs=range(24))
+
+
+def test_an_answer_of_no_quote_is_refused(enrolling: Enrolling) -> None:
+    with pytest.raises(QuoteError, match="^the answer carries no quote$"):
+        verify_quotes(enrolling.ak.public, bytes(32), [])
+
+
+def test_every_quote_of_an_answer_is_verified(
+    enrolling: Enrolling, quoted: tuple[bytes, Quote]
+) -> None:
+    nonce, quote = quoted
+    good = SentQuote(quote.attestation, quote.signature, quote.pcr_values)
+    with DeviceTPM(enrolling.tpm.tcti, ek=enrolling.tpm.ek) as device:
+        other = device.quote(enrolling.ak, hashlib.sha256(b"another nonce").digest())
+    stale = SentQuote(other.attestation, other.signature, other.pcr_values)
+    verify_quotes(enrolling.ak.public, nonce, [good, good], expected_pcrs=range(8))
+    with pytest.raises(QuoteError, match="^the quote is not over the challenge's nonce$"):
+        verify_quotes(enrolling.ak.public, nonce, [good, stale])
+    with pytest.raises(QuoteError, match="covers PCRs .* not the PCRs asked for"):
+        verify_quotes(enrolling.ak.public, nonce, [good], expected_pcrs=range(24))
 
 
 def test_a_creation_attestation_is_not_accepted_as_a_quote(enrolling: Enrolling) -> None:
