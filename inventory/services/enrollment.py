@@ -8,49 +8,22 @@ The ceremony's own path is built for few round trips (``start_within`` and
 ``enroll_answered_within``). On PostgreSQL each is one statement: the first round trip's
 checks with its challenge's INSERT, and the second one's writes (data-modifying CTEs, each
 step conditioned on the one before). On SQLite, which has no round trips to save, a
-SELECT and an INSERT, and one short transaction.
+SELECT and an INSERT, and one short transaction. The statements are in
+``enrollment_statements``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
-from sqlalchemy import (
-    JSON,
-    Select,
-    String,
-    Table,
-    bindparam,
-    case,
-    delete,
-    exists,
-    func,
-    insert,
-    null,
-    select,
-    true,
-    union_all,
-    update,
-)
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import JSONB
-
-from inventory.db import UnitOfWork, labelled, unlabelled
+from inventory.db import UnitOfWork, unlabelled
 from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
 from inventory.errors import DevtrustError, TokenInvalid
-from inventory.models import (
-    AuditEventRow,
-    ChallengeRow,
-    ClusterPreferenceRow,
-    CollectedDataRow,
-    DeviceRow,
-    EnrollmentTokenRow,
-    UserRow,
-)
 from inventory.preference import NAME as PREFERENCE_NAME
 from inventory.services import audit, challenges, devices, tokens, users
+from inventory.services import enrollment_statements as sql
 from inventory.services.devices import collected_params, record_collected_data_within, to_device
 
 
@@ -110,7 +83,7 @@ def enroll_device_within(
     if device.enroll_status is EnrollStatus.ENROLLED:
         raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
     row = uow.session.execute(
-        _ENROLL,
+        sql.ENROLL,
         {
             "device": device.id,
             "enrolled_status": EnrollStatus.ENROLLED.value,
@@ -198,10 +171,10 @@ def start_within(
         "preference": PREFERENCE_NAME,
     }
     if draft is None or uow.dialect != "postgresql":
-        row = uow.first(_START, params)
+        row = uow.first(sql.START, params)
         return users.user_with_credential(credential, unlabelled(row, "u_")), row, None
     row = uow.first(
-        _START_AND_ISSUE,
+        sql.START_AND_ISSUE,
         params
         | {
             "id": draft.id,
@@ -320,17 +293,17 @@ def enroll_answered_within(
         chained |= {f"spent_{k}": v for k, v in spent_event.items()}
         chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
         chained["keep_older"] = history_limit - 1  # the new report is not visible to it
-        row = uow.first(_CHAINED, params | chained)
+        row = uow.first(sql.CHAINED, params | chained)
         if row is None or row.id is None:
             _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
         return to_device(row)
     with uow.transaction():
-        if not uow.run(_TAKE, params):
+        if not uow.run(sql.TAKE, params):
             _refuse(uow, challenge, token_hash, collected, user, taken=False)
-        enrolled = uow.run(_ENROLL_IF_ENROLLABLE, params)
+        enrolled = uow.run(sql.ENROLL_IF_ENROLLABLE, params)
         if not enrolled:
             _refuse(uow, challenge, token_hash, collected, user, taken=True)
-        uow.run(_SPEND, params)
+        uow.run(sql.SPEND, params)
         record_collected_data_within(uow, device_id, collected, keep=history_limit)
         uow.run(audit.INSERT, spent_event)
         uow.run(audit.INSERT, enroll_event)
@@ -359,204 +332,3 @@ def _refuse(
         raise TokenInvalid("the device this token was minted for has been removed")
     check_collected_matches(to_device(device), collected)
     raise TokenInvalid(f"device {to_device(device).label} is already enrolled: unenroll it first")
-
-
-_DEVICES = cast(Table, DeviceRow.__table__)
-# What enrolling sets on the device row.
-_ENROLLED = {
-    "enroll_status": bindparam("enrolled_status"),
-    "owner": bindparam("user"),
-    "credential_id": bindparam("new_credential_id"),
-    "credential_public_key": bindparam("new_public_key"),
-    "credential_ek_cert_serial": bindparam("new_ek_cert_serial"),
-    "credential_attestation_type": bindparam("new_attestation_type"),
-    "update_time": bindparam("now", type_=_DEVICES.c.update_time.type),
-}
-# Built once: the enrollment's own UPDATE, returning the enrolled device.
-_ENROLL = (
-    update(_DEVICES)
-    .where(_DEVICES.c.id == bindparam("device"))
-    .values(**_ENROLLED)
-    .returning(*_DEVICES.c)
-)
-
-# The ceremony's statements. Shared parameters: now, challenge, wanted_kind, user, hash,
-# device, serial, os, enrolled_status and the new credential's.
-_USERS = cast(Table, UserRow.__table__)
-_TOKENS = cast(Table, EnrollmentTokenRow.__table__)
-_PREFERENCES = cast(Table, ClusterPreferenceRow.__table__)
-_CHALLENGES = cast(Table, ChallengeRow.__table__)
-_COLLECTED = cast(Table, CollectedDataRow.__table__)
-_AUDIT = cast(Table, AuditEventRow.__table__)
-
-# The user by their credential's hash, with the token, its device and the EK CAs allowed.
-_START = (
-    select(
-        *labelled(_USERS, "u_"),
-        *labelled(_TOKENS, "t_"),
-        *labelled(_DEVICES, "d_"),
-        _PREFERENCES.c.ekcert_allowed_cas.label("p_ekcert_allowed_cas"),
-    )
-    .select_from(
-        _USERS.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("token_hash"))
-        .outerjoin(_DEVICES, _DEVICES.c.id == _TOKENS.c.device_id)
-        .outerjoin(_PREFERENCES, _PREFERENCES.c.name == bindparam("preference"))
-    )
-    .where(_USERS.c.token_hash == bindparam("user_hash"))
-)
-
-
-def _start_and_issue() -> Select[Any]:
-    """``_START``, and in the same statement (PostgreSQL) the challenge ``:id`` stored if
-    the token is spendable by this user now, its device is the one the collected data
-    names (``:serial``, ``:os``) and is not enrolled; ``issued`` is its id, else NULL.
-
-    The state is ``:state`` with the token's kind and, for a TPM ceremony
-    (``:attestation_type`` set), the attestation type: tpm_ekcert_trusted when EK CAs are
-    configured (the device's chain is verified after), else ``:attestation_type``. The
-    challenge is alone in its transaction: as ``challenges``' own INSERT, its commit need
-    not wait for the disk."""
-    now = bindparam("create_time", type_=_CHALLENGES.c.create_time.type)
-    attestation = bindparam("attestation_type", type_=String)
-    cas = _PREFERENCES.c.ekcert_allowed_cas
-    known = func.jsonb_strip_nulls(
-        func.jsonb_build_object(
-            "token_kind",
-            _TOKENS.c.kind,
-            "attestation_type",
-            case(
-                (attestation.is_(None), null()),
-                (func.json_typeof(cas) != "array", attestation),
-                (func.json_array_length(cas) > 0, "tpm_ekcert_trusted"),
-                else_=attestation,
-            ),
-        )
-    )
-    state = sql_cast(
-        sql_cast(bindparam("state", type_=_CHALLENGES.c.state.type), JSONB).op("||")(known), JSON
-    )
-    checked = (
-        select(
-            bindparam("id", type_=_CHALLENGES.c.id.type),
-            bindparam("kind", type_=_CHALLENGES.c.kind.type),
-            _DEVICES.c.id,
-            _USERS.c.name,
-            state,
-            now,
-            bindparam("expire_time", type_=_CHALLENGES.c.expire_time.type),
-            null(),
-        )
-        .select_from(
-            _USERS.join(_TOKENS, _TOKENS.c.token_hash == bindparam("token_hash"))
-            .join(_DEVICES, _DEVICES.c.id == _TOKENS.c.device_id)
-            .outerjoin(_PREFERENCES, _PREFERENCES.c.name == bindparam("preference"))
-        )
-        .where(
-            _USERS.c.token_hash == bindparam("user_hash"),
-            _TOKENS.c.spent_time.is_(None),
-            _TOKENS.c.expire_time > now,
-            _TOKENS.c.user_name.is_(None) | (_TOKENS.c.user_name == _USERS.c.name),
-            _DEVICES.c.asset_tag == bindparam("serial"),
-            _DEVICES.c.os_type == bindparam("os"),
-            _DEVICES.c.enroll_status != bindparam("enrolled_status"),
-            func.set_config("synchronous_commit", "off", true()) == "off",
-        )
-    )
-    issued = (
-        insert(_CHALLENGES)
-        .from_select([c.name for c in _CHALLENGES.c], checked)
-        .returning(_CHALLENGES.c.id)
-        .cte("issued")
-    )
-    return _START.add_columns(issued.c.id.label("issued")).join_from(
-        _USERS, issued, true(), isouter=True
-    )
-
-
-_START_AND_ISSUE = _start_and_issue()
-
-
-def _now(table: Table, column: str) -> Any:
-    return bindparam("now", type_=table.c[column].type)
-
-
-_ENROLL_STEP = (
-    update(_DEVICES)
-    .where(
-        _DEVICES.c.id == bindparam("device"),
-        _DEVICES.c.enroll_status != bindparam("enrolled_status"),
-        _DEVICES.c.asset_tag == bindparam("serial"),
-        _DEVICES.c.os_type == bindparam("os"),
-        # its token, still spendable by this user
-        exists().where(*tokens.spendable(), _TOKENS.c.device_id == _DEVICES.c.id),
-    )
-    .values(**_ENROLLED)
-)
-_SPEND_STEP = (
-    update(_TOKENS)
-    .where(_TOKENS.c.token_hash == bindparam("hash"))
-    .values(spent_time=_now(_TOKENS, "spent_time"))
-)
-
-# Step by step, in a transaction (SQLite).
-_TAKE = challenges.TAKE_AS_USER
-_ENROLL_IF_ENROLLABLE = _ENROLL_STEP.returning(*_DEVICES.c)
-_SPEND = _SPEND_STEP
-
-
-def _values(table: Table, prefix: str, columns: list[str]) -> Select[Any]:
-    """SELECT the parameters ``<prefix><column>``, typed as ``table``'s columns."""
-    return select(*(bindparam(f"{prefix}{c}", type_=table.c[c].type) for c in columns))
-
-
-def _chained() -> Select[Any]:
-    """The steps as one statement (PostgreSQL): each a data-modifying CTE that acts only
-    if the one before returned its row. All of them see the same snapshot, so the trim
-    keeps one old report fewer than the limit: the new one is not visible to it."""
-    taken = challenges.TAKE_AS_USER.cte("taken")
-    enrolled = _ENROLL_STEP.where(exists(select(taken.c.id))).returning(*_DEVICES.c).cte("enrolled")
-    if_enrolled = exists(select(enrolled.c.id))
-    spent = _SPEND_STEP.where(if_enrolled).returning(_TOKENS.c.id).cte("spent")
-    report = [c.name for c in _COLLECTED.c if c.name != "id"]
-    collected = (
-        insert(_COLLECTED)
-        .from_select(report, _values(_COLLECTED, "c_", report).where(if_enrolled))
-        .returning(_COLLECTED.c.id)
-        .cte("collected")
-    )
-    newest = (
-        select(_COLLECTED.c.id)
-        .where(_COLLECTED.c.device_id == bindparam("device"))
-        .order_by(_COLLECTED.c.id.desc())
-        .offset(bindparam("keep_older"))
-        .limit(1)
-        .scalar_subquery()
-    )
-    trimmed = (
-        delete(_COLLECTED)
-        .where(_COLLECTED.c.device_id == bindparam("device"), _COLLECTED.c.id <= newest)
-        .where(if_enrolled)
-        .returning(_COLLECTED.c.id)
-        .cte("trimmed")
-    )
-    event = [c.name for c in _AUDIT.c if c.name != "id"]
-    audited = (
-        insert(_AUDIT)
-        .from_select(
-            event,
-            union_all(
-                _values(_AUDIT, "spent_", event).where(if_enrolled),
-                _values(_AUDIT, "enroll_", event).where(if_enrolled),
-            ),
-        )
-        .returning(_AUDIT.c.id)
-        .cte("audited")
-    )
-    return (
-        select(taken.c.id.label("taken"), *enrolled.c)
-        .select_from(taken.outerjoin(enrolled, true()))
-        .add_cte(spent, collected, trimmed, audited)
-    )
-
-
-_CHAINED = _chained()

@@ -14,7 +14,7 @@ from inventory import direct
 from inventory.db import Database
 from inventory.domain import CollectedData, OSType, Role
 from inventory.models import ChallengeRow
-from inventory.services import challenges, devices, enrollment, tokens, users
+from inventory.services import challenges, devices, enrollment_statements, tokens, users
 from inventory.services.devices import record_collected_data_within
 
 TAG = "LNX-DIRECT-1"
@@ -47,7 +47,7 @@ def test_rows_are_a_sessions_rows(db: Database, seeded: tuple[str, str, str]) ->
         "token_hash": tokens.hash_token(token),
         "preference": "cluster",
     }
-    through_session, directly = both_ways(db, enrollment._START, start)
+    through_session, directly = both_ways(db, enrollment_statements.START, start)
     assert directly == through_session and len(directly) == 1
     row = directly[0]
     assert row["u_name"] == "alice" and row["t_user_name"] == "alice" and row["d_id"] == device_id
@@ -154,6 +154,6 @@ def test_columns_of_one_name_must_be_labelled(db: Database) -> None:
 
 def test_a_statement_compiles_once_per_dialect(db: Database) -> None:
     dialect = db.engine.dialect
-    assert direct.compiled(enrollment._START, dialect) is direct.compiled(
-        enrollment._START, dialect
+    assert direct.compiled(enrollment_statements.START, dialect) is direct.compiled(
+        enrollment_statements.START, dialect
     )
