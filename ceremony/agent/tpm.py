@@ -114,7 +114,12 @@ def _open(tcti: str) -> Any:
     if tcti.startswith("device"):
         _, _, path = tcti.partition(":")
         path = path or "/dev/tpmrm0"
-        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        if not os.path.exists(path):
+            raise TPMError(
+                f"no TPM at {path}: this machine has no TPM 2.0, or it is turned off in the "
+                "firmware; DEVTRUST_TPM_TCTI names another (e.g. swtpm:port=2321)"
+            )
+        if not os.access(path, os.R_OK | os.W_OK):
             raise _access_error(path)
     try:
         return ESAPI(tcti)

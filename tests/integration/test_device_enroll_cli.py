@@ -166,3 +166,49 @@ def test_bad_invocations_get_one_line(
     result = site.agent("device", "enroll", *argv, **env)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# Opening the TPM: what the agent says before anything reaches the service
+
+
+def _agent_without_server(tmp_path: Path, tcti: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+    dmi = tmp_path / "dmi"
+    dmi.mkdir()
+    (dmi / "product_serial").write_text("LNX-E2E-0005\n")
+    return {
+        **clean,
+        "DEVTRUST_DATA_DIR": str(tmp_path / "agent"),
+        "DEVTRUST_API_URL": f"http://127.0.0.1:{free_port()}",
+        "DEVTRUST_TPM_TCTI": tcti,
+        "DEVTRUST_DMI_DIR": str(dmi),
+        "DEVTRUST_USER_TOKEN": "x",
+    }
+
+
+def test_a_machine_without_the_tpm_device_is_told_so(tmp_path: Path) -> None:
+    missing = tmp_path / "tpmrm0"
+    result = _run(
+        ("device", "enroll", "--token", "t"), _agent_without_server(tmp_path, f"device:{missing}")
+    )
+    assert _one_error_line(result) == (
+        f"error: no TPM at {missing}: this machine has no TPM 2.0, or it is turned off in the "
+        "firmware; DEVTRUST_TPM_TCTI names another (e.g. swtpm:port=2321)"
+    )
+
+
+def test_a_tpm_device_the_user_may_not_open_points_at_the_tss_group(tmp_path: Path) -> None:
+    device = tmp_path / "tpmrm0"
+    device.write_bytes(b"")
+    device.chmod(0)
+    argv = [DEVTRUST, "device", "enroll", "--token", "t"]
+    if os.geteuid() == 0:
+        # root opens anything: run the agent as root without the capabilities that let it,
+        # as a user outside the tss group is
+        argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
+    env = _agent_without_server(tmp_path, f"device:{device}")
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert _one_error_line(result) == (
+        f"error: permission denied opening {device}: add your user to the `tss` group "
+        "(or install udev rules that grant access to the TPM) and log in again"
+    )
