@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -45,3 +47,37 @@ def test_healthz_is_503_naming_an_unreachable_broker(tmp_path: Path) -> None:
         _, body = get(f"{base}/healthz")
         assert body["database"] == "ok" and body["status"] == "unhealthy"
         assert body["broker"].startswith("unreachable: ")
+
+
+def test_a_port_already_taken_is_one_error_line(tmp_path: Path) -> None:
+    _, env = _serve(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [DEVTRUST, "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_a_host_that_does_not_resolve_is_one_error_line(tmp_path: Path) -> None:
+    _, env = _serve(tmp_path)
+    result = subprocess.run(
+        [DEVTRUST, "serve", "--host", "no-such-host.invalid", "--port", env["PORT"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot listen on no-such-host.invalid:{env['PORT']}: ")
+    assert result.stderr.count("\n") == 1

@@ -93,6 +93,7 @@ def serve(
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
     from inventory.errors import ConfigurationError
+    from jamf.simulator.server import bind
     from worker.celery import broker_settings
     from worker.celery import create_app as create_celery
     from worker.dispatch import CeleryCheckQueue
@@ -138,6 +139,8 @@ def serve(
             history_limit=current.collected_history_limit,
         ),
     )
+    # Bound once first: a port taken is one error line, not uvicorn's among its start-up logs.
+    bind(host, port).close()
     configure_logging("INFO")
     app = create_app(current, checks, ceremony, auto, authentication)
     uvicorn.run(app, host=host, port=port, log_config=None)
