@@ -49,20 +49,20 @@ def test_healthz_is_503_naming_an_unreachable_broker(tmp_path: Path) -> None:
         assert body["broker"].startswith("unreachable: ")
 
 
+def _serve_once(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """``devtrust serve`` run to its end: for the refusals that end it at once."""
+    return subprocess.run(
+        [DEVTRUST, "serve", *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_a_port_already_taken_is_one_error_line(tmp_path: Path) -> None:
     _, env = _serve(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [DEVTRUST, "serve", "--port", str(port)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _serve_once(env, "--port", str(port))
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == f"error: cannot listen on 127.0.0.1:{port}: address already in use\n"
@@ -70,14 +70,7 @@ def test_a_port_already_taken_is_one_error_line(tmp_path: Path) -> None:
 
 def test_a_host_that_does_not_resolve_is_one_error_line(tmp_path: Path) -> None:
     _, env = _serve(tmp_path)
-    result = subprocess.run(
-        [DEVTRUST, "serve", "--host", "no-such-host.invalid", "--port", env["PORT"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _serve_once(env, "--host", "no-such-host.invalid", "--port", env["PORT"])
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot listen on no-such-host.invalid:{env['PORT']}: ")
     assert result.stderr.count("\n") == 1
