@@ -188,3 +188,42 @@ def with_attributes(public: bytes, clear: int = 0, add: int = 0) -> bytes:
     area, _ = TPM2B_PUBLIC.unmarshal(public)
     area.publicArea.objectAttributes = (area.publicArea.objectAttributes & ~clear) | add
     return bytes(area.marshal())
+
+
+# -- a swtpm for people: `python -m tests.tpm DIR` ---------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Manufacture a swtpm in DIR as the tests do, print its TCTI and the EK CA's file, and
+    serve it until interrupted (SIGINT or SIGTERM): for the demo, and for trying the agent
+    by hand (``DEVTRUST_TPM_TCTI=$(...)``)."""
+    import argparse
+    import signal
+    import sys
+    import threading
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.tpm",
+        description="Serve a manufactured swtpm (EK certificates by a local CA) until stopped.",
+    )
+    parser.add_argument("directory", type=Path, help="where its state and CA go (kept)")
+    parser.add_argument("--ek", choices=("rsa", "ecc"), default="rsa")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        args.directory.mkdir(parents=True, exist_ok=True)
+        with swtpm(args.directory, ek=args.ek) as running:
+            ca_file = args.directory / "ek-ca.pem"
+            ca_file.write_bytes(running.ca_cert_pem)
+            print(f"tcti {running.tcti}\nek-ca {ca_file}", flush=True)
+            stop.wait()
+    except (pytest.fail.Exception, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -360,7 +360,7 @@ def test_rabbitmq_broker_works_unchanged(tmp_path: Path) -> None:
         assert inventory_size(env) == managed_count(jamf)
 
 
-def test_make_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> None:
+def test_make_demo_syncs_and_enrolls_on_embedded_defaults(tmp_path: Path) -> None:
     demo = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
     result = subprocess.run(
         ["bash", str(demo)],
@@ -370,10 +370,15 @@ def test_make_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "full sync of jamf/default succeeded" in result.stdout
     assert re.search(r"\.\.\. (\d+) devices in all", result.stdout)
-    # It stopped what it started: nothing listens on the simulator's port any more.
-    port = int(re.search(r"on port (\d+)", result.stdout).group(1))  # type: ignore[union-attr]
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    # Then a device enrolled with the swtpm, its EK certificate chained to the CA allowed.
+    assert '\nDevice "LNX-DEMO-0001"/Linux enrolled\n' in result.stdout
+    assert "enrolled by alice (tpm_ekcert_trusted)" in result.stdout
+    # It stopped what it started: nothing listens on the simulator's or the service's port.
+    for announced in ("simulator (1,000 computers) on port", "devtrust serve is on port"):
+        found = re.search(re.escape(announced) + r" (\d+)", result.stdout)
+        assert found, announced
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(found.group(1))), timeout=1).close()
 
 
 def test_the_purge_job_forgets_challenges_that_expired_over_an_hour_ago(tmp_path: Path) -> None:
