@@ -280,9 +280,9 @@ def enroll_steady(
     """A batch as a busy server sees it: the first round trips back to back, then (not
     timed) the devices' TPM work, then the second round trips back to back."""
     requests = [init_request(tag, token, m) for tag, token in batch]
-    begins = [timed(watch, lambda r=r: ceremony.begin(credential, r)) for r in requests]
+    begins = [timed(watch, functools.partial(ceremony.begin, credential, r)) for r in requests]
     answers = [device_answer(challenge, m, tpm) for challenge, _ in begins]
-    completes = [timed(watch, lambda a=a: ceremony.complete(credential, a)) for a in answers]
+    completes = [timed(watch, functools.partial(ceremony.complete, credential, a)) for a in answers]
     for (tag, _), (device, _) in zip(batch, completes, strict=True):
         check_enrolled(device, tag)
     return [enrollment(b, c) for (_, b), (_, c) in zip(begins, completes, strict=True)]
