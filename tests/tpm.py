@@ -42,6 +42,14 @@ class SwTPM:
     ca_cert_pem: bytes  # the issuer and root certificates that signed the EK certificates
     state_dir: Path
     ek: Literal["rsa", "ecc"]  # which EK the test is about; swtpm makes both
+    rsa_bits: int = 2048  # its RSA EK's: 2048 (low range) or 3072 (high range, SHA-384)
+
+    @property
+    def ek_template(self) -> str:
+        """The TCG template of the EK the test means, as ``DeviceTPM.ek_template_name``."""
+        if self.ek == "ecc":
+            return "EK-HIGH-ECC384"
+        return "EK-RSA2048" if self.rsa_bits == 2048 else "EK-HIGH-RSA3072"
 
 
 def _binary(name: str) -> str:
@@ -98,13 +106,15 @@ def _answers(port: int) -> bool:
 
 @contextmanager
 def swtpm(
-    tmp_path: Path, ek: Literal["rsa", "ecc"] = "rsa", with_ek_cert: bool = True
+    tmp_path: Path, ek: Literal["rsa", "ecc", "rsa3072"] = "rsa", with_ek_cert: bool = True
 ) -> Iterator[SwTPM]:
     """A manufactured swtpm serving on free ports; stopped when the block ends.
 
     swtpm_setup always creates both an RSA-2048 EK (certificate at NV 0x01c00002) and an
-    ECC NIST P-384 EK (high range, certificate at NV 0x01c00016); ``ek`` only records which
-    one the test means and adds ``--ecc`` (an ECC storage primary key) for "ecc".
+    ECC NIST P-384 EK (high range, certificate at NV 0x01c00016); ``ek`` records which
+    one the test means and adds ``--ecc`` (an ECC storage primary key) for "ecc". With
+    "rsa3072" the RSA EK is the high-range RSA-3072 one instead (certificate at NV
+    0x01c0001c, SHA-384 names, AES-256), and the test means it.
     """
     setup = _binary("swtpm_setup")
     server = _binary("swtpm")
@@ -120,6 +130,9 @@ def swtpm(
             "--config", str(config), "--logfile", str(root / "setup.log")]  # fmt: skip
     if ek == "ecc":
         argv.append("--ecc")
+    rsa_bits = 3072 if ek == "rsa3072" else 2048
+    if rsa_bits != 2048:
+        argv += ["--rsa-keysize", str(rsa_bits)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         log = (root / "setup.log").read_text() if (root / "setup.log").exists() else ""
@@ -149,7 +162,8 @@ def swtpm(
             tcti=f"swtpm:host=127.0.0.1,port={port}",
             ca_cert_pem=ca_cert_pem,
             state_dir=state,
-            ek=ek,
+            ek="ecc" if ek == "ecc" else "rsa",
+            rsa_bits=rsa_bits,
         )
     finally:
         process.terminate()

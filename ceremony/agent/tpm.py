@@ -51,9 +51,10 @@ EkType = Literal["rsa", "ecc"]
 AkAlgorithm = Literal["rsa", "ecc"]
 
 # TCG EK Credential Profile templates, most usual first (names as tpm2-pytss knows them).
-# swtpm makes the low-range RSA-2048 EK and the high-range ECC P-384 one.
+# swtpm makes the low-range RSA-2048 EK (the high-range RSA-3072 one instead with
+# `swtpm_setup --rsa-keysize 3072`) and the high-range ECC P-384 one.
 _EK_TEMPLATES: dict[EkType, tuple[str, ...]] = {
-    "rsa": ("EK-RSA2048", "EK-HIGH-RSA2048"),
+    "rsa": ("EK-RSA2048", "EK-HIGH-RSA2048", "EK-HIGH-RSA3072"),
     "ecc": ("EK-ECC256", "EK-HIGH-ECC256", "EK-HIGH-ECC384"),
 }
 

@@ -290,10 +290,18 @@ def challenge_ek(req: EnrollmentRequest) -> bytes:
 
 def _ek_template(key: PublicKey) -> bytes:
     if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size != 2048:
-            raise ChallengeError("an RSA EK other than RSA-2048 must be sent as its public area")
-        template = TPM2B_PUBLIC.parse("rsa2048:aes128cfb")
-        template.publicArea.unique.rsa = key.public_numbers().n.to_bytes(256, "big")
+        # RSA-2048 (low range L-1 or high range H-1): SHA-256 names, AES-128; the RSA-3072
+        # EK exists only in the high range (H-6): SHA-384 names, AES-256.
+        if key.key_size == 2048:
+            template = TPM2B_PUBLIC.parse("rsa2048:aes128cfb")
+        elif key.key_size == 3072:
+            template = TPM2B_PUBLIC.parse("rsa3072:aes256cfb", nameAlg=TPM2_ALG.SHA384)
+        else:
+            raise ChallengeError(
+                f"an RSA-{key.key_size} EK must be sent as its public area: only RSA-2048 "
+                "and RSA-3072 EKs are rebuilt from their certificate"
+            )
+        template.publicArea.unique.rsa = key.public_numbers().n.to_bytes(key.key_size // 8, "big")
         return bytes(template.marshal())
     size = key.curve.key_size // 8
     # The P-384 EK exists only in the high range: SHA-384 names, AES-256.

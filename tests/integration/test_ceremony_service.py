@@ -29,7 +29,7 @@ from tests.tpm import SwTPM, swtpm
 pytestmark = pytest.mark.swtpm
 
 
-@pytest.fixture(scope="module", params=["rsa", "ecc"])
+@pytest.fixture(scope="module", params=["rsa", "ecc", "rsa3072"])
 def tpm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SwTPM]:
@@ -58,6 +58,7 @@ def test_a_tpm_device_enrolls_with_its_ek_certificate(
     with linux.client() as client, DeviceTPM(tpm.tcti, ek=tpm.ek) as device_tpm:
         result = enroll_tpm(client, linux.token, linux.collected(), device_tpm, tmp_path)
         ek_cert = device_tpm.ek_certificate()
+        assert device_tpm.ek_template_name == tpm.ek_template
     assert (result["asset_tag"], result["enroll_status"]) == (linux.asset_tag, "enrolled")
     device = devices.get_device(linux.db.uow(), linux.asset_tag)
     assert device.enroll_status is EnrollStatus.ENROLLED and device.owner == "alice"

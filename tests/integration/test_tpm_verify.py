@@ -44,7 +44,7 @@ from tests.tpm import SwTPM, another_ca_pem, swtpm, with_attributes
 pytestmark = pytest.mark.swtpm
 
 
-@pytest.fixture(scope="module", params=["rsa", "ecc"])
+@pytest.fixture(scope="module", params=["rsa", "ecc", "rsa3072"])
 def tpm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SwTPM]:
@@ -104,8 +104,8 @@ def test_an_enrollment_with_the_ek_ca_allowed_is_tpm_ekcert_trusted(
     with DeviceTPM(tpm.tcti, ek=tpm.ek) as device:
         ak = device.create_ak(tmp_path / "agent", algorithm)  # type: ignore[arg-type]
         request = request_for(device, ak)
-        if tpm.ek == "ecc":  # swtpm's ECC EK: the high-range P-384 template, AES-256
-            assert device.ek_template_name == "EK-HIGH-ECC384"
+        # swtpm's ECC EK is the high-range P-384 template, its RSA-3072 one H-6 (AES-256)
+        assert device.ek_template_name == tpm.ek_template
     assert request.ek_cert is not None
     assert attestation_type(request, tpm.ca_cert_pem) == "tpm_ekcert_trusted"
     full_round_trip(tpm.tcti, tpm.ek, ak, request)
@@ -150,6 +150,7 @@ EK_KINDS = [
     # swtpm certifies only its P-384 ECC EK: without certificates the agent uses P-256.
     ("ecc", False, "EK-ECC256", TPM2_ALG.SHA256, 128),
     ("ecc", True, "EK-HIGH-ECC384", TPM2_ALG.SHA384, 256),
+    ("rsa3072", True, "EK-HIGH-RSA3072", TPM2_ALG.SHA384, 256),
 ]
 
 
@@ -159,7 +160,7 @@ def test_the_tpm_activates_what_make_credential_made_for_each_ek_kind(
 ) -> None:
     with (
         swtpm(tmp_path, ek=ek, with_ek_cert=with_ek_cert) as tpm,  # type: ignore[arg-type]
-        DeviceTPM(tpm.tcti, ek=ek) as device,  # type: ignore[arg-type]
+        DeviceTPM(tpm.tcti, ek=tpm.ek) as device,
     ):
         assert device.ek_template_name == template
         ak = device.create_ak(tmp_path / "agent")
