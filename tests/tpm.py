@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from tpm2_pytss.types import TPM2B_PUBLIC  # type: ignore[import-untyped]
 
-from tests.processes import free_port, wait_until
+from tests.processes import wait_until
 
 LOCALCA = "/usr/share/swtpm/swtpm-localca"
 
@@ -84,15 +85,33 @@ def _write_ca_config(directory: Path) -> Path:
     return setup_conf
 
 
+def _bindable(port: int) -> bool:
+    """Nothing listens on ``port`` and no connection lingers on it (no SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port_pair() -> int:
     """A free port whose successor is free too: the swtpm TCTI expects the control
-    channel on port + 1 and has no option to say otherwise."""
-    for _ in range(50):
-        port = free_port()
-        with contextlib.suppress(OSError), socket.socket() as sock:
-            sock.bind(("127.0.0.1", port + 1))
+    channel on port + 1 and has no option to say otherwise.
+
+    Taken below the kernel's ephemeral range. The TCTI opens a connection per command, and
+    Linux hands out even ephemeral ports to connect() and odd ones to bind(0): after a few
+    thousand commands (a benchmark run) every even ephemeral port can sit in TIME_WAIT, and
+    every pair of consecutive ports holds an even one."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = first + secrets.randbelow(low - 1 - first)
+        if _bindable(port) and _bindable(port + 1):
             return port
-    pytest.fail("found no two consecutive free ports for swtpm", pytrace=False)
+    pytest.fail(
+        f"found no two consecutive free ports in {first}-{low - 1} for swtpm", pytrace=False
+    )
 
 
 def _answers(port: int) -> bool:
@@ -221,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve a manufactured swtpm (EK certificates by a local CA) until stopped.",
     )
     parser.add_argument("directory", type=Path, help="where its state and CA go (kept)")
-    parser.add_argument("--ek", choices=("rsa", "ecc"), default="rsa")
+    parser.add_argument(
+        "--ek",
+        choices=("rsa", "ecc", "rsa3072"),
+        default="rsa",
+        help="rsa3072: its RSA EK is the high range's RSA-3072 one instead of RSA-2048",
+    )
     args = parser.parse_args(argv)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
