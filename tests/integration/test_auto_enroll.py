@@ -11,6 +11,7 @@ import pytest
 from inventory.db import Database
 from inventory.domain import (
     AttestationType,
+    AuditEvent,
     CollectedData,
     Credential,
     OSType,
@@ -51,7 +52,7 @@ def synced(db: Database) -> str:
     ).id
 
 
-def token_events(db: Database) -> list[audit.AuditEvent]:
+def token_events(db: Database) -> list[AuditEvent]:
     return audit.list_events(db.uow(), type=audit.DEVICE_TOKEN_CREATE)
 
 

@@ -41,7 +41,14 @@ from ceremony.protocol import (
     encode,
 )
 from inventory.db import Database
-from inventory.domain import AttestationType, CollectedData, EnrollStatus, OSType, Role
+from inventory.domain import (
+    AttestationType,
+    AuditEvent,
+    CollectedData,
+    EnrollStatus,
+    OSType,
+    Role,
+)
 from inventory.errors import NotFound
 from inventory.models import ChallengeRow
 from inventory.preference import DeviceTrust
@@ -239,7 +246,7 @@ def assert_enrolled_with(w: World, public_key: bytes, owner: str = "alice") -> N
     assert device.credential is not None and device.credential.public_key == public_key
 
 
-def failed_enrollments(db: Database) -> list[audit.AuditEvent]:
+def failed_enrollments(db: Database) -> list[AuditEvent]:
     return audit.list_events(db.uow(), type=audit.DEVICE_ENROLL, failed_only=True)
 
 

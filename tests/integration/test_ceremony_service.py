@@ -18,7 +18,7 @@ from ceremony.agent.softkey import SoftwareEnclaveKey
 from ceremony.agent.tpm import DeviceTPM, load_ak
 from ceremony.attestation.ek_cert import parse_ek_certificate
 from inventory.db import Database
-from inventory.domain import AttestationType, EnrollStatus, OSType, Role
+from inventory.domain import AttestationType, AuditEvent, EnrollStatus, OSType, Role
 from inventory.preference import DeviceTrust
 from inventory.services import audit, devices, preference, tokens
 from tests.ceremony import World, ceremony_service, world
@@ -48,7 +48,7 @@ def allow_cas(db: Database, pem: bytes) -> None:
     preference.update_preference(db.uow(), trust, actor="admin")
 
 
-def enrolled_events(db: Database) -> list[audit.AuditEvent]:
+def enrolled_events(db: Database) -> list[AuditEvent]:
     return audit.list_events(db.uow(), type=audit.DEVICE_ENROLL)
 
 

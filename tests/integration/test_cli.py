@@ -736,7 +736,7 @@ def _synced_mac_with_report(db: Database, **collected: str) -> None:
     device = svc.register_device(
         db.uow(), os_type="macos", asset_tag=TAG, actor="jamf", profile=profile
     )
-    report = {
+    report: dict[str, Any] = {
         "model_identifier": "MacBookPro18,3",
         "os_version": "14.2.1",
         "os_build": "23C71",

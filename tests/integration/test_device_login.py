@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,7 +73,7 @@ def as_collected(device: Device, **changes: str) -> CollectedData:
     """What the Mac itself reports, matching its MDM profile unless changed."""
     profile = device.profile
     assert profile is not None
-    fields = {
+    fields: dict[str, Any] = {
         "model_identifier": profile.model_identifier,
         "os_version": profile.os_version,
         "os_build": profile.os_build,

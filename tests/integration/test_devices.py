@@ -9,6 +9,7 @@ import pytest
 from inventory.db import Database
 from inventory.domain import (
     CollectedData,
+    Device,
     EnrollStatus,
     OSType,
     Profile,
@@ -22,7 +23,7 @@ from inventory.services import devices as svc
 from tests.conftest import Clock
 
 
-def add(db: Database, tag: str, os_type: str = "macos") -> svc.Device:
+def add(db: Database, tag: str, os_type: str = "macos") -> Device:
     return svc.register_device(db.uow(), os_type=os_type, asset_tag=tag, actor="admin")
 
 

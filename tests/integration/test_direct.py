@@ -4,10 +4,12 @@ fail as SQLAlchemy would."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Executable, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from inventory import direct
@@ -30,13 +32,15 @@ def seeded(db: Database) -> tuple[str, str, str]:
     return credential, device.id, token
 
 
-def both_ways(db: Database, statement: object, params: dict[str, object]) -> tuple[list, list]:
+def both_ways(
+    db: Database, statement: Executable, params: Mapping[str, object]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``statement``'s rows through a Session and on the driver's connection."""
     with db.uow() as uow:
-        through_session = [row._asdict() for row in uow.run(statement, params)]  # type: ignore[arg-type]
+        through_session = [row._asdict() for row in uow.run(statement, params)]
     with db.uow(autocommit=True) as uow:
         assert uow.autocommit
-        directly = [row._asdict() for row in uow.run(statement, params)]  # type: ignore[arg-type]
+        directly = [row._asdict() for row in uow.run(statement, params)]
     return through_session, directly
 
 
@@ -100,7 +104,7 @@ def test_parameters_go_through_their_columns_types(
 
 def test_a_driver_error_is_sqlalchemys_and_the_connection_goes_on(db: Database) -> None:
     now = datetime.now(UTC)
-    values = {
+    values: dict[str, object] = {
         "id": "c-1",
         "kind": "tpm",
         "device_id": "no-such-device",

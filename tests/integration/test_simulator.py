@@ -508,7 +508,8 @@ def test_a_100k_fleet_serves_first_and_last_pages_without_generating_the_rest() 
 
     def counting_record(ident: int) -> dict[str, Any]:
         generated.append(ident)
-        return original(ident)
+        record: dict[str, Any] = original(ident)
+        return record
 
     generator.record = counting_record
     rss_before = _rss_mb()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from inventory.db import Database
 from inventory.domain import EnrollStatus, OSType, Profile, SourceRecord
@@ -26,10 +27,10 @@ def record(i: int, os_version: str = "14.4.1", external_id: str | None = None) -
     )
 
 
-def apply(db: Database, run: int, records: list[SourceRecord], **kw: object) -> store.PageOutcome:
+def apply(db: Database, run: int, records: list[SourceRecord], **kw: Any) -> store.PageOutcome:
     return store.apply_page(
         db.uow(), run, records, source=SRC, inventory=INV, track_seen=True, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_new_changed_and_unchanged_devices(db: Database, clock: Clock) -> None:
@@ -90,7 +91,7 @@ def test_missing_devices_are_found_in_the_database_and_deleted_with_audit(db: Da
     apply(db, run2, [record(i) for i in range(8)])
     assert store.count_missing(db.uow(), run2, source=SRC, inventory=INV) == (2, 10)
     batch = store.missing_batch(db.uow(), run2, source=SRC, inventory=INV, after="")
-    assert sorted(ext for _, ext, _ in batch) == ["8", "9"]
+    assert sorted(str(ext) for _, ext, _ in batch) == ["8", "9"]
     assert (
         store.delete_gone(db.uow(), run2, [d for d, _, _ in batch], source=SRC, actor="sync") == 2
     )

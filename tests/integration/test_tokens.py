@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from inventory.db import Database
-from inventory.domain import TokenKind
+from inventory.domain import Device, TokenKind
 from inventory.errors import InvalidArgument, NotFound, TokenInvalid
 from inventory.models import DeviceRow, EnrollmentTokenRow
 from inventory.services import audit, tokens
@@ -18,13 +18,13 @@ from tests.conftest import Clock
 
 
 @pytest.fixture
-def device(db: Database) -> devices_svc.Device:
+def device(db: Database) -> Device:
     return devices_svc.register_device(
         db.uow(), os_type="macos", asset_tag="C00AA0AAAA0A", actor="admin"
     )
 
 
-def test_token_is_stored_only_as_its_hash(db: Database, device: devices_svc.Device) -> None:
+def test_token_is_stored_only_as_its_hash(db: Database, device: Device) -> None:
     issued = tokens.create_token(db.uow(), "C00AA0AAAA0A", actor="admin")
     assert issued.device == device and issued.kind is TokenKind.ADMIN
     with db.uow() as uow:
@@ -36,12 +36,12 @@ def test_token_is_stored_only_as_its_hash(db: Database, device: devices_svc.Devi
     assert issued.token not in repr(event)
 
 
-def test_default_ttl_is_one_hour(db: Database, device: devices_svc.Device, clock: Clock) -> None:
+def test_default_ttl_is_one_hour(db: Database, device: Device, clock: Clock) -> None:
     issued = tokens.create_token(db.uow(), device.id, actor="admin")
     assert issued.expire_time == clock.now + timedelta(hours=1)
 
 
-def test_a_token_enrolls_its_own_device_once(db: Database, device: devices_svc.Device) -> None:
+def test_a_token_enrolls_its_own_device_once(db: Database, device: Device) -> None:
     issued = tokens.create_token(db.uow(), device.asset_tag, actor="admin")
     assert tokens.spend_token(db.uow(), issued.token, actor="alice").id == device.id
     with pytest.raises(TokenInvalid, match="already used"):
@@ -50,9 +50,7 @@ def test_a_token_enrolls_its_own_device_once(db: Database, device: devices_svc.D
     assert results == [True, False]
 
 
-def test_an_expired_token_is_refused(
-    db: Database, device: devices_svc.Device, clock: Clock
-) -> None:
+def test_an_expired_token_is_refused(db: Database, device: Device, clock: Clock) -> None:
     issued = tokens.create_token(
         db.uow(), device.asset_tag, actor="admin", ttl=timedelta(minutes=5)
     )
@@ -63,9 +61,7 @@ def test_an_expired_token_is_refused(
     assert not event.success and "expired" in event.message
 
 
-def test_unknown_tokens_and_wrong_kinds_are_refused(
-    db: Database, device: devices_svc.Device
-) -> None:
+def test_unknown_tokens_and_wrong_kinds_are_refused(db: Database, device: Device) -> None:
     with pytest.raises(TokenInvalid, match="invalid enrollment token"):
         tokens.spend_token(db.uow(), "guess", actor="mallory")
     issued = tokens.create_token(db.uow(), device.asset_tag, actor="admin")
@@ -75,7 +71,7 @@ def test_unknown_tokens_and_wrong_kinds_are_refused(
     assert tokens.spend_token(db.uow(), issued.token, actor="alice").id == device.id
 
 
-def test_an_auto_token_is_bound_to_its_user(db: Database, device: devices_svc.Device) -> None:
+def test_an_auto_token_is_bound_to_its_user(db: Database, device: Device) -> None:
     with pytest.raises(InvalidArgument, match="bound to a user"):
         tokens.create_token(db.uow(), device.asset_tag, actor="auto", kind=TokenKind.AUTO)
     issued = tokens.create_token(
@@ -93,7 +89,7 @@ def test_refused_token_creation_is_audited_with_its_reason(db: Database) -> None
     assert "device 'NOPE' not found" in event.message
 
 
-def test_no_token_for_an_enrolled_device(db: Database, device: devices_svc.Device) -> None:
+def test_no_token_for_an_enrolled_device(db: Database, device: Device) -> None:
     with db.uow() as uow:
         row = uow.session.get(DeviceRow, device.id)
         assert row is not None
@@ -103,12 +99,12 @@ def test_no_token_for_an_enrolled_device(db: Database, device: devices_svc.Devic
         tokens.create_token(db.uow(), device.asset_tag, actor="admin")
 
 
-def test_bad_ttl_is_refused(db: Database, device: devices_svc.Device) -> None:
+def test_bad_ttl_is_refused(db: Database, device: Device) -> None:
     with pytest.raises(InvalidArgument, match="TTL"):
         tokens.create_token(db.uow(), device.asset_tag, actor="admin", ttl=timedelta(days=30))
 
 
-def test_tokens_go_with_their_device(db: Database, device: devices_svc.Device) -> None:
+def test_tokens_go_with_their_device(db: Database, device: Device) -> None:
     issued = tokens.create_token(db.uow(), device.asset_tag, actor="admin")
     devices_svc.remove_device(db.uow(), actor="admin", device_id=device.id)
     with pytest.raises(TokenInvalid, match="invalid enrollment token"):
@@ -116,7 +112,7 @@ def test_tokens_go_with_their_device(db: Database, device: devices_svc.Device) -
 
 
 def test_twenty_concurrent_redemptions_of_one_token_succeed_exactly_once(
-    db: Database, device: devices_svc.Device
+    db: Database, device: Device
 ) -> None:
     issued = tokens.create_token(db.uow(), device.asset_tag, actor="admin")
     start = threading.Barrier(20)

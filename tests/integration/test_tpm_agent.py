@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT
-from tpm2_pytss.types import (
+from tpm2_pytss import ESAPI  # type: ignore[import-untyped]
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_GENERATED, TPM2_ST, TPMA_OBJECT  # type: ignore[import-untyped]
+from tpm2_pytss.types import (  # type: ignore[import-untyped]
     TPM2B_PUBLIC,
     TPML_DIGEST_VALUES,
     TPMS_ATTEST,
@@ -24,7 +24,7 @@ from tpm2_pytss.types import (
     TPMT_SIGNATURE,
     TPMU_HA,
 )
-from tpm2_pytss.utils import make_credential
+from tpm2_pytss.utils import make_credential  # type: ignore[import-untyped]
 
 from ceremony.agent.errors import TPMError
 from ceremony.agent.tpm import AttestationKey, DeviceTPM, load_ak
@@ -144,7 +144,9 @@ def test_the_ak_is_a_restricted_signing_key_certified_over_its_own_creation(
         assert public.parameters.rsaDetail.scheme.scheme == TPM2_ALG.RSASSA
     else:
         assert public.type == TPM2_ALG.ECC
-        assert isinstance(public_key(ak.public).curve, ec.SECP256R1)
+        key = public_key(ak.public)
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        assert isinstance(key.curve, ec.SECP256R1)
         assert public.parameters.eccDetail.scheme.scheme == TPM2_ALG.ECDSA
 
     creation, signed = attest(ak.creation_attestation)

@@ -385,7 +385,11 @@ def test_the_purge_job_forgets_challenges_that_expired_over_an_hour_ago(tmp_path
     settings = load_settings(data_dir=tmp_path)
     url = settings.database_url_value
     for age in (timedelta(hours=2), timedelta(0)):
-        db = Database.connect(url, clock=lambda age=age: datetime.now(UTC) - age)
+
+        def clock(age: timedelta = age) -> datetime:
+            return datetime.now(UTC) - age
+
+        db = Database.connect(url, clock=clock)
         device = devices.register_device(
             db.uow(), os_type="linux", asset_tag=f"LNX-{age.seconds}", actor="admin"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -26,7 +27,7 @@ from ceremony.attestation.tpm_verify import make_challenge
 from ceremony.errors import ChallengeError
 from tests.unit.test_tpm_verify_fuzz import EK_PUBLIC_RSA
 
-HASHES = {
+HASHES: dict[int, Callable[[], hashes.HashAlgorithm]] = {
     TPM2_ALG.SHA256: hashes.SHA256,
     TPM2_ALG.SHA384: hashes.SHA384,
     TPM2_ALG.SHA512: hashes.SHA512,
@@ -76,11 +77,11 @@ def activate(
 
 
 def ak_name(name_alg: int) -> bytes:
-    return name_alg.to_bytes(2, "big") + hashlib.new(HASHES[name_alg].name, b"AK").digest()
+    return name_alg.to_bytes(2, "big") + hashlib.new(HASHES[name_alg]().name, b"AK").digest()
 
 
 # (private key maker, name algorithm, AES bits): the TCG templates, then the rarer sets.
-EK_KINDS = {
+EK_KINDS: dict[str, tuple[Callable[[], PrivateKey], int, int]] = {
     "rsa2048 (L-1)": (lambda: rsa.generate_private_key(65537, 2048), TPM2_ALG.SHA256, 128),
     "ecc256 (L-2)": (lambda: ec.generate_private_key(ec.SECP256R1()), TPM2_ALG.SHA256, 128),
     "ecc384 (H-3)": (lambda: ec.generate_private_key(ec.SECP384R1()), TPM2_ALG.SHA384, 256),

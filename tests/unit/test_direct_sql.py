@@ -21,7 +21,7 @@ def test_a_compiled_statement_passes_its_parameters_in_their_numbers_order() -> 
     statement = select(t.c.x, literal_column("'100%'").label("p")).where(
         t.c.y == bindparam("second"), t.c.x == bindparam("first"), t.c.y != bindparam("second")
     )
-    c = compiled(statement, postgresql.psycopg.dialect())
+    c = compiled(statement, postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
     assert c.numbered and "%(" not in c.sql and "'100%'" in c.sql
     assert c.sql.count("$1") == 2 and "$2" in c.sql and "$3" not in c.sql
     assert c.parameters({"first": "f", "second": "s"}) == ("s", "f")

@@ -74,10 +74,10 @@ def test_operator_aliases_are_canonical() -> None:
 
 
 def test_quoted_values_keep_reserved_characters_and_escapes() -> None:
-    assert parse('general.name=="Bob\'s Mac; (old), \\"x\\""').arguments == (
-        'Bob\'s Mac; (old), "x"',
+    assert parse('general.name=="Bob\'s Mac; (old), \\"x\\""') == Comparison(
+        "general.name", "==", ('Bob\'s Mac; (old), "x"',)
     )
-    assert parse("general.name=='a=b'").arguments == ("a=b",)
+    assert parse("general.name=='a=b'") == Comparison("general.name", "==", ("a=b",))
 
 
 def test_in_and_out_take_lists() -> None:

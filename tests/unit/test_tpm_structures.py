@@ -9,7 +9,9 @@ bindings, or a field read from the wrong place, fails here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -56,7 +58,7 @@ RSA_SIGNATURE = bytes(
 # tpm2-pytss's public objects, read attribute by attribute
 
 
-def _unmarshalled(cls: type, data: bytes) -> object:
+def _unmarshalled(cls: Any, data: bytes) -> Any:
     parsed, used = cls.unmarshal(data)
     if used != len(data):
         raise ValueError(f"{len(data) - used} trailing bytes")
@@ -64,7 +66,7 @@ def _unmarshalled(cls: type, data: bytes) -> object:
 
 
 def public_area_by_pytss(data: bytes) -> PublicArea:
-    area = _unmarshalled(TPM2B_PUBLIC, data).publicArea  # type: ignore[attr-defined]
+    area = _unmarshalled(TPM2B_PUBLIC, data).publicArea
     kind = int(area.type)
     symmetric = bits = mode = rsa_bits = exponent = curve = 0
     modulus = x = y = b""
@@ -99,14 +101,14 @@ def public_area_by_pytss(data: bytes) -> PublicArea:
 
 def attestation_by_pytss(body: bytes) -> Attestation:
     attest = _unmarshalled(TPMS_ATTEST, body)
-    kind = int(attest.type)  # type: ignore[attr-defined]
+    kind = int(attest.type)
     name = creation_hash = select = digest = b""
     banks = bank = select_size = 0
     if kind == TPM2_ST.ATTEST_CREATION:
-        creation = attest.attested.creation  # type: ignore[attr-defined]
+        creation = attest.attested.creation
         name, creation_hash = bytes(creation.objectName), bytes(creation.creationHash)
     elif kind == TPM2_ST.ATTEST_QUOTE:
-        quote = attest.attested.quote  # type: ignore[attr-defined]
+        quote = attest.attested.quote
         banks = int(quote.pcrSelect.count)
         if banks:  # tpm2-pytss lists only the selections there are
             first = quote.pcrSelect.pcrSelections[0]
@@ -119,8 +121,8 @@ def attestation_by_pytss(body: bytes) -> Attestation:
     return Attestation(
         signed=body,
         magic=int(attest.magic),
-        type=kind,  # type: ignore[attr-defined]
-        extra_data=bytes(attest.extraData),  # type: ignore[attr-defined]
+        type=kind,
+        extra_data=bytes(attest.extraData),
         object_name=name,
         creation_hash=creation_hash,
         pcr_banks=banks,
@@ -133,12 +135,12 @@ def attestation_by_pytss(body: bytes) -> Attestation:
 
 def signature_by_pytss(data: bytes) -> Signature:
     sig = _unmarshalled(TPMT_SIGNATURE, data)
-    algorithm = int(sig.sigAlg)  # type: ignore[attr-defined]
+    algorithm = int(sig.sigAlg)
     if algorithm == TPM2_ALG.RSASSA:
-        rsa = sig.signature.rsassa  # type: ignore[attr-defined]
+        rsa = sig.signature.rsassa
         return Signature(algorithm, int(rsa.hash), bytes(rsa.sig), b"", b"")
     if algorithm == TPM2_ALG.ECDSA:
-        ecdsa = sig.signature.ecdsa  # type: ignore[attr-defined]
+        ecdsa = sig.signature.ecdsa
         r, s = bytes(ecdsa.signatureR), bytes(ecdsa.signatureS)
         return Signature(algorithm, int(ecdsa.hash), b"", r, s)
     return Signature(algorithm, 0, b"", b"", b"")
@@ -152,6 +154,8 @@ def read_both_ways(data: bytes, kind: str) -> tuple[object, object]:
     """(tpm_structures' reading, tpm2-pytss's) of ``data``; a refusal reads as its message."""
     ours: object
     theirs: object
+    read: Callable[[bytes, str, type[AttestationError]], object]
+    by_pytss: Callable[[bytes], object]
     if kind == "public":
         read, by_pytss = tpm_structures.public_area, public_area_by_pytss
     elif kind == "attestation":
