@@ -9,6 +9,7 @@ from sqlalchemy import Table, select
 
 from inventory.db import UnitOfWork, inserting
 from inventory.domain import AuditEvent, Device
+from inventory.errors import InvalidArgument
 from inventory.models import AuditEventRow
 
 DEVICE_CREATE = "device.create"
@@ -23,6 +24,20 @@ CONFIG_UPDATE = "config.update"
 USER_CREATE = "user.create"
 USER_UPDATE = "user.update"
 USER_DELETE = "user.delete"
+EVENT_TYPES = (
+    DEVICE_CREATE,
+    DEVICE_UPDATE,
+    DEVICE_DELETE,
+    DEVICE_TOKEN_CREATE,
+    DEVICE_TOKEN_SPENT,
+    DEVICE_ENROLL,
+    DEVICE_AUTHENTICATE,
+    JAMF_SYNC,
+    CONFIG_UPDATE,
+    USER_CREATE,
+    USER_UPDATE,
+    USER_DELETE,
+)
 
 
 def record_within(
@@ -86,6 +101,8 @@ def list_events(
     limit: int = 100,
 ) -> list[AuditEvent]:
     """The newest ``limit`` matching events, oldest first."""
+    if type and type not in EVENT_TYPES:
+        raise InvalidArgument(f"unknown event type {type!r}: use one of {', '.join(EVENT_TYPES)}")
     query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
     if type:
         query = query.where(AuditEventRow.type == type)

@@ -324,6 +324,11 @@ REFUSALS = [
     pytest.param(
         ["audit", "ls", "--since", "yesterday"], "invalid --since 'yesterday'", id="audit-bad-since"
     ),
+    pytest.param(
+        ["audit", "ls", "--type", "device.enrol"],
+        "unknown event type 'device.enrol': use one of device.create,",
+        id="audit-unknown-type",
+    ),
 ]
 
 
@@ -351,7 +356,9 @@ USAGE_ERRORS = [
     pytest.param(["users", "add", "bob"], "Missing option '--roles'", id="missing-roles"),
     pytest.param(["devices", "frob"], "No such command 'frob'", id="unknown-command"),
     pytest.param(
-        ["devices", "ls", "--format", "xml"], "Invalid value for '--format'", id="bad-choice"
+        ["devices", "ls", "--format", "xml"],
+        "Invalid value for '--format': 'xml' is not one of 'text', 'json', 'yaml'",
+        id="bad-choice",
     ),
 ]
 

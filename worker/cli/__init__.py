@@ -55,6 +55,8 @@ def _usage_error(exc: BaseException) -> int:
         return code
     format_message = getattr(exc, "format_message", None)
     message = format_message() if callable(format_message) else str(exc)
+    # typer validates choices with pydantic, whose messages start "Value error, ".
+    message = message.replace("Value error, ", "")
     ctx = getattr(exc, "ctx", None)
     hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     return _fail(f"{message}{hint}", code)

@@ -19,7 +19,9 @@ app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 
 @app.command("ls")
 def ls(
-    type: Annotated[str | None, typer.Option("--type", help="only this event type")] = None,
+    type: Annotated[
+        str | None, typer.Option("--type", help="only this event type, e.g. device.enroll")
+    ] = None,
     failed: Annotated[bool, typer.Option(help="only failed attempts")] = False,
     since: Annotated[str | None, typer.Option(help="only events this recent, e.g. 24h")] = None,
     limit: Annotated[int, typer.Option(help="at most this many (the newest)")] = 100,
