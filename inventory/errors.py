@@ -50,3 +50,12 @@ class ConfigurationError(DevtrustError):
 
 class DatabaseUnavailable(DevtrustError):
     http_status = 503
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """A library's exception as one line for a user: its message with line breaks and runs
+    of spaces folded, cut at ``limit`` characters; its class name when it has no message."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,7 +13,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
-from inventory.errors import DevtrustError
+from inventory.errors import DevtrustError, one_line
 from worker.celery import AUTO_ENROLL_TASK, QUEUE
 
 # A check nobody picked up within this long is dropped: its login gave up long ago.
@@ -39,7 +39,7 @@ class CeleryCheckQueue:
             )
         except Exception as exc:  # kombu raises many kinds; the login needs one line
             raise QueueUnavailable(
-                f"cannot queue the auto-enrollment check: {str(exc).splitlines()[0][:200]}"
+                f"cannot queue the auto-enrollment check: {one_line(exc)}"
             ) from None
         return str(sent.id)
 

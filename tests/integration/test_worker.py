@@ -27,7 +27,16 @@ from inventory.services import challenges, devices
 from inventory.services import source_sync as store
 from inventory.settings import Settings, load_settings
 from jamf.simulator import SimulatorConfig, running_simulator
-from tests.processes import DEVTRUST, Process, RedisServer, simulator, started, wait_until, worker
+from tests.processes import (
+    DEVTRUST,
+    Process,
+    RedisServer,
+    free_port,
+    simulator,
+    started,
+    wait_until,
+    worker,
+)
 from worker import jobs
 from worker.celery import (
     NEVER,
@@ -339,6 +348,42 @@ def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     assert unknown.stderr.strip() == (
         "error: unknown Jamf inventory 'nope': configured are default"
     )
+
+
+def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: Path) -> None:
+    # Both at once, each in its own data directory: the broker's retries and the hint's
+    # delay are real waits (about 20 s and 10 s).
+    down = env_for(tmp_path / "down", "http://127.0.0.1:9", f"redis://127.0.0.1:{free_port()}/12")
+    idle = env_for(tmp_path / "idle", "http://127.0.0.1:9")  # the embedded queue, no worker
+    argvs = {"down": ["jamf", "sync"], "idle": ["jamf", "sync", "--wait", "--timeout", "11"]}
+    started = {
+        name: subprocess.Popen(
+            [DEVTRUST, *argvs[name]],
+            env={**_clean_env(), **env},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name, env in (("down", down), ("idle", idle))
+    }
+    (out, err), code = started["down"].communicate(timeout=120), started["down"].returncode
+    assert code == 1 and out == "", err
+    [line] = err.splitlines()
+    port = down["DEVTRUST_BROKER_URL"].split(":")[2].split("/")[0]
+    assert line.startswith(
+        f"error: cannot queue the sync: the result backend redis://127.0.0.1:{port}/13 did not "
+        "answer ("
+    ), line
+    assert runs(down) == []
+
+    (out, err), code = started["idle"].communicate(timeout=120), started["idle"].returncode
+    assert code == 1
+    task_id = out.splitlines()[0]
+    assert err.splitlines()[1:] == [
+        f"no worker has taken task {task_id} yet: is `devtrust worker` running on the "
+        f"embedded queue in {idle['DEVTRUST_DATA_DIR']}?",
+        f"error: task {task_id} still running after 11 s",
+    ], err
 
 
 def test_rabbitmq_broker_works_unchanged(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import click
 import typer
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from inventory.errors import DevtrustError
+from inventory.errors import DevtrustError, one_line
 
 from . import _common, audit, config, db, device, devices, jamf, processes, users
 
@@ -103,7 +103,8 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(
-            f"unexpected {type(exc).__name__}: {exc} (run again with DEVTRUST_DEBUG=1 for details)"
+            f"unexpected {type(exc).__name__}: {one_line(exc)} "
+            "(run again with DEVTRUST_DEBUG=1 for details)"
         )
     finally:
         _common.close()

@@ -7,10 +7,12 @@ from typing import Any
 
 import typer
 
-from inventory.errors import DevtrustError
+from inventory.errors import DevtrustError, one_line
 from inventory.settings import Settings
 
 POLL_SECONDS = 0.5
+# With --wait, a task no worker has taken after this long gets a hint on stderr.
+NO_WORKER_HINT_SECONDS = 10.0
 
 
 class BrokerUnavailable(DevtrustError):
@@ -23,6 +25,12 @@ def _where(settings: Settings) -> str:
     if not settings.broker_url:
         return f"the embedded queue in {settings.data_dir}"
     return redacted_url(settings.broker_url)
+
+
+def _results(app: Any) -> str:
+    from worker.locks import redacted_url
+
+    return redacted_url(str(app.conf.result_backend))
 
 
 def send_sync(settings: Settings, *, inventory: str, kind: str, force: bool, actor: str) -> str:
@@ -46,13 +54,34 @@ def send_sync(settings: Settings, *, inventory: str, kind: str, force: bool, act
         )
     except (OperationalError, OSError) as exc:
         raise BrokerUnavailable(
-            f"cannot queue the sync: {_where(settings)} did not answer ({exc})"
+            f"cannot queue the sync: {_where(settings)} did not answer ({one_line(exc)})"
+        ) from None
+    except RuntimeError as exc:  # Celery's result backend, given up reconnecting
+        raise BrokerUnavailable(
+            f"cannot queue the sync: the result backend {_results(app)} did not answer "
+            f"({one_line(exc)})"
         ) from None
     return str(result.id)
 
 
 def follow(settings: Settings, task_id: str, *, timeout: float) -> int:
     """Show the task's progress until it ends; the exit status the CLI should return."""
+    from kombu.exceptions import OperationalError
+
+    from worker.celery import app
+
+    try:
+        return _follow(settings, task_id, timeout=timeout)
+    except (OperationalError, OSError, RuntimeError) as exc:
+        typer.echo(
+            f"error: lost the result backend {_results(app)} while waiting ({one_line(exc)}); "
+            "the sync may still run: `devtrust jamf status` tells",
+            err=True,
+        )
+        return 1
+
+
+def _follow(settings: Settings, task_id: str, *, timeout: float) -> int:
     from celery.result import AsyncResult
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -61,14 +90,19 @@ def follow(settings: Settings, task_id: str, *, timeout: float) -> int:
 
     result = AsyncResult(task_id, app=app)
     console = Console(stderr=True)
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
+    hinted = False
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("pages  {task.fields[devices]} devices"),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    # On a terminal only: in a log, a transient bar leaves blank lines behind.
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
         line = bar.add_task("waiting for a worker", total=None, devices=0)
         while not result.ready():
             if time.monotonic() > deadline:
@@ -85,6 +119,14 @@ def follow(settings: Settings, task_id: str, *, timeout: float) -> int:
                 )
             elif result.state == "STARTED":
                 bar.update(line, description="syncing")
+            elif not hinted and time.monotonic() - began > NO_WORKER_HINT_SECONDS:
+                hinted = True
+                console.print(
+                    f"no worker has taken task {task_id} yet: is `devtrust worker` running "
+                    f"on {_where(settings)}?",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             time.sleep(POLL_SECONDS)
     if result.failed():
         typer.echo(f"error: the sync task failed: {result.result}", err=True)
