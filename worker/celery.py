@@ -26,6 +26,7 @@ from celery import Celery, beat, signals
 from celery.schedules import schedstate, schedule
 
 from inventory.durations import parse_duration
+from inventory.errors import ConfigurationError
 from inventory.settings import Settings, load_settings
 from worker.logs import bind_celery_task, clear_context, configure_logging
 
@@ -50,8 +51,11 @@ def embedded_paths(data_dir: Path) -> dict[str, Path]:
 def broker_settings(settings: Settings) -> dict[str, Any]:
     """Celery configuration for the broker, the results and the transport."""
     time_limit = parse_duration(settings.jamf_sync_time_limit, what="jamf_sync_time_limit")
+    if settings.result_backend:
+        _check_result_backend(settings.result_backend)
     if settings.broker_url:
         broker = settings.broker_url
+        _check_broker(broker)
         backend = settings.result_backend or _default_backend(broker)
         conf: dict[str, Any] = {"broker_url": broker, "result_backend": backend}
         if broker.startswith(("redis://", "rediss://")):
@@ -74,6 +78,46 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
         },
         "result_backend": settings.result_backend or f"file://{paths['results']}",
     }
+
+
+def _check_broker(url: str) -> None:
+    """A broker URL Celery has a transport for; else one line naming the setting."""
+    from kombu.transport import resolve_transport
+
+    from worker.locks import redacted_url
+
+    scheme, separator, _ = url.partition("://")
+    shown = redacted_url(url)
+    if not separator:
+        raise ConfigurationError(
+            f"DEVTRUST_BROKER_URL {shown!r} is not a URL: use redis://host:6379/0, "
+            "amqp://user:password@host//, or leave it unset for the embedded queue"
+        )
+    try:
+        resolve_transport(scheme)
+    except KeyError:
+        raise ConfigurationError(
+            f"DEVTRUST_BROKER_URL {shown!r}: no broker speaks {scheme}://: use redis://, "
+            "rediss:// or amqp://, or leave it unset for the embedded queue"
+        ) from None
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"DEVTRUST_BROKER_URL {shown!r}: the {scheme}:// transport needs the Python "
+            f"package {exc.name}, which is not installed"
+        ) from None
+
+
+def _check_result_backend(url: str) -> None:
+    from celery.app.backends import BACKEND_ALIASES
+
+    from worker.locks import redacted_url
+
+    scheme = url.partition("://")[0].partition("+")[0]
+    if "://" not in url or scheme not in BACKEND_ALIASES:
+        raise ConfigurationError(
+            f"DEVTRUST_RESULT_BACKEND {redacted_url(url)!r}: no result backend {scheme}://: "
+            "use redis://, rpc:// or file://, or leave it unset (the broker's server)"
+        )
 
 
 def _default_backend(broker: str) -> str:

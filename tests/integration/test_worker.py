@@ -386,6 +386,50 @@ def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: P
     ], err
 
 
+BAD_QUEUE_SETTINGS = [
+    pytest.param(
+        "DEVTRUST_BROKER_URL",
+        "foo://x",
+        "DEVTRUST_BROKER_URL 'foo://x': no broker speaks foo://: use redis://, rediss:// or "
+        "amqp://, or leave it unset for the embedded queue",
+        id="unknown-transport",
+    ),
+    pytest.param(
+        "DEVTRUST_BROKER_URL",
+        "localhost:6379",
+        "DEVTRUST_BROKER_URL 'localhost:6379' is not a URL: use redis://host:6379/0,",
+        id="not-a-url",
+    ),
+    pytest.param(
+        "DEVTRUST_BROKER_URL",
+        "sqs://key:secret@queue",
+        "DEVTRUST_BROKER_URL 'sqs://key:***@queue': the sqs:// transport needs the Python "
+        "package botocore, which is not installed",
+        id="transport-not-installed",
+    ),
+    pytest.param(
+        "DEVTRUST_RESULT_BACKEND",
+        "foo://x",
+        "DEVTRUST_RESULT_BACKEND 'foo://x': no result backend foo://: use redis://, rpc://",
+        id="unknown-result-backend",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD_QUEUE_SETTINGS)
+def test_a_queue_setting_no_transport_serves_is_refused_at_start(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    env = {**env_for(tmp_path, "http://127.0.0.1:9"), name: value}
+    for argv in (["jamf", "sync"], ["worker"], ["beat"], ["serve", "--port", str(free_port())]):
+        refused = devtrust(env, *argv, timeout=60)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.returncode == 1, (argv, refused.stderr)
+        assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), (argv, errors)
+        assert "Traceback" not in refused.stderr and "secret" not in refused.stderr
+    assert runs(env) == []
+
+
 def test_rabbitmq_broker_works_unchanged(tmp_path: Path) -> None:
     # The machine's RabbitMQ; results over RPC to the client that asked. Locks are local
     # files (one host), as worker.locks documents for amqp:// brokers.
