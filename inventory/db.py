@@ -78,7 +78,13 @@ def create_db_engine(url: str, **engine_options: Any) -> Engine:
 
 def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(url.database).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create {directory} for the SQLite database: {exc.strerror}"
+            ) from None
     engine = create_engine(url, connect_args={"timeout": 30}, **engine_options)
 
     @event.listens_for(engine, "connect")

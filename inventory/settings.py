@@ -6,7 +6,9 @@ variables, the TOML file named by ``DEVTRUST_CONFIG``, the defaults below.
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,27 @@ class FileEnvSource(PydanticBaseSettingsSource):
             if value is not None:
                 values[key] = value
         return values
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """The TOML file ``DEVTRUST_CONFIG`` names. A key that names no setting is refused: a
+    typo would otherwise leave the default in force without a word."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str) -> None:
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"cannot read DEVTRUST_CONFIG {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read DEVTRUST_CONFIG {path}: {exc.strerror}"
+            ) from None
+        known = settings_cls.model_fields
+        for key in self.toml_data:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigurationError(f"DEVTRUST_CONFIG {path}: unknown setting {key!r}{hint}")
 
 
 class Settings(BaseSettings):
@@ -124,7 +147,7 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"DEVTRUST_CONFIG names {config_file}, which is not a file"
                 )
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            sources.append(ConfigFileSource(settings_cls, config_file))
         return tuple(sources)
 
     @property

@@ -75,3 +75,40 @@ def test_postgres_urls_use_psycopg_3_and_others_are_refused() -> None:
         parse_database_url("mysql://u@h/db")
     with pytest.raises(ConfigurationError, match="invalid DEVTRUST_DATABASE_URL"):
         parse_database_url("not a url")
+
+
+def test_a_config_file_key_that_names_no_setting_is_refused_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "devtrust.toml"
+    config.write_text('jamf_url = "https://toml.example"\nbrokr_url = "redis://x"\n')
+    monkeypatch.setenv("DEVTRUST_CONFIG", str(config))
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        f"DEVTRUST_CONFIG {config}: unknown setting 'brokr_url' (did you mean 'broker_url'?)"
+    )
+    config.write_text("nothing_like_it = 1\n")
+    with pytest.raises(ConfigurationError, match=r"unknown setting 'nothing_like_it'$"):
+        load_settings()
+
+
+def test_a_config_file_that_does_not_parse_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "devtrust.toml"
+    config.write_text("jamf_url = [\n")
+    monkeypatch.setenv("DEVTRUST_CONFIG", str(config))
+    with pytest.raises(ConfigurationError, match=f"cannot read DEVTRUST_CONFIG {config}: "):
+        load_settings()
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    from inventory.db import create_db_engine
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(
+        ConfigurationError, match=f"cannot create {blocker / 'data'} for the SQLite"
+    ):
+        create_db_engine(f"sqlite:///{blocker / 'data' / 'devtrust.db'}")
