@@ -77,12 +77,18 @@ def test_postgres_urls_use_psycopg_3_and_others_are_refused() -> None:
         parse_database_url("not a url")
 
 
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The file DEVTRUST_CONFIG names; each test writes it."""
+    path = tmp_path / "devtrust.toml"
+    monkeypatch.setenv("DEVTRUST_CONFIG", str(path))
+    return path
+
+
 def test_a_config_file_key_that_names_no_setting_is_refused_with_a_suggestion(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    config: Path,
 ) -> None:
-    config = tmp_path / "devtrust.toml"
     config.write_text('jamf_url = "https://toml.example"\nbrokr_url = "redis://x"\n')
-    monkeypatch.setenv("DEVTRUST_CONFIG", str(config))
     with pytest.raises(ConfigurationError) as refused:
         load_settings()
     assert str(refused.value) == (
@@ -93,12 +99,8 @@ def test_a_config_file_key_that_names_no_setting_is_refused_with_a_suggestion(
         load_settings()
 
 
-def test_a_config_file_that_does_not_parse_is_named(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    config = tmp_path / "devtrust.toml"
+def test_a_config_file_that_does_not_parse_is_named(config: Path) -> None:
     config.write_text("jamf_url = [\n")
-    monkeypatch.setenv("DEVTRUST_CONFIG", str(config))
     with pytest.raises(ConfigurationError, match=f"cannot read DEVTRUST_CONFIG {config}: "):
         load_settings()
 
