@@ -316,9 +316,6 @@ REFUSALS = [
         ["devices", "get", "NOPE123"], "device 'NOPE123' not found", id="get-missing-device"
     ),
     pytest.param(
-        ["devices", "ls", "--format", "yaml"], "supports --format text or json", id="ls-yaml"
-    ),
-    pytest.param(
         ["audit", "ls", "--limit", "0"], "--limit must be at least 1", id="audit-limit-zero"
     ),
     pytest.param(
@@ -356,9 +353,32 @@ USAGE_ERRORS = [
     pytest.param(["users", "add", "bob"], "Missing option '--roles'", id="missing-roles"),
     pytest.param(["devices", "frob"], "No such command 'frob'", id="unknown-command"),
     pytest.param(
-        ["devices", "ls", "--format", "xml"],
+        ["devices", "get", TAG, "--format", "xml"],
         "Invalid value for '--format': 'xml' is not one of 'text', 'json', 'yaml'",
         id="bad-choice",
+    ),
+    # Each command offers only the formats it prints: none falls back to text unasked.
+    *(
+        pytest.param(
+            [*argv, "--format", "yaml"],
+            "Invalid value for '--format': 'yaml' is not one of 'text', 'json'",
+            id=f"{'-'.join(argv[:2])}-yaml",
+        )
+        for argv in (
+            ["devices", "ls"],
+            ["devices", "diff", TAG],
+            ["devices", "enroll", f"--asset-tag={TAG}"],
+            ["audit", "ls"],
+            ["users", "ls"],
+            ["users", "add", "bob", "--roles", "access"],
+            ["jamf", "status"],
+            ["device", "collect"],
+        )
+    ),
+    pytest.param(
+        ["config", "show", "--format", "text"],
+        "Invalid value for '--format': 'text' is not one of 'yaml', 'json'",
+        id="config-show-text",
     ),
 ]
 

@@ -18,9 +18,25 @@ _state: dict[str, Any] = {}
 
 
 class Format(StrEnum):
+    """``devices get``: the resource as YAML (the default), JSON or text."""
+
     TEXT = "text"
     JSON = "json"
     YAML = "yaml"
+
+
+class TextOrJson(StrEnum):
+    """Listings and reports: a table or lines of text, or JSON."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class YamlOrJson(StrEnum):
+    """``config show``: the resource as YAML or JSON."""
+
+    YAML = "yaml"
+    JSON = "json"
 
 
 def settings() -> Settings:

@@ -12,7 +12,7 @@ from inventory.errors import InvalidArgument
 from inventory.serialize import event_to_dict
 from inventory.services import audit as audit_service
 
-from ._common import Format, database, echo_json, format_rows, info
+from ._common import TextOrJson, database, echo_json, format_rows, info
 
 app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def ls(
     failed: Annotated[bool, typer.Option(help="only failed attempts")] = False,
     since: Annotated[str | None, typer.Option(help="only events this recent, e.g. 24h")] = None,
     limit: Annotated[int, typer.Option(help="at most this many (the newest)")] = 100,
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """List audit events, oldest first."""
     if limit < 1:
@@ -37,7 +37,7 @@ def ls(
     events = audit_service.list_events(
         db.uow(), type=type, failed_only=failed, since=start, limit=limit
     )
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         echo_json([event_to_dict(e) for e in events])
         return
     rows = [

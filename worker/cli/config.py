@@ -16,18 +16,18 @@ from inventory.errors import InvalidArgument, InvalidPreference
 from inventory.preference import DeviceTrust, from_resource, to_resource, with_value
 from inventory.services import preference as preference_service
 
-from ._common import Format, actor, database, echo_json, echo_yaml, info
+from ._common import YamlOrJson, actor, database, echo_json, echo_yaml, info
 
 app = typer.Typer(help="Show and change the cluster device-trust preference.", no_args_is_help=True)
 
 
 @app.command("show")
 def show(
-    format: Annotated[Format, typer.Option("--format", help="yaml or json")] = Format.YAML,
+    format: Annotated[YamlOrJson, typer.Option("--format", help="yaml or json")] = YamlOrJson.YAML,
 ) -> None:
     """Print the preference as a cluster_auth_preference resource."""
     resource = to_resource(preference_service.get_preference(database().uow()))
-    if format is Format.JSON:
+    if format is YamlOrJson.JSON:
         echo_json(resource)
     else:
         echo_yaml(resource)

@@ -11,7 +11,7 @@ import typer
 from inventory.domain import CollectedData, OSType
 from inventory.errors import DevtrustError
 
-from ._common import Format, echo_json, info, settings
+from ._common import TextOrJson, echo_json, info, settings
 
 if TYPE_CHECKING:
     from ceremony.agent.enroll import CeremonyClient
@@ -45,13 +45,13 @@ def asset_tag() -> None:
 
 @app.command("collect")
 def collect(
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Print the data this device would send when it enrolls or logs in."""
     from inventory.serialize import collected_to_dict
 
     data = collected_to_dict(_collect())
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         echo_json(data)
         return
     width = max(len(key) for key in data)

@@ -18,6 +18,7 @@ from inventory.services import tokens as token_service
 
 from ._common import (
     Format,
+    TextOrJson,
     actor,
     database,
     echo_json,
@@ -57,14 +58,12 @@ def add(
 
 @app.command("ls")
 def ls(
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
     page_size: Annotated[int, typer.Option(help="rows read per query")] = 500,
 ) -> None:
     """List devices, streaming page by page so large fleets print at once."""
-    if format is Format.YAML:
-        raise InvalidArgument("devices ls supports --format text or json")
     pages = device_service.iter_pages(database().uow(), page_size=page_size)
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         _stream_json(pages)
         return
     widths: list[int] | None = None
@@ -148,13 +147,13 @@ def enroll(
     asset_tag: Annotated[str | None, typer.Option(help="the device's serial number")] = None,
     device_id: Annotated[str | None, typer.Option(help="the device's id")] = None,
     ttl: Annotated[str | None, typer.Option(help="how long the token is valid, e.g. 1h")] = None,
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Create an enrollment token for a registered device."""
     if (asset_tag is None) == (device_id is None):
         raise InvalidArgument("give exactly one of --asset-tag or --device-id")
     token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
-    _print_token(asset_tag, device_id, token_ttl, as_json=format is Format.JSON)
+    _print_token(asset_tag, device_id, token_ttl, as_json=format is TextOrJson.JSON)
 
 
 def _print_token(
@@ -199,7 +198,7 @@ def unenroll(
 def diff(
     asset_tag: Annotated[str, typer.Argument(help="the device's asset tag or id")],
     os: Annotated[str | None, typer.Option("--os", help="when the tag names two OSes")] = None,
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Compare the device's last collected data with its MDM profile, field by field.
 
@@ -207,8 +206,6 @@ def diff(
     """
     from inventory.drift import compare
 
-    if format is Format.YAML:
-        raise InvalidArgument("devices diff supports --format text or json")
     db = database()
     device = device_service.get_device(
         db.uow(), asset_tag, os_type=OSType.parse(os) if os else None
@@ -221,7 +218,7 @@ def diff(
         )
     fields = compare(device, history[0])
     failed = [f for f in fields if not f.ok]
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         echo_json(
             {
                 "device": device_to_dict(device),

@@ -8,7 +8,7 @@ import typer
 
 from inventory.domain import SyncRun
 
-from ._common import Format, actor, database, echo_json, format_rows, info, settings
+from ._common import TextOrJson, actor, database, echo_json, format_rows, info, settings
 
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
@@ -55,7 +55,7 @@ def sync(
 
 @app.command("status")
 def status(
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Each inventory's last partial and full sync, the alert flag, and any sync running."""
     from inventory.serialize import run_to_dict
@@ -86,7 +86,7 @@ def status(
                 "last_full": next((r for r in finished if r.kind == "full"), None),
             }
         )
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         echo_json(
             [
                 {k: run_to_dict(v) if isinstance(v, SyncRun) else v for k, v in entry.items()}

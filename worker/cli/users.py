@@ -10,7 +10,7 @@ from inventory.domain import Role
 from inventory.serialize import user_to_dict
 from inventory.services import users as user_service
 
-from ._common import Format, actor, database, echo_json, format_rows, info
+from ._common import TextOrJson, actor, database, echo_json, format_rows, info
 
 app = typer.Typer(help="Manage users, their roles and credentials.", no_args_is_help=True)
 
@@ -33,7 +33,7 @@ def add(
         list[str],
         typer.Option(help="comma-separated: access, editor, device-admin, bot"),
     ],
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Create a user and print their credential once."""
     parsed = Role.parse_many(roles)
@@ -42,18 +42,18 @@ def add(
         user.name,
         token,
         ", ".join(r.value for r in user.roles),
-        as_json=format is Format.JSON,
+        as_json=format is TextOrJson.JSON,
         verb="created",
     )
 
 
 @app.command("ls")
 def ls(
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """List users and their roles."""
     users = user_service.list_users(database().uow())
-    if format is Format.JSON:
+    if format is TextOrJson.JSON:
         echo_json([user_to_dict(u) for u in users])
         return
     rows = [
@@ -77,7 +77,7 @@ def reset_token(
     name: Annotated[
         str, typer.Argument(help="the user whose credential to replace", metavar="NAME")
     ],
-    format: Annotated[Format, typer.Option("--format", help="text or json")] = Format.TEXT,
+    format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Replace a user's credential and print the new one once."""
     user, token = user_service.reset_token(database().uow(), name, actor=actor())
@@ -85,6 +85,6 @@ def reset_token(
         user.name,
         token,
         ", ".join(r.value for r in user.roles),
-        as_json=format is Format.JSON,
+        as_json=format is TextOrJson.JSON,
         verb="has a new credential",
     )
