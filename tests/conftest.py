@@ -18,6 +18,9 @@ from inventory.db import Database
 from inventory.models import Base
 from tests.services import scratch_postgres_database
 
+# The ``cli`` fixture of the CLI tests (tests/integration/test_cli*.py).
+pytest_plugins = ["tests.cli"]
+
 
 class Clock:
     """A clock tests move by hand; services read time only through it."""

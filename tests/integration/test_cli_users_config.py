@@ -1,0 +1,273 @@
+"""``devtrust users``, ``config`` and ``db``, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from inventory.db import HEAD_REVISION
+from tests.cli import (
+    ACTOR,
+    CREDENTIAL,
+    Cli,
+    Result,
+    ok,
+    preference,
+    table,
+)
+
+# --- users --------------------------------------------------------------------------------
+
+
+def credential_of(result: Result) -> str:
+    """The credential line of ``users add`` / ``reset-token`` text output."""
+    found = [line for line in result.out.splitlines() if CREDENTIAL.fullmatch(line)]
+    assert len(found) == 1, result.out
+    return found[0]
+
+
+def test_users_add_prints_the_credential_once_and_ls_never_shows_it(cli: Cli) -> None:
+    added = ok(cli("users", "add", "alice", "--roles", "access,editor"))
+    assert 'User "alice" created (roles: access, editor).' in added.out
+    assert "DEVTRUST_USER_TOKEN" in added.out
+    token = credential_of(added)
+
+    listed = ok(cli("users", "ls"))
+    _, rows = table(listed.out)
+    assert [(r["User"], r["Roles"]) for r in rows] == [("alice", "access, editor")]
+    assert token not in listed.out
+    as_json = ok(cli("users", "ls", "--format", "json")).out
+    assert [(u["name"], u["roles"]) for u in json.loads(as_json)] == [
+        ("alice", ["access", "editor"])
+    ]
+    assert token not in as_json
+
+
+def test_users_add_json_includes_the_token(cli: Cli) -> None:
+    added = json.loads(ok(cli("users", "add", "bot-1", "--roles", "bot", "--format", "json")).out)
+    assert added["name"] == "bot-1"
+    assert added["roles"] == ["bot"]
+    assert CREDENTIAL.fullmatch(added["token"])
+
+
+def test_users_add_twice_is_refused(cli: Cli) -> None:
+    ok(cli("users", "add", "alice", "--roles", "access"))
+    refused = cli("users", "add", "alice", "--roles", "editor")
+    assert refused.code != 0
+    assert "user 'alice' already exists" in refused.error_line
+    _, rows = table(ok(cli("users", "ls")).out)
+    assert [(r["User"], r["Roles"]) for r in rows] == [("alice", "access")]
+
+
+def test_users_reset_token_prints_a_new_credential(cli: Cli) -> None:
+    old = credential_of(ok(cli("users", "add", "alice", "--roles", "access")))
+    reset = ok(cli("users", "reset-token", "alice"))
+    assert 'User "alice" has a new credential' in reset.out
+    new = credential_of(reset)
+    assert new != old
+
+
+def test_users_rm_removes_the_user_from_the_listing(cli: Cli) -> None:
+    ok(cli("users", "add", "alice", "--roles", "access"))
+    ok(cli("users", "add", "bob", "--roles", "bot"))
+    assert ok(cli("users", "rm", "alice")).out == 'User "alice" removed\n'
+    _, rows = table(ok(cli("users", "ls")).out)
+    assert [r["User"] for r in rows] == ["bob"]
+    refused = cli("users", "rm", "alice")
+    assert refused.code != 0
+    assert "user 'alice' not found" in refused.error_line
+
+
+def test_users_ls_without_users_hints_how_to_add_one(cli: Cli) -> None:
+    listed = ok(cli("users", "ls"))
+    assert table(listed.out)[1] == []
+    assert "devtrust users add" in listed.err
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        pytest.param("access,wizard", "unknown role 'wizard'", id="unknown-role"),
+        pytest.param(",", "at least one role is required", id="no-role"),
+    ],
+)
+def test_users_add_with_a_bad_role_is_refused(cli: Cli, roles: str, message: str) -> None:
+    refused = cli("users", "add", "bob", "--roles", roles)
+    assert refused.code != 0
+    assert message in refused.error_line
+    assert refused.out == ""
+    assert table(ok(cli("users", "ls")).out)[1] == []
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+def test_config_show_is_the_default_cluster_auth_preference(cli: Cli) -> None:
+    shown = preference(cli)
+    assert shown["kind"] == "cluster_auth_preference"
+    assert shown["spec"]["device_trust"] == {
+        "mode": "optional",
+        "auto_enroll": False,
+        "ekcert_allowed_cas": [],
+    }
+    as_json = json.loads(ok(cli("config", "show", "--format", "json")).out)
+    assert as_json == shown
+
+
+def test_config_set_changes_the_preference_and_is_audited(cli: Cli) -> None:
+    changed = ok(cli("config", "set", "device_trust.auto_enroll", "true"))
+    assert changed.out == "cluster_auth_preference updated: device_trust.auto_enroll\n"
+    shown = preference(cli)
+    assert shown["spec"]["device_trust"]["auto_enroll"] is True
+    assert shown["spec"]["device_trust"]["mode"] == "optional"
+
+    _, rows = table(ok(cli("audit", "ls", "--type", "config.update")).out)
+    [row] = rows
+    assert row["Result"] == "ok"
+    assert row["Actor"] == ACTOR
+    assert "device_trust.auto_enroll" in row["Message"]
+
+    again = ok(cli("config", "set", "device_trust.auto_enroll", "true"))
+    assert again.out == "cluster_auth_preference unchanged\n"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        pytest.param(
+            "device_trust.mode", "bogus", "invalid device_trust.mode: 'bogus'", id="unknown-mode"
+        ),
+        pytest.param(
+            "device_trust.auto_enroll", "maybe", "invalid device_trust.auto_enroll", id="not-a-bool"
+        ),
+        pytest.param(
+            "device_trust.colour", "blue", "unknown field device_trust.colour", id="unknown-field"
+        ),
+        pytest.param("mode", "required", "unknown setting 'mode'", id="unknown-setting"),
+        pytest.param(
+            "device_trust.ekcert_allowed_cas",
+            "not a pem",
+            "invalid device_trust.ekcert_allowed_cas[0]: not a PEM certificate",
+            id="bad-ca",
+        ),
+    ],
+)
+def test_config_set_with_a_bad_value_names_the_field_and_changes_nothing(
+    cli: Cli, key: str, value: str, message: str
+) -> None:
+    before = ok(cli("config", "show")).out
+    refused = cli("config", "set", key, value)
+    assert refused.code != 0
+    assert message in refused.error_line
+    assert ok(cli("config", "show")).out == before
+    assert table(ok(cli("audit", "ls", "--type", "config.update")).out)[1] == []
+
+
+def editor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """Set $EDITOR to a Python script whose ``body`` edits ``path`` (a pathlib.Path)."""
+    script = tmp_path / "editor.py"
+    script.write_text(
+        "import sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n" + body,
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("EDITOR", shlex.join([sys.executable, str(script)]))
+
+
+def replace_in_file(old: str, new: str) -> str:
+    return (
+        "text = path.read_text()\n"
+        f"assert {old!r} in text\n"
+        f"path.write_text(text.replace({old!r}, {new!r}))\n"
+    )
+
+
+def test_config_edit_applies_the_edited_mode(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editor(tmp_path, monkeypatch, replace_in_file("mode: optional", "mode: required"))
+    edited = ok(cli("config", "edit"))
+    assert edited.out == "cluster_auth_preference updated: device_trust.mode\n"
+    assert preference(cli)["spec"]["device_trust"]["mode"] == "required"
+    _, rows = table(ok(cli("audit", "ls", "--type", "config.update")).out)
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param("path.write_text('spec: [unclosed\\n')", "not valid YAML", id="invalid-yaml"),
+        pytest.param(
+            replace_in_file("mode: optional", "mode: sometimes"),
+            "invalid spec.device_trust.mode: 'sometimes'",
+            id="unknown-mode",
+        ),
+        pytest.param(
+            replace_in_file("auto_enroll: false", "auto_enrol: true"),
+            "unknown field spec.device_trust.auto_enrol",
+            id="misspelt-field",
+        ),
+        pytest.param(
+            replace_in_file("auto_enroll: false", "auto_enroll: yes please"),
+            "invalid spec.device_trust.auto_enroll",
+            id="not-a-bool",
+        ),
+        pytest.param(
+            replace_in_file("kind: cluster_auth_preference", "kind: role"),
+            "invalid kind",
+            id="wrong-kind",
+        ),
+        pytest.param(
+            "path.write_text('- a list\\n')", "must be a YAML mapping", id="not-a-mapping"
+        ),
+        pytest.param(
+            replace_in_file("mode: optional", "mode: required") + "sys.exit(3)",
+            "exited with status 3; nothing changed",
+            id="editor-fails",
+        ),
+    ],
+)
+def test_config_edit_that_is_invalid_is_refused_and_changes_nothing(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
+) -> None:
+    before = ok(cli("config", "show")).out
+    editor(tmp_path, monkeypatch, body)
+    refused = cli("config", "edit")
+    assert refused.code != 0
+    assert message in refused.error_line
+    assert refused.out == ""
+    assert ok(cli("config", "show")).out == before
+    assert table(ok(cli("audit", "ls", "--type", "config.update")).out)[1] == []
+
+
+def test_config_edit_without_changes_says_so(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = ok(cli("config", "show")).out
+    editor(tmp_path, monkeypatch, "pass\n")
+    unchanged = ok(cli("config", "edit"))
+    assert unchanged.err.strip() == "No changes."
+    assert unchanged.out == ""
+    assert ok(cli("config", "show")).out == before
+    assert table(ok(cli("audit", "ls", "--type", "config.update")).out)[1] == []
+
+
+def test_config_edit_with_a_missing_editor_says_to_set_editor(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDITOR", str(tmp_path / "no-such-editor"))
+    refused = cli("config", "edit")
+    assert refused.code != 0
+    assert "set $EDITOR" in refused.error_line
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+def test_db_current_prints_the_newest_revision(cli: Cli) -> None:
+    current = ok(cli("db", "current"))
+    assert current.out == f"{HEAD_REVISION}\n"
+    assert current.err == ""
