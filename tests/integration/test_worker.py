@@ -353,7 +353,8 @@ def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
 def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: Path) -> None:
     # Both at once, each in its own data directory: the broker's retries and the hint's
     # delay are real waits (about 20 s and 10 s).
-    down = env_for(tmp_path / "down", "http://127.0.0.1:9", f"redis://127.0.0.1:{free_port()}/12")
+    port = free_port()  # nothing listens there
+    down = env_for(tmp_path / "down", "http://127.0.0.1:9", f"redis://127.0.0.1:{port}/12")
     idle = env_for(tmp_path / "idle", "http://127.0.0.1:9")  # the embedded queue, no worker
     argvs = {"down": ["jamf", "sync"], "idle": ["jamf", "sync", "--wait", "--timeout", "11"]}
     started = {
@@ -369,7 +370,6 @@ def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: P
     (out, err), code = started["down"].communicate(timeout=120), started["down"].returncode
     assert code == 1 and out == "", err
     [line] = err.splitlines()
-    port = down["DEVTRUST_BROKER_URL"].split(":")[2].split("/")[0]
     assert line.startswith(
         f"error: cannot queue the sync: the result backend redis://127.0.0.1:{port}/13 did not "
         "answer ("
