@@ -46,7 +46,7 @@ from ceremony.protocol import (
 from ceremony.refusals import refusals_audited
 from inventory.db import Database
 from inventory.domain import Device, EnrollStatus, OSType
-from inventory.drift import drift, mismatch
+from inventory.drift import drift, mismatch, mismatch_in_full
 from inventory.durations import format_duration
 from inventory.errors import (
     ConfigurationError,
@@ -125,7 +125,7 @@ class DeviceAuthentication:
                 )
             failed = drift(device, collected) if device.profile is not None else []
             if failed:
-                raise DeviceDrifted(mismatch(failed))
+                raise DeviceDrifted(mismatch(failed), for_audit=mismatch_in_full(failed))
             state: dict[str, Any] = {
                 "credential_id": device.credential.id,
                 "user_public_key": _b64(request.user_public_key),
@@ -160,6 +160,7 @@ class DeviceAuthentication:
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
         uow = self.db.uow()
         with refusals_audited(self.db, audit.DEVICE_AUTHENTICATE, "authentication") as seen, uow:
+            seen.challenge_id = response.challenge_id
             user = seen.user = users.authenticate_within(uow, credential)
             taken = seen.challenge = challenges.take_challenge_within(
                 uow, response.challenge_id, kind=kind, user_name=user.name

@@ -177,6 +177,7 @@ class EnrollmentCeremony:
         kind = TPM_KIND if response.tpm is not None else MACOS_KIND
         uow = self.db.uow(autocommit=True)
         with refusals_audited(self.db, audit.DEVICE_ENROLL, "enrollment") as seen, uow:
+            seen.challenge_id = response.challenge_id
             seen.user, found = challenges.find_challenge_within(
                 uow, credential, response.challenge_id
             )

@@ -58,7 +58,12 @@ class DeviceNotEnrolled(DevtrustError):
 
 
 class DeviceDrifted(AccessDenied):
-    """The device no longer matches its MDM profile."""
+    """The device no longer matches its MDM profile. The message names the fields, never
+    the profile's values; ``for_audit`` has them, for the audit log only."""
+
+    def __init__(self, message: str, *, for_audit: str | None = None) -> None:
+        super().__init__(message)
+        self.for_audit = for_audit or message
 
 
 class RateLimited(DevtrustError):

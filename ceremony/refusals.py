@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from inventory.db import Database
 from inventory.domain import CollectedData, Device, User
+from inventory.drift import audit_reason
 from inventory.errors import DevtrustError
 from inventory.models import DeviceRow
 from inventory.services import audit, challenges
@@ -30,6 +31,9 @@ class Attempt:
     collected: CollectedData | None = None
     device: Device | None = None
     challenge: challenges.Challenge | None = None
+    # The challenge a second round trip answers, before it is known to be valid: a
+    # replayed answer to a spent one is still audited with its device.
+    challenge_id: str | None = None
 
 
 @contextlib.contextmanager
@@ -44,7 +48,7 @@ def refusals_audited(db: Database, event: str, what: str) -> Iterator[Attempt]:
         _audit(db, event, what, attempt, str(exc))
         raise ProofRefused(str(exc)) from None
     except DevtrustError as exc:
-        _audit(db, event, what, attempt, str(exc))
+        _audit(db, event, what, attempt, audit_reason(exc))
         raise
 
 
@@ -61,6 +65,7 @@ def _audit(db: Database, event: str, what: str, attempt: Attempt, reason: str) -
         f"{what} refused: {reason}",
         device=attempt.device,
         challenge=attempt.challenge,
+        challenge_id=attempt.challenge_id,
     )
 
 
@@ -72,11 +77,19 @@ def record_refusal(
     *,
     device: Device | None = None,
     challenge: challenges.Challenge | None = None,
+    challenge_id: str | None = None,
 ) -> None:
     """Audit a refused ceremony step; a challenge that was taken stays spent, though the
-    refused transaction that took it rolled back."""
+    refused transaction that took it rolled back. With only ``challenge_id`` (the step
+    was refused before the challenge was taken: spent, expired, another user's), the
+    event names the challenge's device if the challenge is known."""
     uow = db.uow()
     with uow:
+        if device is None and challenge is None and challenge_id is not None:
+            stored = challenges.find_challenge(uow, challenge_id)
+            if stored is not None:
+                row = uow.session.get(DeviceRow, stored.device_id)
+                device = to_device(row) if row is not None else None
         if challenge is not None:
             with contextlib.suppress(challenges.ChallengeInvalid):  # expired meanwhile
                 challenges.take_challenge_within(

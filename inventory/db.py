@@ -29,7 +29,7 @@ from inventory.errors import ConfigurationError, DatabaseUnavailable
 
 # The newest migration. tests/integration/test_migrations.py checks that it is
 # Alembic's head, so a program start compares one string instead of loading Alembic.
-HEAD_REVISION = "0003_ceremony_challenges"
+HEAD_REVISION = "0004_auto_enroll_users"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

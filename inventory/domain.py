@@ -170,6 +170,8 @@ class Device:
     owner: str | None
     create_time: datetime
     update_time: datetime
+    # Set by an admin for a device registered by hand: the one user it auto-enrolls for.
+    assigned_user: str | None = None
 
     @property
     def label(self) -> str:
@@ -212,9 +214,15 @@ class User:
     roles: tuple[Role, ...]
     create_time: datetime
     update_time: datetime
+    logins: tuple[str, ...] = ()
 
     def has(self, role: Role) -> bool:
         return role in self.roles
+
+    @property
+    def identities(self) -> frozenset[str]:
+        """The names this user goes by on a device: their own and their declared logins."""
+        return frozenset((self.name, *self.logins))
 
 
 @dataclass(frozen=True)

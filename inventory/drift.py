@@ -1,10 +1,15 @@
-"""Auto-enrollment's checks: does the data a device collected match what the MDM says?
+"""Auto-enrollment's checks: is the caller a user of the device, and does the data it
+collected match what the MDM says?
 
 Pure functions over plain data. ``find_candidate`` picks the one device the collected data
 names; ``compare`` lists every field that would fail the check (the drift), each naming
 the field, the collected value and the profile's value; ``check_auto_enroll`` refuses with
 the first specific reason. ``devtrust devices diff`` shows the same comparison field by
 field, with what to do about each failure.
+
+A refusal goes back to whoever sent the data, who may not be the device's user: it names
+the failing fields and what to do, never the profile's values (they would tell a caller
+what to send). Those go only to the audit event (``for_audit``), which admins read.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inventory.domain import CollectedData, Device, EnrollStatus, Profile
+from inventory.domain import CollectedData, Device, EnrollStatus, Profile, User
 from inventory.errors import DevtrustError
 
 WAIT_FOR_SYNC = (
@@ -25,9 +30,19 @@ ENROLL_BY_HAND = "enroll the device by hand: `devtrust devices enroll --asset-ta
 
 
 class AutoEnrollRefused(DevtrustError):
-    """The device may not auto-enroll; the message gives the specific reason."""
+    """The device may not auto-enroll; the message gives the specific reason, without
+    the MDM's values; ``for_audit`` is the admins' version, with them."""
 
     http_status = 403
+
+    def __init__(self, message: str, *, for_audit: str | None = None) -> None:
+        super().__init__(message)
+        self.for_audit = for_audit or message
+
+
+def audit_reason(exc: BaseException) -> str:
+    """What the audit event says of a refusal: the admins' version when it has one."""
+    return str(getattr(exc, "for_audit", None) or exc)
 
 
 @dataclass(frozen=True)
@@ -45,10 +60,16 @@ class Field:
         return self.problem is None
 
     def __str__(self) -> str:
+        """The field with both values: for admins (audit log, ``devices diff``) only."""
         return (
             f"{self.name} {self.problem}: the device reports {_shown(self.collected)}, "
             f"the MDM profile says {_shown(self.profile)}"
         )
+
+    @property
+    def refusal(self) -> str:
+        """The field and its problem, without either value: what the device is told."""
+        return f"{self.name} {self.problem}"
 
 
 def _shown(value: str | None) -> str:
@@ -140,21 +161,73 @@ def find_candidate(devices: Sequence[Device], collected: CollectedData) -> Devic
     return matching[0]
 
 
-def check_auto_enroll(devices: Sequence[Device], collected: CollectedData) -> Device:
-    """The device ``collected`` may auto-enroll, or AutoEnrollRefused with the reason."""
+def check_auto_enroll(devices: Sequence[Device], collected: CollectedData, user: User) -> Device:
+    """The device ``collected`` may auto-enroll for ``user``, or AutoEnrollRefused with
+    the reason. ``user`` must be a user of the device (named by its MDM profile, or
+    assigned by an admin when there is no profile) and the login user it reports."""
     device = find_candidate(devices, collected)
     if device.enroll_status is EnrollStatus.ENROLLED:
         raise AutoEnrollRefused("device is already enrolled")
+    check_user_of_device(device, collected, user)
     if device.profile is None:
-        raise AutoEnrollRefused(
-            f"device {device.label} has no MDM profile to compare with: {ENROLL_BY_HAND}"
-        )
+        return device  # registered by hand for this very user: nothing else to compare
     failed = drift(device, collected)
     if failed:
-        raise AutoEnrollRefused(mismatch(failed))
+        raise AutoEnrollRefused(mismatch(failed), for_audit=mismatch_in_full(failed))
     return device
 
 
+def check_user_of_device(device: Device, collected: CollectedData, user: User) -> None:
+    """``user`` is a user of ``device`` and is the login user ``collected`` reports."""
+    names = user.identities
+    if device.profile is None:
+        if device.assigned_user is None:
+            raise AutoEnrollRefused(
+                f"device {device.label} has no MDM profile and no assigned user: ask an "
+                "admin to assign its user (register it with `devtrust devices add ... "
+                "--user NAME`) or to enroll it by hand (`devtrust devices enroll`)"
+            )
+        if device.assigned_user != user.name:
+            raise AutoEnrollRefused(
+                f"user {user.name} is not a user of device {device.label}",
+                for_audit=f"user {user.name} is not a user of device {device.label} "
+                f"(assigned to {device.assigned_user})",
+            )
+    else:
+        usernames = device.profile.os_usernames
+        if not usernames:
+            raise AutoEnrollRefused(
+                f"device {device.label}'s MDM profile names no user: assign the device "
+                f"a user in the MDM, or {ENROLL_BY_HAND}"
+            )
+        if names.isdisjoint(usernames):
+            raise AutoEnrollRefused(
+                f"user {user.name} is not a user of device {device.label}: "
+                "an admin can declare the user's logins (`devtrust users edit "
+                f"{user.name} --logins ...`)",
+                for_audit=f"user {user.name} (logins: {', '.join(sorted(names))}) is not "
+                f"a user of device {device.label} (MDM usernames: {', '.join(usernames)})",
+            )
+    if collected.os_login_user not in names:
+        raise AutoEnrollRefused(
+            f"os_login_user is not {user.name} nor one of their logins: log in to the "
+            f"device as {user.name}, or ask an admin to declare that login "
+            f"(`devtrust users edit {user.name} --logins ...`)",
+            for_audit=f"os_login_user {_shown(collected.os_login_user)} is not {user.name} "
+            f"nor one of their logins ({', '.join(sorted(names))})",
+        )
+
+
 def mismatch(failed: Sequence[Field]) -> str:
-    """The refusal for drifted fields, each named with both values."""
+    """The refusal for drifted fields: each named with its problem and what to do, no value."""
+    advice = list(dict.fromkeys(f.advice for f in failed if f.advice))
+    return (
+        "device does not match its MDM profile: "
+        + "; ".join(f.refusal for f in failed)
+        + (": " + "; or ".join(advice) if advice else "")
+    )
+
+
+def mismatch_in_full(failed: Sequence[Field]) -> str:
+    """The same for the audit log, each field with both values."""
     return "device does not match its MDM profile: " + "; ".join(str(f) for f in failed)

@@ -95,6 +95,9 @@ class DeviceRow(Base):
     profile_jamf_binary_version: Mapped[str | None] = mapped_column(String(64))
     profile_external_id: Mapped[str | None] = mapped_column(String(128))
     profile_update_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The user an admin assigned to a device registered by hand (no MDM profile): the
+    # only user it auto-enrolls for. No foreign key: removing the user only stops that.
+    assigned_user: Mapped[str | None] = mapped_column(String(64))
 
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -154,6 +157,20 @@ class ChallengeRow(Base):
     used_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class AutoEnrollCheckRow(Base):
+    """An auto-enrollment check a user submitted: who may poll it, and the key that seals
+    its token in the result backend (which never sees the key). Deleted once its verdict
+    is delivered; worthless once expired."""
+
+    __tablename__ = "auto_enroll_checks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    expire_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_type_id", "type", "id"),)
@@ -187,6 +204,9 @@ class UserRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     roles: Mapped[list[str]] = mapped_column(JSON)
+    # The OS logins an admin declared for the user (``users add --logins``): with the
+    # name, what an MDM profile's usernames are matched against.
+    logins: Mapped[list[str] | None] = mapped_column(JSON)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)

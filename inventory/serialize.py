@@ -22,6 +22,7 @@ def device_to_dict(device: Device) -> dict[str, Any]:
         "asset_tag": device.asset_tag,
         "enroll_status": device.enroll_status.value,
         "owner": device.owner,
+        "assigned_user": device.assigned_user,
         "credential": None
         if credential is None
         else {
@@ -89,6 +90,7 @@ def user_to_dict(user: User) -> dict[str, Any]:
     return {
         "name": user.name,
         "roles": [r.value for r in user.roles],
+        "logins": list(user.logins),
         "create_time": _time(user.create_time),
         "update_time": _time(user.update_time),
     }

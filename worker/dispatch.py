@@ -2,11 +2,14 @@
 
 ``devtrust serve`` builds one of these and hands it to the service, which never imports
 the worker. The verdict comes back through Celery's result backend (Redis pub/sub in
-production, so a waiting login hears it at once).
+production, so a waiting login hears it at once); the check's id is its task's id, and
+the service forgets the verdict once delivered.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -28,11 +31,17 @@ class CeleryCheckQueue:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def submit(self, user: str, collected: dict[str, Any]) -> str:
+    def submit(
+        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
+    ) -> None:
+        kwargs: dict[str, Any] = {"user": user, "collected": collected, "check": check_id}
+        if logins:
+            kwargs["logins"] = list(logins)
         try:
-            sent = self.app.send_task(
+            self.app.send_task(
                 AUTO_ENROLL_TASK,
-                kwargs={"user": user, "collected": collected},
+                task_id=check_id,
+                kwargs=kwargs,
                 queue=QUEUE,
                 expires=CHECK_EXPIRES,
                 retry=False,
@@ -41,7 +50,6 @@ class CeleryCheckQueue:
             raise QueueUnavailable(
                 f"cannot queue the auto-enrollment check: {one_line(exc)}"
             ) from None
-        return str(sent.id)
 
     def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
         result = AsyncResult(check_id, app=self.app)
@@ -58,3 +66,9 @@ class CeleryCheckQueue:
                 f"the auto-enrollment check failed on the worker: {str(value)[:200]}"
             )
         return value
+
+    def forget(self, check_id: str) -> None:
+        """Delete the verdict from the result backend: it is delivered, or worthless."""
+        # A backend that fails here fails the next request too; this one is answered.
+        with contextlib.suppress(Exception):
+            AsyncResult(check_id, app=self.app).forget()

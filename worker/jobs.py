@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from inventory.db import Database, once_more_if_dropped
@@ -132,9 +133,16 @@ def database_for(settings: Settings) -> Database:
 
 
 def auto_enroll_check(
-    settings: Settings, *, user: str, collected: dict[str, Any]
+    settings: Settings,
+    *,
+    user: str,
+    collected: dict[str, Any],
+    check: str,
+    logins: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The verdict of one auto-enrollment check, as JSON for the result backend."""
+    """The verdict of the auto-enrollment check ``check``, as JSON for the result backend:
+    a refusal's reason, or the token sealed with the check's key (which only the
+    database holds): the backend keeps verdicts longer than a token lives."""
     from pydantic import ValidationError
 
     from ceremony.protocol import Collected
@@ -149,13 +157,13 @@ def auto_enroll_check(
     except InvalidArgument as exc:
         return {"ok": False, "user": user, "status": 400, "reason": f"collected data: {exc}"}
     try:
-        issued = _check_and_mint(settings, user, data)
+        issued, sealed = _check_and_seal(settings, check, user, tuple(logins), data)
     except DevtrustError as exc:
         return {"ok": False, "user": user, "status": exc.http_status, "reason": str(exc)}
     return {
         "ok": True,
         "user": user,
-        "token": issued.token,
+        "sealed_token": sealed,
         "expire_time": issued.expire_time.isoformat(),
         # The device the token enrolls, briefly: the verdict travels through the result
         # backend on every check.
@@ -167,11 +175,15 @@ def auto_enroll_check(
     }
 
 
-def _check_and_mint(settings: Settings, user: str, data: CollectedData) -> IssuedToken:
+def _check_and_seal(
+    settings: Settings, check: str, user: str, logins: tuple[str, ...], data: CollectedData
+) -> tuple[IssuedToken, str]:
     return once_more_if_dropped(
-        lambda: auto_enroll.check_and_mint(
+        lambda: auto_enroll.check_and_seal(
             database_for(settings).uow(),
+            check=check,
             user=user,
+            logins=logins,
             collected=data,
             history_limit=settings.collected_history_limit,
         )

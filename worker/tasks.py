@@ -9,6 +9,7 @@ from typing import Any
 from celery import Task
 
 from inventory.errors import DatabaseUnavailable
+from inventory.services import auto_enroll as auto_enroll_service
 from jamf.sync import Progress
 from worker import jobs
 from worker.celery import AUTO_ENROLL_TASK, NOOP_TASK, PURGE_TASK, SYNC_TASK, app
@@ -16,6 +17,8 @@ from worker.locks import LockUnavailable
 
 # Progress is written to the result backend at most this often.
 PROGRESS_EVERY = 1.0
+# An auto-enrollment verdict outlives its token by nothing.
+VERDICT_TTL_SECONDS = int(auto_enroll_service.CHECK_TTL.total_seconds())
 
 
 @app.task(
@@ -64,14 +67,34 @@ def purge_challenges() -> int:
     return jobs.purge_challenges(app.conf.devtrust_settings)
 
 
-@app.task(name=AUTO_ENROLL_TASK, acks_late=False, track_started=False)
-def auto_enroll(user: str, collected: dict[str, Any]) -> dict[str, Any]:
-    """Auto-enrollment's check for ``user`` on the device ``collected`` describes: the
-    verdict, with a token on success. A refusal is a verdict, not a failed task; a login
-    is waiting, so nothing is retried (acknowledged on receipt: never run twice). No
-    STARTED state: the waiting login reads only the verdict, and the state would cost a
+class _ShortLivedVerdict(Task):  # type: ignore[misc]
+    """A check's verdict is worth nothing once its token has expired: on a result backend
+    that can (Redis), it expires then, not after the backend's ``result_expires``. The
+    service deletes it as it delivers it, and forgets those nobody polled."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        backend = self.backend
+        if hasattr(backend, "expire") and hasattr(backend, "get_key_for_task"):
+            backend.expire(backend.get_key_for_task(task_id), VERDICT_TTL_SECONDS)
+
+
+@app.task(name=AUTO_ENROLL_TASK, base=_ShortLivedVerdict, acks_late=False, track_started=False)
+def auto_enroll(
+    user: str, collected: dict[str, Any], check: str, logins: list[str] | None = None
+) -> dict[str, Any]:
+    """Auto-enrollment's check ``check`` for ``user`` (who logs in to devices as their name
+    or one of ``logins``) on the device ``collected`` describes: the verdict, with the
+    token sealed on success. A refusal is a verdict, not a failed task; a login is
+    waiting, so nothing is retried (acknowledged on receipt: never run twice). No STARTED
+    state: the waiting login reads only the verdict, and the state would cost a
     result-backend write and a message to every waiter on each check."""
-    return jobs.auto_enroll_check(app.conf.devtrust_settings, user=user, collected=collected)
+    return jobs.auto_enroll_check(
+        app.conf.devtrust_settings,
+        user=user,
+        collected=collected,
+        check=check,
+        logins=logins or (),
+    )
 
 
 @app.task(name=NOOP_TASK, acks_late=False)

@@ -26,9 +26,10 @@ from inventory.domain import (
     Source,
     SourceOrigin,
     normalize_asset_tag,
+    normalize_user_name,
 )
 from inventory.errors import AlreadyExists, InvalidArgument, NotFound
-from inventory.models import CollectedDataRow, DeviceRow
+from inventory.models import CollectedDataRow, DeviceRow, UserRow
 from inventory.services import audit
 
 DEFAULT_PAGE_SIZE = 500
@@ -43,11 +44,21 @@ def register_device(
     actor: str,
     source: Source | None = None,
     profile: Profile | None = None,
+    assigned_user: str | None = None,
 ) -> Device:
-    """Add a device to the inventory, not enrolled. Refuses a second (asset tag, OS)."""
+    """Add a device to the inventory, not enrolled. Refuses a second (asset tag, OS).
+
+    ``assigned_user`` (an existing user) is the one user the device auto-enrolls for when
+    no MDM profile vouches for who uses it."""
     os_type = OSType.parse(os_type) if isinstance(os_type, str) else os_type
     asset_tag = normalize_asset_tag(asset_tag)
+    if assigned_user is not None:
+        assigned_user = normalize_user_name(assigned_user)
     with uow:
+        if assigned_user is not None and uow.session.get(UserRow, assigned_user) is None:
+            raise NotFound(
+                f"user {assigned_user!r} not found: add them first (`devtrust users add`)"
+            )
         existing = row_by_tag_within(uow, asset_tag, os_type)
         if existing is not None:
             raise _duplicate(asset_tag, os_type, existing.id)
@@ -59,6 +70,7 @@ def register_device(
             enroll_status=EnrollStatus.NOT_ENROLLED.value,
             source_name=source.name if source else None,
             source_origin=source.origin.value if source else None,
+            assigned_user=assigned_user,
             create_time=now,
             update_time=now,
         )
@@ -70,8 +82,10 @@ def register_device(
             uow,
             audit.DEVICE_CREATE,
             actor=actor,
-            message=f"device {device.label} added to the inventory",
+            message=f"device {device.label} added to the inventory"
+            + (f", assigned to {assigned_user}" if assigned_user else ""),
             device=device,
+            details={"assigned_user": assigned_user} if assigned_user else None,
         )
         try:
             uow.commit()
@@ -352,4 +366,5 @@ def to_device(row: Any) -> Device:
         owner=row.owner,
         create_time=row.create_time,
         update_time=row.update_time,
+        assigned_user=getattr(row, "assigned_user", None),
     )

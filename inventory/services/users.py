@@ -9,15 +9,43 @@ from sqlalchemy import Row, Table, bindparam, select
 from inventory.credentials import hash_secret, new_secret, secret_matches
 from inventory.db import UnitOfWork
 from inventory.domain import Role, User, normalize_user_name
-from inventory.errors import AlreadyExists, NotFound, Unauthenticated
+from inventory.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from inventory.models import UserRow
 from inventory.services import audit
 
+MAX_LOGINS = 16
+
+
+def parse_logins(texts: list[str] | str) -> tuple[str, ...]:
+    """Comma-separated logins (``alice,alice.smith@corp.example``), each a valid user
+    name, deduplicated in order; an empty text declares none."""
+    parts = [texts] if isinstance(texts, str) else texts
+    logins: list[str] = []
+    for text in parts:
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            try:
+                login = normalize_user_name(part)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"--logins: {exc}") from None
+            if login not in logins:
+                logins.append(login)
+    if len(logins) > MAX_LOGINS:
+        raise InvalidArgument(f"--logins: {len(logins)} logins given, the limit is {MAX_LOGINS}")
+    return tuple(logins)
+
 
 def add_user(
-    uow: UnitOfWork, name: str, roles: tuple[Role, ...], *, actor: str
+    uow: UnitOfWork,
+    name: str,
+    roles: tuple[Role, ...],
+    *,
+    actor: str,
+    logins: tuple[str, ...] = (),
 ) -> tuple[User, str]:
-    """Create a user; returns the user and its credential, which is never shown again."""
+    """Create a user; returns the user and its credential, which is never shown again.
+    ``logins`` are the names the user logs in to their devices with, besides their own."""
     name = normalize_user_name(name)
     token = new_secret()
     with uow:
@@ -27,6 +55,7 @@ def add_user(
         row = UserRow(
             name=name,
             roles=[r.value for r in roles],
+            logins=list(logins),
             token_hash=hash_secret(token),
             create_time=now,
             update_time=now,
@@ -36,8 +65,9 @@ def add_user(
             uow,
             audit.USER_CREATE,
             actor=actor,
-            message=f"user {name} created with roles {', '.join(row.roles)}",
-            details={"user": name, "roles": row.roles},
+            message=f"user {name} created with roles {', '.join(row.roles)}"
+            + (f" and logins {', '.join(logins)}" if logins else ""),
+            details={"user": name, "roles": row.roles, "logins": list(logins)},
         )
         uow.commit()
         return _to_user(row), token
@@ -67,6 +97,38 @@ def remove_user(uow: UnitOfWork, name: str, *, actor: str) -> User:
         )
         uow.commit()
         return user
+
+
+def edit_user(
+    uow: UnitOfWork,
+    name: str,
+    *,
+    actor: str,
+    roles: tuple[Role, ...] | None = None,
+    logins: tuple[str, ...] | None = None,
+) -> User:
+    """Replace a user's roles and/or logins (None: keep them); audited with both."""
+    if roles is None and logins is None:
+        raise InvalidArgument("nothing to change: give --roles and/or --logins")
+    with uow:
+        row = _row(uow, name)
+        changes = []
+        if roles is not None:
+            row.roles = [r.value for r in roles]
+            changes.append(f"roles {', '.join(row.roles)}")
+        if logins is not None:
+            row.logins = list(logins)
+            changes.append(f"logins {', '.join(logins) or '(none)'}")
+        row.update_time = uow.now()
+        audit.record_within(
+            uow,
+            audit.USER_UPDATE,
+            actor=actor,
+            message=f"user {row.name} now has {' and '.join(changes)}",
+            details={"user": row.name, "roles": row.roles, "logins": list(row.logins or ())},
+        )
+        uow.commit()
+        return _to_user(row)
 
 
 def reset_token(uow: UnitOfWork, name: str, *, actor: str) -> tuple[User, str]:
@@ -129,6 +191,7 @@ def _to_user(row: UserRow | Row[Any]) -> User:
         roles=tuple(Role(r) for r in row.roles),
         create_time=row.create_time,
         update_time=row.update_time,
+        logins=tuple(row.logins or ()),
     )
 
 

@@ -78,20 +78,26 @@ def test_a_matching_device_gets_a_short_single_use_token_bound_to_the_user(
 
 
 @pytest.mark.parametrize(
-    ("collected", "reason"),
+    ("collected", "told", "audited"),
     [
-        (replace(COLLECTED, serial_number="NOPE"), "device not found"),
-        (replace(COLLECTED, os_type=OSType.LINUX), "device not found"),
-        (replace(COLLECTED, os_version="14.3"), "os_version differs: the device reports '14.3'"),
+        (replace(COLLECTED, serial_number="NOPE"), "device not found", "device not found"),
+        (replace(COLLECTED, os_type=OSType.LINUX), "device not found", "device not found"),
+        (
+            replace(COLLECTED, os_version="14.3"),
+            "os_version differs: the device changed",
+            "os_version differs: the device reports '14.3', the MDM profile says '14.2.1'",
+        ),
     ],
 )
 def test_refusals_are_audited_with_their_reason_and_mint_nothing(
-    db: Database, synced: str, collected: CollectedData, reason: str
+    db: Database, synced: str, collected: CollectedData, told: str, audited: str
 ) -> None:
-    with pytest.raises(AutoEnrollRefused, match=reason):
+    """The device is told what failed; only the audit log says what the MDM has."""
+    with pytest.raises(AutoEnrollRefused, match=told) as refused:
         auto_enroll.check_and_mint(db.uow(), user="alice", collected=collected)
+    assert "14.2.1" not in str(refused.value)
     [event] = token_events(db)
-    assert not event.success and reason in event.message
+    assert not event.success and audited in event.message
     assert event.message.startswith(f"auto-enrollment of {collected.serial_number}/")
     found = collected.serial_number == TAG and collected.os_type is OSType.MACOS
     assert event.device_id == (synced if found else None)
@@ -113,10 +119,11 @@ def test_a_second_check_while_a_token_is_live_is_refused_until_it_expires(
     db: Database, synced: str, clock: Clock
 ) -> None:
     auto_enroll.check_and_mint(db.uow(), user="alice", collected=COLLECTED)
+    bob = replace(COLLECTED, os_login_user="bob")
     with pytest.raises(AutoEnrollRefused, match="already under way"):
-        auto_enroll.check_and_mint(db.uow(), user="bob", collected=COLLECTED)
+        auto_enroll.check_and_mint(db.uow(), user="bob", collected=bob)
     clock.advance(minutes=6)
-    assert auto_enroll.check_and_mint(db.uow(), user="bob", collected=COLLECTED).user == "bob"
+    assert auto_enroll.check_and_mint(db.uow(), user="bob", collected=bob).user == "bob"
 
 
 @pytest.mark.postgres
@@ -182,7 +189,10 @@ def test_the_worker_check_survives_its_database_dropping_the_connection(
         def check(tag: str) -> dict[str, object]:
             wire = Collected.from_domain(replace(COLLECTED, serial_number=tag))
             return jobs.auto_enroll_check(
-                settings, user="alice", collected=wire.model_dump(mode="json")
+                settings,
+                user="alice",
+                collected=wire.model_dump(mode="json"),
+                check=auto_enroll.open_check(db.uow(), "alice"),
             )
 
         first = check("C02DROP00001")
@@ -202,7 +212,10 @@ def test_collected_data_the_worker_cannot_read_is_refused_naming_the_field(
 
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'devtrust.db'}")
     verdict = jobs.auto_enroll_check(
-        settings, user="alice", collected={"serial_number": TAG, "os_type": "beos"}
+        settings,
+        user="alice",
+        collected={"serial_number": TAG, "os_type": "beos"},
+        check="00000000-0000-4000-8000-000000000000",
     )
     assert verdict["ok"] is False and verdict["status"] == 400
     assert str(verdict["reason"]).startswith("collected data: os_type: Input should be ")

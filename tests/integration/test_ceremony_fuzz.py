@@ -19,7 +19,7 @@ import copy
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -117,19 +117,24 @@ class InlineCheckQueue:
         self.pending: set[str] = set()
         self.slow = False
 
-    def submit(self, user: str, collected: dict[str, Any]) -> str:
-        check_id = str(uuid.uuid4())
-        verdict = jobs.auto_enroll_check(self.settings, user=user, collected=collected)
+    def submit(
+        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
+    ) -> None:
+        verdict = jobs.auto_enroll_check(
+            self.settings, user=user, collected=collected, check=check_id, logins=logins
+        )
         self.verdicts[check_id] = json.loads(json.dumps(verdict))  # as the backend keeps it
         if self.slow:
             self.pending.add(check_id)
-        return check_id
 
     def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
         if check_id in self.pending:
             self.pending.discard(check_id)
             return None
         return self.verdicts.get(check_id)
+
+    def forget(self, check_id: str) -> None:
+        self.verdicts.pop(check_id, None)
 
 
 @dataclass

@@ -23,6 +23,7 @@ TABLES = {
     "users",
     "sync_runs",
     "ceremony_challenges",
+    "auto_enroll_checks",
 }
 
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from inventory.domain import CollectedData, Device, EnrollStatus, OSType, Profile
+from inventory.domain import CollectedData, Device, EnrollStatus, OSType, Profile, Role, User
 from inventory.drift import (
     AutoEnrollRefused,
     _version_key,
+    audit_reason,
     check_auto_enroll,
     compare,
     drift,
@@ -47,10 +48,17 @@ COLLECTED = CollectedData(
     os_login_user="alice",
     jamf_binary_version="11.1.0-t1700000000",
 )
+ALICE = User("alice", (Role.ACCESS,), NOW, NOW)
+# Every value of the profile a refusal could give away (the usernames but the caller's).
+MDM_VALUES = ("MacBookPro18,3", "14.2.1", "23C71", "11.1.0", "alice, admin", "'admin")
+
+
+def user(name: str, *logins: str) -> User:
+    return User(name, (Role.ACCESS,), NOW, NOW, logins=logins)
 
 
 def test_matching_data_passes_every_field() -> None:
-    assert check_auto_enroll([DEVICE], COLLECTED) is DEVICE
+    assert check_auto_enroll([DEVICE], COLLECTED, ALICE) is DEVICE
     assert all(f.ok for f in compare(DEVICE, COLLECTED))
     assert [f.name for f in compare(DEVICE, COLLECTED)] == [
         "os_type", "serial_number", "model_identifier", "os_version", "os_build",
@@ -60,24 +68,62 @@ def test_matching_data_passes_every_field() -> None:
 
 def test_no_device_and_more_than_one_device_are_refused() -> None:
     with pytest.raises(AutoEnrollRefused, match="^device not found$"):
-        check_auto_enroll([], COLLECTED)
+        check_auto_enroll([], COLLECTED, ALICE)
     other_os = replace(DEVICE, id="d-2", os_type=OSType.LINUX)
     with pytest.raises(AutoEnrollRefused, match="^device not found$"):
-        check_auto_enroll([other_os], COLLECTED)
+        check_auto_enroll([other_os], COLLECTED, ALICE)
     twin = replace(DEVICE, id="d-3")
     with pytest.raises(AutoEnrollRefused, match="^collected data matches more than one device$"):
-        check_auto_enroll([DEVICE, twin], COLLECTED)
+        check_auto_enroll([DEVICE, twin], COLLECTED, ALICE)
 
 
 def test_an_enrolled_device_is_refused_whoever_enrolled_it() -> None:
     enrolled = replace(DEVICE, enroll_status=EnrollStatus.ENROLLED, owner="bob")
     with pytest.raises(AutoEnrollRefused, match="^device is already enrolled$"):
-        check_auto_enroll([enrolled], COLLECTED)
+        check_auto_enroll([enrolled], COLLECTED, ALICE)
 
 
-def test_a_device_without_a_profile_is_refused_with_what_to_do() -> None:
-    with pytest.raises(AutoEnrollRefused, match="has no MDM profile.*enroll the device by hand"):
-        check_auto_enroll([replace(DEVICE, profile=None)], COLLECTED)
+def test_a_device_without_a_profile_or_assigned_user_is_refused_with_what_to_do() -> None:
+    with pytest.raises(AutoEnrollRefused) as refused:
+        check_auto_enroll([replace(DEVICE, profile=None)], COLLECTED, ALICE)
+    assert str(refused.value) == (
+        "device C02XL0GJJGH5/macOS has no MDM profile and no assigned user: ask an admin "
+        "to assign its user (register it with `devtrust devices add ... --user NAME`) or "
+        "to enroll it by hand (`devtrust devices enroll`)"
+    )
+
+
+def test_a_device_registered_by_hand_auto_enrolls_only_for_its_assigned_user() -> None:
+    manual = replace(DEVICE, profile=None, assigned_user="alice")
+    assert check_auto_enroll([manual], COLLECTED, ALICE) is manual
+    bob = replace(COLLECTED, os_login_user="bob")
+    with pytest.raises(AutoEnrollRefused, match="^user bob is not a user of device C02XL0GJJGH5/"):
+        check_auto_enroll([manual], bob, user("bob"))
+    with pytest.raises(AutoEnrollRefused, match="^os_login_user is not alice nor one of"):
+        check_auto_enroll([manual], bob, ALICE)
+
+
+def test_the_caller_must_be_a_user_of_the_device_whatever_data_they_send() -> None:
+    """The takeover: the right values and the owner's login user, sent by someone else."""
+    with pytest.raises(AutoEnrollRefused) as refused:
+        check_auto_enroll([DEVICE], COLLECTED, user("mallory"))
+    assert str(refused.value).startswith("user mallory is not a user of device C02XL0GJJGH5/")
+    assert not any(value in str(refused.value) for value in MDM_VALUES)
+    assert "MDM usernames: alice, admin" in audit_reason(refused.value)
+
+
+def test_declared_logins_make_a_user_a_user_of_the_device() -> None:
+    asmith = user("asmith", "alice")
+    assert check_auto_enroll([DEVICE], COLLECTED, asmith) is DEVICE
+    as_admin = replace(COLLECTED, os_login_user="admin")  # a user of the device, not theirs
+    with pytest.raises(AutoEnrollRefused, match="^os_login_user is not asmith nor one of"):
+        check_auto_enroll([DEVICE], as_admin, asmith)
+
+
+def test_a_profile_that_names_no_user_is_refused() -> None:
+    nobody = replace(DEVICE, profile=replace(PROFILE, os_usernames=()))
+    with pytest.raises(AutoEnrollRefused, match="MDM profile names no user"):
+        check_auto_enroll([nobody], COLLECTED, ALICE)
 
 
 @pytest.mark.parametrize(
@@ -103,16 +149,25 @@ def test_a_device_without_a_profile_is_refused_with_what_to_do() -> None:
          "the MDM profile says 'alice, admin'"),
     ],
 )  # fmt: skip
-def test_each_drifted_field_is_named_with_both_values(
+def test_each_drifted_field_is_named_with_both_values_for_admins_only(
     change: dict[str, str | None], message: str
 ) -> None:
     collected = replace(COLLECTED, **change)  # type: ignore[arg-type]
     [field] = drift(DEVICE, collected)
     assert str(field) == message
     assert field.advice
+    mallory = user("mallory", "alice")  # a user of the device whichever login they report
     with pytest.raises(AutoEnrollRefused) as refused:
-        check_auto_enroll([DEVICE], collected)
-    assert str(refused.value) == f"device does not match its MDM profile: {message}"
+        check_auto_enroll([DEVICE], collected, mallory)
+    told = str(refused.value)
+    assert told == (
+        f"device does not match its MDM profile: {field.refusal}: {field.advice}"
+        if field.name != "os_login_user"
+        else told
+    )
+    assert not any(value in told for value in MDM_VALUES), told
+    if field.name != "os_login_user":
+        assert audit_reason(refused.value) == f"device does not match its MDM profile: {message}"
 
 
 def test_the_supplemental_build_passes_and_every_failure_is_listed() -> None:

@@ -43,13 +43,16 @@ def add(
     asset_tag: Annotated[str, typer.Option(help="the device's serial number")],
     enroll: Annotated[bool, typer.Option(help="also create an enrollment token")] = False,
     ttl: Annotated[str | None, typer.Option(help="token lifetime with --enroll, e.g. 1h")] = None,
+    user: Annotated[
+        str | None, typer.Option(help="the user it auto-enrolls for (no MDM profile needed)")
+    ] = None,
 ) -> None:
     """Register a device in the inventory."""
     os_type = OSType.parse(os)
     token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
     db = database()
     device = device_service.register_device(
-        db.uow(), os_type=os_type, asset_tag=asset_tag, actor=actor()
+        db.uow(), os_type=os_type, asset_tag=asset_tag, actor=actor(), assigned_user=user
     )
     typer.echo(f"Device {device.asset_tag}/{device.os_type.value} added to the inventory")
     if enroll:

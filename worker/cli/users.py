@@ -33,17 +33,48 @@ def add(
         list[str],
         typer.Option(help="comma-separated: access, editor, device-admin, bot"),
     ],
+    logins: Annotated[
+        list[str] | None,
+        typer.Option(help="comma-separated logins the user has on their devices (MDM usernames)"),
+    ] = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Create a user and print their credential once."""
     parsed = Role.parse_many(roles)
-    user, token = user_service.add_user(database().uow(), name, parsed, actor=actor())
+    declared = user_service.parse_logins(logins or [])
+    user, token = user_service.add_user(
+        database().uow(), name, parsed, actor=actor(), logins=declared
+    )
     _print_credential(
         user.name,
         token,
         ", ".join(r.value for r in user.roles),
         as_json=format is TextOrJson.JSON,
         verb="created",
+    )
+
+
+@app.command("edit")
+def edit(
+    name: Annotated[str, typer.Argument(help="the user to change", metavar="NAME")],
+    roles: Annotated[
+        list[str] | None,
+        typer.Option(help="replace the roles: access, editor, device-admin, bot"),
+    ] = None,
+    logins: Annotated[
+        list[str] | None,
+        typer.Option(help='replace the logins (comma-separated; "" clears them)'),
+    ] = None,
+) -> None:
+    """Change a user's roles or logins; their credential stays."""
+    parsed = Role.parse_many(roles) if roles is not None else None
+    declared = user_service.parse_logins(logins) if logins is not None else None
+    user = user_service.edit_user(
+        database().uow(), name, actor=actor(), roles=parsed, logins=declared
+    )
+    typer.echo(
+        f'User "{user.name}" updated (roles: {", ".join(r.value for r in user.roles)}; '
+        f"logins: {', '.join(user.logins) or '-'})."
     )
 
 
@@ -57,10 +88,15 @@ def ls(
         echo_json([user_to_dict(u) for u in users])
         return
     rows = [
-        (u.name, ", ".join(r.value for r in u.roles), f"{u.create_time:%Y-%m-%d %H:%M:%S}")
+        (
+            u.name,
+            ", ".join(r.value for r in u.roles),
+            ", ".join(u.logins) or "-",
+            f"{u.create_time:%Y-%m-%d %H:%M:%S}",
+        )
         for u in users
     ]
-    typer.echo("\n".join(format_rows(("User", "Roles", "Created (UTC)"), rows)))
+    typer.echo("\n".join(format_rows(("User", "Roles", "Logins", "Created (UTC)"), rows)))
     if not users:
         info("No users; add one with `devtrust users add NAME --roles access`.")
 
