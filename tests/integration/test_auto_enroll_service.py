@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from ceremony.agent.enroll import CeremonyClient, enroll_macos
 from ceremony.agent.softkey import SoftwareEnclaveKey
@@ -43,13 +45,16 @@ class Stack:
     db: Database
     tmp: Path
     worker: Process
+    redis_url: str
 
-    def user(self, name: str) -> str:
-        return users.add_user(self.db.uow(), name, (Role.ACCESS,), actor="admin")[1]
+    def user(
+        self, name: str, roles: tuple[Role, ...] = (Role.ACCESS,), logins: tuple[str, ...] = ()
+    ) -> str:
+        return users.add_user(self.db.uow(), name, roles, actor="admin", logins=logins)[1]
 
-    def device(self, serial: str) -> None:
+    def device(self, serial: str, profile: Profile = PROFILE) -> None:
         devices.register_device(
-            self.db.uow(), os_type="macos", asset_tag=serial, actor="jamf", profile=PROFILE
+            self.db.uow(), os_type="macos", asset_tag=serial, actor="jamf", profile=profile
         )
 
     def trust(self, *, auto_enroll: bool, mode: DeviceTrustMode = DeviceTrustMode.OPTIONAL) -> None:
@@ -102,7 +107,7 @@ def _stack(tmp: Path, **env: str) -> Iterator[Stack]:
             started([DEVTRUST, "serve", "--port", str(port)], full, "serve") as server,
         ):
             server.wait_for("Uvicorn running", timeout=30)
-            yield Stack(f"http://127.0.0.1:{port}", db, tmp, checks)
+            yield Stack(f"http://127.0.0.1:{port}", db, tmp, checks, redis_server.url)
     finally:
         db.close()
         redis_server.stop()
@@ -149,9 +154,11 @@ def test_drift_is_refused_with_its_reason_and_the_data_kept_for_diff(stack: Stac
     answer = stack.post(carol, collected("C02AUTO00002", user="carol", os_version="14.3"))
     assert answer.status_code == 403
     assert answer.json()["error"] == (
-        "device does not match its MDM profile: os_version differs: the device reports "
-        "'14.3', the MDM profile says '14.2.1'"
+        "device does not match its MDM profile: os_version differs: the device changed "
+        "since the MDM last reported it: wait for the next MDM sync or run `devtrust jamf sync`"
     )
+    [event] = [e for e in audit.list_events(stack.db.uow()) if e.actor == "carol"]
+    assert "the device reports '14.3', the MDM profile says '14.2.1'" in event.message
     device = devices.get_device(stack.db.uow(), "C02AUTO00002")
     [kept] = devices.collected_history(stack.db.uow(), device.id)
     assert collected_to_dict(kept)["os_version"] == "14.3"
@@ -215,3 +222,142 @@ def test_a_slow_verdict_is_answered_202_and_polled_by_its_user_only(
         assert polled.status_code == 200 and polled.json()["token"]
         assert slow.poll(bob, location).status_code == 404
         assert slow.poll(alice, "/v1/auto-enroll/not-a-check").status_code == 404
+
+
+# The adversarial pass's takeover, replayed: a Jamf-synced Mac whose user of record is
+# tomasz.costa, and an attacker with the access role who knows only its serial.
+TAKEN_PROFILE = Profile(
+    model_identifier="Mac16,1",
+    os_version="15.2",
+    os_build="24C101",
+    os_usernames=("tomasz.costa", "_mbsetupuser"),
+    jamf_binary_version="11.12.0",
+)
+TAKEN_VALUES = ("Mac16,1", "15.2", "24C101", "tomasz.costa", "11.12.0")
+
+
+def mac(serial: str, user: str, **changes: Any) -> CollectedData:
+    return collected(
+        serial,
+        user,
+        **{
+            "model_identifier": "Mac16,1",
+            "os_version": "15.2",
+            "os_build": "24C101",
+            "jamf_binary_version": "11.12.0",
+            **changes,
+        },
+    )
+
+
+def test_the_takeover_of_a_synced_mac_by_another_user_is_refused(
+    stack: Stack, tmp_path: Path
+) -> None:
+    serial = "C02TAKEOVER1"
+    mallory = stack.user("mallory")
+    tomasz = stack.user("tomasz", logins=("tomasz.costa",))
+    stack.device(serial, TAKEN_PROFILE)
+    stack.trust(auto_enroll=True)
+
+    # Step 1: whatever the attacker sends, the refusal tells nothing the MDM knows.
+    probe = stack.post(mallory, mac(serial, "mallory", model_identifier="MacBookAir10,1"))
+    assert probe.status_code == 403
+    assert not any(value in probe.text for value in TAKEN_VALUES), probe.text
+
+    # Step 2: the right values and the owner's login user, resent: still refused.
+    replay = stack.post(mallory, mac(serial, "tomasz.costa"))
+    assert replay.status_code == 403 and "token" not in replay.json()
+    assert replay.json()["error"].startswith(f"user mallory is not a user of device {serial}/")
+    assert not any(value in replay.text for value in TAKEN_VALUES), replay.text
+    assert devices.get_device(stack.db.uow(), serial).enroll_status.value == "not_enrolled"
+    events = audit.list_events(stack.db.uow(), type=audit.DEVICE_TOKEN_CREATE)
+    refused = [e for e in events if e.actor == "mallory"]
+    assert len(refused) == 2 and not any(e.success for e in refused)
+    assert "MDM usernames: tomasz.costa" in refused[1].message  # for admins, in the log
+
+    # The real owner, who logs in as tomasz.costa, still auto-enrolls and enrolls.
+    drifted = stack.post(tomasz, mac(serial, "tomasz.costa", os_build="24C999"))
+    assert drifted.status_code == 403 and "os_build differs" in drifted.json()["error"]
+    assert not any(value in drifted.text for value in TAKEN_VALUES), drifted.text
+    answer = stack.post(tomasz, mac(serial, "tomasz.costa"))
+    assert answer.status_code == 200, answer.text
+    key = SoftwareEnclaveKey.load_or_create(tmp_path)
+    with CeremonyClient(stack.url, tomasz) as client:
+        enrolled = enroll_macos(client, answer.json()["token"], mac(serial, "tomasz.costa"), key)
+    assert (enrolled["enroll_status"], enrolled["owner"]) == ("enrolled", "tomasz")
+
+
+def test_a_device_registered_by_hand_auto_enrolls_only_for_its_assigned_user(
+    stack: Stack,
+) -> None:
+    owner, other = stack.user("gina"), stack.user("hank")
+    stack.trust(auto_enroll=True)
+    devices.register_device(
+        stack.db.uow(), os_type="macos", asset_tag="C02MANUAL001", actor="admin"
+    )
+    devices.register_device(
+        stack.db.uow(),
+        os_type="macos",
+        asset_tag="C02MANUAL002",
+        actor="admin",
+        assigned_user="gina",
+    )
+    unassigned = stack.post(owner, collected("C02MANUAL001", user="gina"))
+    assert unassigned.status_code == 403
+    assert "no MDM profile and no assigned user: ask an admin" in unassigned.json()["error"]
+    refused = stack.post(other, collected("C02MANUAL002", user="hank"))
+    assert refused.json()["error"] == "user hank is not a user of device C02MANUAL002/macOS"
+    assert stack.post(owner, collected("C02MANUAL002", user="gina")).status_code == 200
+
+
+def test_a_bot_is_refused_auto_enrollment_naming_the_roles_needed(stack: Stack) -> None:
+    bot = stack.user("ci-bot", roles=(Role.BOT,))
+    stack.device("C02BOT000001", replace_users(PROFILE, "ci-bot"))
+    stack.trust(auto_enroll=True)
+    answer = stack.post(bot, collected("C02BOT000001", user="ci-bot"))
+    assert answer.status_code == 403
+    assert answer.json()["error"] == (
+        "auto-enrollment requires the access, editor or device-admin role; user ci-bot has bot"
+    )
+    [event] = [e for e in audit.list_events(stack.db.uow()) if e.actor == "ci-bot"]
+    assert not event.success and "requires the access" in event.message
+
+
+def replace_users(profile: Profile, *names: str) -> Profile:
+    from dataclasses import replace
+
+    return replace(profile, os_usernames=names)
+
+
+def test_unknown_and_non_canonical_check_ids_are_404_at_once(stack: Stack) -> None:
+    alice = stack.user("ivy")
+    started_at = time.monotonic()
+    for check_id in (str(uuid.uuid4()), str(uuid.uuid4()).upper(), uuid.uuid4().hex):
+        assert stack.poll(alice, f"/v1/auto-enroll/{check_id}").status_code == 404
+    assert time.monotonic() - started_at < 1.0  # no waiting for a verdict that never comes
+
+
+def test_a_verdict_is_sealed_short_lived_and_delivered_once(tmp_path: Path) -> None:
+    with _stack(tmp_path, DEVTRUST_AUTO_ENROLL_WAIT="0") as slow:
+        alice = slow.user("alice")
+        slow.device("C02ONCE00001")
+        slow.trust(auto_enroll=True)
+        answer = slow.post(alice, collected("C02ONCE00001"))
+        assert answer.status_code == 202
+        check_id = answer.json()["check_id"]
+        backend = redis.Redis.from_url(f"{slow.redis_url}/1")
+        key = f"celery-task-meta-{check_id}"
+        deadline = time.monotonic() + 30
+        while not backend.exists(key) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stored = backend.get(key)
+        assert stored is not None
+        assert 0 < backend.ttl(key) <= 300  # the token's own five minutes, not days
+
+        polled = slow.poll(alice, answer.headers["Location"])
+        assert polled.status_code == 200, polled.text
+        token = polled.json()["token"]
+        assert token.encode() not in stored  # sealed in the backend, with a key it never saw
+        assert not backend.exists(key)  # delivered, so forgotten
+        assert slow.poll(alice, answer.headers["Location"]).status_code == 404  # once
+        backend.close()
