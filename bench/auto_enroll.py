@@ -59,7 +59,7 @@ from bench.bench_devices_ls import DATABASES, devtrust_script
 from ceremony.protocol import Collected
 from inventory.db import Database
 from inventory.domain import CollectedData, OSType, Profile
-from inventory.services import devices
+from inventory.services import auto_enroll, devices
 from inventory.settings import load_settings
 from tests.processes import RedisServer
 from worker.celery import AUTO_ENROLL_TASK, NOOP_TASK, QUEUE, create_app
@@ -136,7 +136,9 @@ def worker_process(env: dict[str, str], log_path: Path) -> Iterator[None]:
 
 def register(url: str, count: int) -> list[dict[str, Any]]:
     """``count`` macOS devices with the MDM profile; returns one check's kwargs for each,
-    collected data that matches its profile."""
+    collected data that matches its profile, and the check's row opened as the service
+    opens it before it sends the check (not timed: the service's INSERT is not the
+    worker's cost)."""
     db = Database.connect(url)
     try:
         payloads = []
@@ -155,7 +157,8 @@ def register(url: str, count: int) -> list[dict[str, Any]]:
                 jamf_binary_version=PROFILE.jamf_binary_version,
             )
             wire = Collected.from_domain(collected).model_dump(mode="json", exclude_none=True)
-            payloads.append({"user": USER, "collected": wire})
+            check = auto_enroll.open_check(db.uow(autocommit=True), USER)
+            payloads.append({"user": USER, "collected": wire, "check": check})
         return payloads
     finally:
         db.close()
@@ -219,8 +222,15 @@ class Arrivals:
 
 
 def send(app: Celery, task: str, kwargs: dict[str, Any]) -> AsyncResult:
-    """As ``CeleryCheckQueue.submit`` sends a check."""
-    return app.send_task(task, kwargs=kwargs, queue=QUEUE, expires=CHECK_EXPIRES, retry=False)
+    """As ``CeleryCheckQueue.submit`` sends a check: its id is its check's."""
+    return app.send_task(
+        task,
+        task_id=kwargs.get("check"),
+        kwargs=kwargs,
+        queue=QUEUE,
+        expires=CHECK_EXPIRES,
+        retry=False,
+    )
 
 
 def verdicts(task: str, results: Sequence[AsyncResult]) -> None:

@@ -331,3 +331,29 @@ def test_refused_enrollment_is_audited_as_failed(cli: Cli) -> None:
     assert row["Type"] == "device.token.create"
     assert row["Result"] == "FAILED"
     assert "NOPE123" in row["Message"]
+
+
+def test_devices_add_user_assigns_the_device_and_get_shows_it_in_every_format(
+    cli: Cli,
+) -> None:
+    ok(cli("users", "add", "alice", "--roles", "access"))
+    added = ok(cli("devices", "add", "--os", "linux", "--asset-tag", "LNX-0042", "--user", "alice"))
+    assert "LNX-0042" in added.out
+    assert (
+        json.loads(ok(cli("devices", "get", "LNX-0042", "--format", "json")).out)["assigned_user"]
+        == "alice"
+    )
+    assert yaml.safe_load(ok(cli("devices", "get", "LNX-0042")).out)["spec"]["assigned_user"] == (
+        "alice"
+    )
+    text = ok(cli("devices", "get", "LNX-0042", "--format", "text")).out
+    assert any(
+        line.split(":") == ["assigned_user", " alice"] for line in map(str.strip, text.splitlines())
+    )
+
+
+def test_devices_add_with_an_unknown_user_is_refused_and_adds_nothing(cli: Cli) -> None:
+    refused = cli("devices", "add", "--os", "linux", "--asset-tag", "LNX-0043", "--user", "nobody")
+    assert refused.code != 0
+    assert "user 'nobody' not found: add them first (`devtrust users add`)" in refused.error_line
+    assert json.loads(ok(cli("devices", "ls", "--format", "json")).out) == []

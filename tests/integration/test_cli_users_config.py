@@ -103,6 +103,57 @@ def test_users_add_with_a_bad_role_is_refused(cli: Cli, roles: str, message: str
     assert table(ok(cli("users", "ls")).out)[1] == []
 
 
+def test_users_add_and_edit_declare_the_logins_a_user_has_on_devices(cli: Cli) -> None:
+    ok(
+        cli(
+            "users",
+            "add",
+            "alice",
+            "--roles",
+            "access",
+            "--logins",
+            "alice,alice.smith@corp.example",
+        )
+    )
+    _, rows = table(ok(cli("users", "ls")).out)
+    assert [(r["User"], r["Logins"]) for r in rows] == [
+        ("alice", "alice, alice.smith@corp.example")
+    ]
+    edited = ok(cli("users", "edit", "alice", "--logins", "asmith", "--roles", "access,editor"))
+    assert edited.out == 'User "alice" updated (roles: access, editor; logins: asmith).\n'
+    [user] = json.loads(ok(cli("users", "ls", "--format", "json")).out)
+    assert (user["roles"], user["logins"]) == (["access", "editor"], ["asmith"])
+    _, events = table(ok(cli("audit", "ls", "--type", "user.update")).out)
+    assert "user alice now has roles access, editor and logins asmith" in events[-1]["Message"]
+    assert ok(cli("users", "edit", "alice", "--logins", "")).out.endswith("logins: -).\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(("edit", "alice"), "nothing to change: give --roles and/or --logins",
+                     id="nothing"),
+        pytest.param(("edit", "alice", "--logins", "al ice"), "--logins: invalid user name",
+                     id="bad-login"),
+        pytest.param(("edit", "alice", "--roles", "wizard"), "unknown role 'wizard'",
+                     id="bad-role"),
+        pytest.param(("edit", "nobody", "--roles", "access"), "user 'nobody' not found",
+                     id="no-user"),
+        pytest.param(("add", "bob", "--roles", "access", "--logins", "b;ob"),
+                     "--logins: invalid user name 'b;ob'", id="add-bad-login"),
+    ],
+)  # fmt: skip
+def test_users_edit_refuses_bad_input_in_one_line_and_changes_nothing(
+    cli: Cli, args: tuple[str, ...], message: str
+) -> None:
+    ok(cli("users", "add", "alice", "--roles", "access", "--logins", "alice"))
+    refused = cli("users", *args)
+    assert refused.code != 0
+    assert message in refused.error_line
+    _, rows = table(ok(cli("users", "ls")).out)
+    assert [(r["User"], r["Roles"], r["Logins"]) for r in rows] == [("alice", "access", "alice")]
+
+
 # --- config --------------------------------------------------------------------------------
 
 
