@@ -68,14 +68,23 @@ def purge_challenges() -> int:
 
 
 class _ShortLivedVerdict(Task):  # type: ignore[misc]
-    """A check's verdict is worth nothing once its token has expired: on a result backend
-    that can (Redis), it expires then, not after the backend's ``result_expires``. The
-    service deletes it as it delivers it, and forgets those nobody polled."""
+    """A check's verdict is worth nothing once its token has expired: it is stored by a
+    backend of its own, like the app's but whose results expire then (on Redis, in the
+    same SETEX; no extra round trip), not after the app's ``result_expires``. The service
+    deletes it as it delivers it, and forgets those nobody polled."""
 
-    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        backend = self.backend
-        if hasattr(backend, "expire") and hasattr(backend, "get_key_for_task"):
-            backend.expire(backend.get_key_for_task(task_id), VERDICT_TTL_SECONDS)
+    _verdicts: Any = None
+
+    @property
+    def backend(self) -> Any:
+        if self._verdicts is None:
+            shared = self.app.backend
+            self._verdicts = type(shared)(app=self.app, url=shared.url, expires=VERDICT_TTL_SECONDS)
+        return self._verdicts
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        self._verdicts = value
 
 
 @app.task(name=AUTO_ENROLL_TASK, base=_ShortLivedVerdict, acks_late=False, track_started=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -219,3 +220,35 @@ def test_collected_data_the_worker_cannot_read_is_refused_naming_the_field(
     )
     assert verdict["ok"] is False and verdict["status"] == 400
     assert str(verdict["reason"]).startswith("collected data: os_type: Input should be ")
+
+
+def test_a_submitted_check_seals_its_token_with_a_key_only_its_row_holds(
+    db: Database, synced: str, clock: Clock
+) -> None:
+    check = auto_enroll.open_check(db.uow(autocommit=True), "alice")
+    issued, sealed = auto_enroll.check_and_seal(
+        db.uow(), check=check, user="alice", collected=COLLECTED
+    )
+    assert issued.token not in sealed
+    assert auto_enroll.check_is_open(db.uow(), check, "alice")
+    assert not auto_enroll.check_is_open(db.uow(), check, "bob")  # someone else's
+    assert auto_enroll.close_check(db.uow(autocommit=True), check, "bob") is None
+    key = auto_enroll.close_check(db.uow(autocommit=True), check, "alice")
+    assert key is not None and auto_enroll.unseal(key, sealed) == issued.token
+    assert auto_enroll.close_check(db.uow(autocommit=True), check, "alice") is None  # once
+
+
+def test_a_check_whose_row_is_gone_mints_nothing_and_expired_rows_are_purged(
+    db: Database, synced: str, clock: Clock
+) -> None:
+    with pytest.raises(AutoEnrollRefused, match="expired before it ran"):
+        auto_enroll.check_and_seal(
+            db.uow(), check=str(uuid.uuid4()), user="alice", collected=COLLECTED
+        )
+    [event] = token_events(db)
+    assert not event.success and "expired before it ran" in event.message
+    check = auto_enroll.open_check(db.uow(autocommit=True), "alice")
+    clock.advance(minutes=5)  # the token's own lifetime
+    assert not auto_enroll.check_is_open(db.uow(), check, "alice")
+    assert auto_enroll.close_check(db.uow(autocommit=True), check, "alice") is None
+    assert auto_enroll.purge_checks(db.uow(autocommit=True)) == [check]
