@@ -252,3 +252,47 @@ def test_a_check_whose_row_is_gone_mints_nothing_and_expired_rows_are_purged(
     assert not auto_enroll.check_is_open(db.uow(), check, "alice")
     assert auto_enroll.close_check(db.uow(autocommit=True), check, "alice") is None
     assert auto_enroll.purge_checks(db.uow(autocommit=True)) == [check]
+
+
+class RecordingQueue:
+    """The service's queue, stood in for: records what the service asks of it."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.forgotten: list[str] = []
+
+    def submit(self, check_id: str, user: str, logins: object, collected: object) -> None:
+        self.submitted.append(check_id)
+
+    def verdict(self, check_id: str, wait: float) -> dict[str, object] | None:
+        return None
+
+    def forget(self, check_id: str) -> None:
+        self.forgotten.append(check_id)
+
+
+def test_the_service_forgets_checks_that_expired_undelivered(db: Database, clock: Clock) -> None:
+    from ceremony.autoenroll import AutoEnrollment
+    from ceremony.protocol import AutoEnrollPending, Collected
+    from inventory.domain import Role
+    from inventory.preference import DeviceTrust
+    from inventory.services import preference, users
+
+    class NoLimit:
+        def hit(self, key: str) -> None:
+            pass
+
+    _, credential = users.add_user(db.uow(), "alice", (Role.ACCESS,), actor="admin")
+    preference.update_preference(db.uow(), DeviceTrust(auto_enroll=True), actor="admin")
+    queue = RecordingQueue()
+    service = AutoEnrollment(db, queue, NoLimit(), wait=0)
+    sent = Collected.from_domain(COLLECTED)
+    first = service.request(credential, sent)
+    assert isinstance(first, AutoEnrollPending)
+    assert first.check_id == queue.submitted[0] and queue.forgotten == []
+    clock.advance(minutes=5)
+    service._next_purge = 0.0  # the minute between purges has passed
+    service.request(credential, sent)
+    assert queue.forgotten == [first.check_id]  # its verdict, if any, deleted too
+    assert not auto_enroll.check_is_open(db.uow(), first.check_id, "alice")
+    assert auto_enroll.check_is_open(db.uow(), queue.submitted[1], "alice")
