@@ -86,7 +86,8 @@ def collected(serial: str, user: str = "alice", **changes: Any) -> CollectedData
 
 
 @contextmanager
-def _stack(tmp: Path, **env: str) -> Iterator[Stack]:
+def _stack(tmp: Path, *, embedded: bool = False, **env: str) -> Iterator[Stack]:
+    """The stack; ``embedded``: on the embedded file broker and result backend."""
     redis_server = RedisServer(tmp)
     redis_server.start()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
@@ -95,8 +96,14 @@ def _stack(tmp: Path, **env: str) -> Iterator[Stack]:
         **clean,
         "DEVTRUST_DATA_DIR": str(tmp / "data"),
         "DEVTRUST_DATABASE_URL": database_url,
-        "DEVTRUST_BROKER_URL": f"{redis_server.url}/0",
-        "DEVTRUST_RESULT_BACKEND": f"{redis_server.url}/1",
+        **(
+            {}
+            if embedded
+            else {
+                "DEVTRUST_BROKER_URL": f"{redis_server.url}/0",
+                "DEVTRUST_RESULT_BACKEND": f"{redis_server.url}/1",
+            }
+        ),
         **env,
     }
     port = free_port()
@@ -361,3 +368,24 @@ def test_a_verdict_is_sealed_short_lived_and_delivered_once(tmp_path: Path) -> N
         assert not backend.exists(key)  # delivered, so forgotten
         assert slow.poll(alice, answer.headers["Location"]).status_code == 404  # once
         backend.close()
+
+
+def test_on_the_embedded_backend_a_verdict_is_sealed_and_deleted_once_delivered(
+    tmp_path: Path,
+) -> None:
+    with _stack(tmp_path, embedded=True, DEVTRUST_AUTO_ENROLL_WAIT="0") as slow:
+        alice = slow.user("alice")
+        slow.device("C02FILE00001")
+        slow.trust(auto_enroll=True)
+        answer = slow.post(alice, collected("C02FILE00001"))
+        assert answer.status_code == 202
+        stored_at = tmp_path / "data" / "results" / f"celery-task-meta-{answer.json()['check_id']}"
+        deadline = time.monotonic() + 30
+        while not stored_at.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stored = stored_at.read_bytes()
+        polled = slow.poll(alice, answer.headers["Location"])
+        assert polled.status_code == 200, polled.text
+        assert polled.json()["token"].encode() not in stored and b"sealed_token" in stored
+        assert not stored_at.exists()
+        assert slow.poll(alice, answer.headers["Location"]).status_code == 404
