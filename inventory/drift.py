@@ -194,7 +194,7 @@ def check_user_of_device(device: Device, collected: CollectedData, user: User) -
                 f"(assigned to {device.assigned_user})",
             )
     else:
-        usernames = device.profile.os_usernames
+        usernames = tuple(u for u in device.profile.os_usernames if is_a_person(u))
         if not usernames:
             raise AutoEnrollRefused(
                 f"device {device.label}'s MDM profile names no user: assign the device "
@@ -216,6 +216,17 @@ def check_user_of_device(device: Device, collected: CollectedData, user: User) -
             for_audit=f"os_login_user {_shown(collected.os_login_user)} is not {user.name} "
             f"nor one of their logins ({', '.join(sorted(names))})",
         )
+
+
+# macOS's own accounts, never a person's: a user declaring one as a login (or named like
+# one) would be a user of every Mac. (The profile's usernames are the user of record and
+# the local accounts: see ``jamf.mapping.map_computer``.)
+_SYSTEM_ACCOUNTS = frozenset({"root", "daemon", "nobody"})
+
+
+def is_a_person(username: str) -> bool:
+    """Whether a profile username can be a person's: not a system account."""
+    return not username.startswith("_") and username not in _SYSTEM_ACCOUNTS
 
 
 def mismatch(failed: Sequence[Field]) -> str:

@@ -126,6 +126,14 @@ def test_a_profile_that_names_no_user_is_refused() -> None:
         check_auto_enroll([nobody], COLLECTED, ALICE)
 
 
+def test_system_accounts_make_no_one_a_user_of_the_device() -> None:
+    system = replace(DEVICE, profile=replace(PROFILE, os_usernames=("_mbsetupuser", "root")))
+    for name in ("_mbsetupuser", "root"):
+        claimed = replace(COLLECTED, os_login_user=name)
+        with pytest.raises(AutoEnrollRefused, match="MDM profile names no user"):
+            check_auto_enroll([system], claimed, user("mallory", name))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
