@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -26,10 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from inventory.domain import CollectedData, OSType, normalize_asset_tag
+from inventory.domain import MAX_ASSET_TAG_LENGTH, CollectedData, OSType, normalize_asset_tag
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BLOB_BYTES = 16 * 1024  # decoded; the verifiers bound each structure more tightly
+MAX_BLOB_CHARS = -(-MAX_BLOB_BYTES // 3) * 4  # its standard base64, padded
 PCR_BANK = "sha256"
 QUOTED_PCRS = tuple(range(24))  # go-attestation's AttestPlatform quotes every PCR
 
@@ -39,7 +41,7 @@ def _decode(value: object) -> bytes:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a base64 string")
-    if len(value) > MAX_BLOB_BYTES * 4 // 3 + 4:
+    if len(value) > MAX_BLOB_CHARS:
         raise ValueError(f"is more than {MAX_BLOB_BYTES} bytes")
     try:
         return base64.b64decode(value, validate=True)
@@ -55,13 +57,57 @@ B64 = Annotated[
     bytes,
     BeforeValidator(_decode),
     PlainSerializer(encode, return_type=str),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+    # Standard, padded base64 (what b64decode(validate=True) takes), so that the schema
+    # says what is accepted: contentEncoding alone is only an annotation.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "maxLength": MAX_BLOB_CHARS,
+            "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        }
+    ),
 ]
 
 
-def _storable(value: str) -> str:
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL
-        raise ValueError("contains a NUL character")
+# What no text field may hold: control characters (C0, DEL and C1; PostgreSQL text cannot
+# hold NUL at all, and the rest would break the one-line messages and audit events that
+# echo a field), the line and paragraph separators, and lone surrogates (no encoding can
+# store them). Declared in the schema too, so what it calls valid is what is accepted.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+
+
+def _plain_text(value: str) -> str:
+    if found := _UNSTORABLE.search(value):
+        if found.group() == "\x00":
+            raise ValueError("contains a NUL character")
+        raise ValueError(f"contains the control character U+{ord(found.group()):04X}")
+    return value.strip()
+
+
+def _text_schema(max_length: int, min_length: int = 0) -> WithJsonSchema:
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": TEXT_PATTERN}
+    if min_length:
+        schema["minLength"] = min_length
+    return WithJsonSchema(schema)
+
+
+# An RFC 3339 date-time (what JSON Schema's "date-time" format is), in the years 1000 to
+# 2999 so that any offset converts to UTC: lax parsing would also take a number (Unix
+# time), a date alone, or a time without seconds.
+_DATE_TIME = re.compile(
+    r"[12][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+def _date_time(value: object) -> object:
+    if isinstance(value, datetime):  # built in Python (the service's own data), not sent
+        return value
+    if not isinstance(value, str) or not _DATE_TIME.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-11-26T12:00:00Z")
     return value
 
 
@@ -73,13 +119,51 @@ def _utc(value: datetime) -> datetime:
 
 
 # Bounded as the inventory's columns are, so what is accepted here can be stored.
+# Their length is counted as sent, then they are stripped of surrounding whitespace.
 Text64 = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_storable)
+    str, StringConstraints(max_length=64), AfterValidator(_plain_text), _text_schema(64)
 ]
 Text128 = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=128), AfterValidator(_storable)
+    str, StringConstraints(max_length=128), AfterValidator(_plain_text), _text_schema(128)
 ]
-UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Token = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(_plain_text),
+    _text_schema(256, min_length=1),
+]
+ChallengeId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(_plain_text),
+    _text_schema(64, min_length=1),
+]
+UTCTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_date_time),
+    AfterValidator(_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": f"^{_DATE_TIME.pattern}$"}),
+]
+
+
+def _serial(value: str) -> str:
+    tag = value.strip(" ")
+    if not _SERIAL.fullmatch(tag):
+        raise ValueError("must be printable ASCII without spaces or control characters")
+    return tag
+
+
+_SERIAL = re.compile(r"[!-~]+")
+# The asset tag the device reports: printable ASCII, with spaces around it forgiven.
+SerialNumber = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ASSET_TAG_LENGTH),
+    AfterValidator(_serial),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_ASSET_TAG_LENGTH,
+         "pattern": "^ *[!-~]+ *$"}
+    ),
+]  # fmt: skip
 
 
 class Wire(BaseModel):
@@ -89,7 +173,7 @@ class Wire(BaseModel):
 class Collected(Wire):
     """What the device collected about itself (``devtrust device collect``)."""
 
-    serial_number: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    serial_number: SerialNumber
     os_type: OSType
     model_identifier: Text128 | None = None
     os_version: Text64 | None = None
@@ -145,10 +229,24 @@ def _exactly_one(model: Wire, first: str, second: str) -> None:
         raise ValueError(f"give exactly one of {first!r} and {second!r}")
 
 
+def _one_of(first: str, second: str) -> ConfigDict:
+    """``_exactly_one`` in the schema: one of the two is an object, the other null or absent."""
+
+    def branch(given: str, other: str) -> dict[str, Any]:
+        return {
+            "required": [given],
+            "properties": {given: {"type": "object"}, other: {"type": "null"}},
+        }
+
+    return ConfigDict(json_schema_extra={"oneOf": [branch(first, second), branch(second, first)]})
+
+
 class EnrollInit(Wire):
     """The first round trip: the token, the collected data and the device's keys."""
 
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+    model_config = _one_of("tpm", "macos")
+
+    token: Token
     collected: Collected
     tpm: TPMAttestation | None = None
     macos: MacOSKey | None = None
@@ -178,10 +276,28 @@ class EnrollChallenge(Wire):
     macos: MacOSChallenge | None = None
 
 
+def _pcr_index(value: object) -> object:
+    # JSON object keys are strings: only a plain decimal index is one (lax int parsing
+    # would also take " 7", "07" or "7.0").
+    if isinstance(value, str) and not _PCR_INDEX.fullmatch(value):
+        raise ValueError(f"PCR index must be 0 to {len(QUOTED_PCRS) - 1}")
+    return value
+
+
+_PCR_INDEX = re.compile(r"[0-9]|1[0-9]|2[0-3]")
+PCRIndex = Annotated[
+    int,
+    BeforeValidator(_pcr_index),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_PCR_INDEX.pattern})$"}),
+]
+
+
 class Quote(Wire):
     attestation: B64  # TPM2B_ATTEST
     signature: B64  # TPMT_SIGNATURE
-    pcr_values: dict[int, B64] = Field(max_length=24)
+    pcr_values: dict[PCRIndex, B64] = Field(
+        max_length=len(QUOTED_PCRS), json_schema_extra={"additionalProperties": False}
+    )
 
 
 class TPMResponse(Wire):
@@ -196,7 +312,9 @@ class MacOSResponse(Wire):
 class EnrollComplete(Wire):
     """The second round trip: the answer to the challenge."""
 
-    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model_config = _one_of("tpm", "macos")
+
+    challenge_id: ChallengeId
     tpm: TPMResponse | None = None
     macos: MacOSResponse | None = None
 
@@ -241,6 +359,10 @@ class AutoEnrollToken(Wire):
     device: dict[str, Any]
 
 
+# A check's id as the service issues it: a UUID in its canonical, lower-case form.
+CHECK_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class AutoEnrollPending(Wire):
     """The check has not answered yet: poll ``location``."""
 
@@ -273,7 +395,8 @@ class AuthTPMResponse(Wire):
 
 
 class AuthComplete(Wire):
-    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model_config = _one_of("tpm", "macos")
+    challenge_id: ChallengeId
     tpm: AuthTPMResponse | None = None
     macos: MacOSResponse | None = None
 
@@ -293,3 +416,14 @@ class DeviceCertificate(Wire):
 class WhoAmI(Wire):
     user: str
     roles: list[str]
+
+
+class Health(BaseModel):
+    """``/healthz``: ``ok`` or ``unhealthy``, and each dependency's state: ``ok``, or
+    ``unreachable: <why>``."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": "string"}}
+    )
+
+    status: Literal["ok", "unhealthy"]
