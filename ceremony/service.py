@@ -138,11 +138,26 @@ USER_CREDENTIAL = BearerCredential(
 Credential = Annotated[str, Security(USER_CREDENTIAL)]
 
 
+# SQLite's driver calls nearly everything an OperationalError, a missing table too; these
+# are the codes that say the file cannot be used right now.
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                       "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_PROTOCOL")  # fmt: skip
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlite_code = getattr(exc.orig, "sqlite_errorname", None)  # PostgreSQL's: all of them
+    return sqlite_code is None or sqlite_code.startswith(_SQLITE_UNAVAILABLE)
+
+
 def database_error(exc: DBAPIError) -> tuple[int, str]:
     """What to answer for a database error: only one that says the database cannot be
     reached or used right now is 503. A value it refused to store or a constraint it
     enforced is about the request, and anything else is a fault of the service's own."""
-    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+    if _unavailable(exc):
         log.error("database unavailable: %s", one_line(exc))
         return 503, "the inventory database is unavailable; try again shortly"
     if isinstance(exc, DataError):
