@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from ceremony import protocol
+from ceremony import fields, protocol
 from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.device_ca import DeviceCA
@@ -235,4 +235,4 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
             assert answers["202"]["headers"]["Location"]["required"] is True
     collected = spec["components"]["schemas"]["Collected"]["properties"]
     assert collected["collect_time"]["anyOf"][0]["format"] == "date-time"
-    assert collected["os_build"]["anyOf"][0]["pattern"] == protocol.TEXT_PATTERN
+    assert collected["os_build"]["anyOf"][0]["pattern"] == fields.TEXT_PATTERN
