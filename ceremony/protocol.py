@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
-    StringConstraints,
     WithJsonSchema,
     model_validator,
 )
 
+from ceremony.fields import ChallengeId, SerialNumber, Text64, Text128, Token, UTCTime
 from inventory.domain import CollectedData, OSType, normalize_asset_tag
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BLOB_BYTES = 16 * 1024  # decoded; the verifiers bound each structure more tightly
+MAX_BLOB_CHARS = -(-MAX_BLOB_BYTES // 3) * 4  # its standard base64, padded
 PCR_BANK = "sha256"
 QUOTED_PCRS = tuple(range(24))  # go-attestation's AttestPlatform quotes every PCR
 
@@ -39,7 +39,7 @@ def _decode(value: object) -> bytes:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a base64 string")
-    if len(value) > MAX_BLOB_BYTES * 4 // 3 + 4:
+    if len(value) > MAX_BLOB_CHARS:
         raise ValueError(f"is more than {MAX_BLOB_BYTES} bytes")
     try:
         return base64.b64decode(value, validate=True)
@@ -55,31 +55,17 @@ B64 = Annotated[
     bytes,
     BeforeValidator(_decode),
     PlainSerializer(encode, return_type=str),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+    # Standard, padded base64 (what b64decode(validate=True) takes), so that the schema
+    # says what is accepted: contentEncoding alone is only an annotation.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "maxLength": MAX_BLOB_CHARS,
+            "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        }
+    ),
 ]
-
-
-def _storable(value: str) -> str:
-    if "\x00" in value:  # PostgreSQL text cannot hold NUL
-        raise ValueError("contains a NUL character")
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of range once converted to UTC") from None
-
-
-# Bounded as the inventory's columns are, so what is accepted here can be stored.
-Text64 = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_storable)
-]
-Text128 = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=128), AfterValidator(_storable)
-]
-UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class Wire(BaseModel):
@@ -89,7 +75,7 @@ class Wire(BaseModel):
 class Collected(Wire):
     """What the device collected about itself (``devtrust device collect``)."""
 
-    serial_number: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    serial_number: SerialNumber
     os_type: OSType
     model_identifier: Text128 | None = None
     os_version: Text64 | None = None
@@ -145,10 +131,24 @@ def _exactly_one(model: Wire, first: str, second: str) -> None:
         raise ValueError(f"give exactly one of {first!r} and {second!r}")
 
 
+def _one_of(first: str, second: str) -> ConfigDict:
+    """``_exactly_one`` in the schema: one of the two is an object, the other null or absent."""
+
+    def branch(given: str, other: str) -> dict[str, Any]:
+        return {
+            "required": [given],
+            "properties": {given: {"type": "object"}, other: {"type": "null"}},
+        }
+
+    return ConfigDict(json_schema_extra={"oneOf": [branch(first, second), branch(second, first)]})
+
+
 class EnrollInit(Wire):
     """The first round trip: the token, the collected data and the device's keys."""
 
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+    model_config = _one_of("tpm", "macos")
+
+    token: Token
     collected: Collected
     tpm: TPMAttestation | None = None
     macos: MacOSKey | None = None
@@ -178,10 +178,28 @@ class EnrollChallenge(Wire):
     macos: MacOSChallenge | None = None
 
 
+def _pcr_index(value: object) -> object:
+    # JSON object keys are strings: only a plain decimal index is one (lax int parsing
+    # would also take " 7", "07" or "7.0").
+    if isinstance(value, str) and not _PCR_INDEX.fullmatch(value):
+        raise ValueError(f"PCR index must be 0 to {len(QUOTED_PCRS) - 1}")
+    return value
+
+
+_PCR_INDEX = re.compile(r"[0-9]|1[0-9]|2[0-3]")
+PCRIndex = Annotated[
+    int,
+    BeforeValidator(_pcr_index),
+    WithJsonSchema({"type": "string", "pattern": f"^(?:{_PCR_INDEX.pattern})$"}),
+]
+
+
 class Quote(Wire):
     attestation: B64  # TPM2B_ATTEST
     signature: B64  # TPMT_SIGNATURE
-    pcr_values: dict[int, B64] = Field(max_length=24)
+    pcr_values: dict[PCRIndex, B64] = Field(
+        max_length=len(QUOTED_PCRS), json_schema_extra={"additionalProperties": False}
+    )
 
 
 class TPMResponse(Wire):
@@ -196,7 +214,9 @@ class MacOSResponse(Wire):
 class EnrollComplete(Wire):
     """The second round trip: the answer to the challenge."""
 
-    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model_config = _one_of("tpm", "macos")
+
+    challenge_id: ChallengeId
     tpm: TPMResponse | None = None
     macos: MacOSResponse | None = None
 
@@ -241,6 +261,10 @@ class AutoEnrollToken(Wire):
     device: dict[str, Any]
 
 
+# A check's id as the service issues it: a UUID in its canonical, lower-case form.
+CHECK_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class AutoEnrollPending(Wire):
     """The check has not answered yet: poll ``location``."""
 
@@ -273,7 +297,8 @@ class AuthTPMResponse(Wire):
 
 
 class AuthComplete(Wire):
-    challenge_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model_config = _one_of("tpm", "macos")
+    challenge_id: ChallengeId
     tpm: AuthTPMResponse | None = None
     macos: MacOSResponse | None = None
 
@@ -293,3 +318,14 @@ class DeviceCertificate(Wire):
 class WhoAmI(Wire):
     user: str
     roles: list[str]
+
+
+class Health(BaseModel):
+    """``/healthz``: ``ok`` or ``unhealthy``, and each dependency's state: ``ok``, or
+    ``unreachable: <why>``."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": "string"}}
+    )
+
+    status: Literal["ok", "unhealthy"]

@@ -13,28 +13,35 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
   bound to it; ``GET /v1/whoami`` names the user a credential belongs to;
 - ``GET /healthz``: whether the database and the broker answer.
 
-Every refusal is a 4xx whose body is ``{"error": "<one line>"}``; bodies over
-``MAX_BODY_BYTES`` are refused unread with 413. Nothing a client sends yields a 500.
+Every refusal is a 4xx whose body is ``{"error": "<one line>"}``, and every status a
+route can answer is in ``/openapi.json`` (``ceremony.answers``), with the bearer scheme.
+Bodies over ``MAX_BODY_BYTES`` are refused unread with 413, too many or too large
+headers with 431 (``ceremony.limits``). Nothing a client sends yields a 500, and a
+database error is 503 only when the database cannot be reached.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import FastAPI, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
+from ceremony import answers
 from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.enroll import EnrollmentCeremony
+from ceremony.limits import RequestLimits
 from ceremony.protocol import (
-    MAX_BODY_BYTES,
+    CHECK_ID_PATTERN,
     AuthChallenge,
     AuthComplete,
     AuthInit,
@@ -46,23 +53,19 @@ from ceremony.protocol import (
     EnrollChallenge,
     EnrollComplete,
     EnrollInit,
-    ErrorBody,
+    Health,
     SelfToken,
     SelfTokenRequest,
     WhoAmI,
 )
 from ceremony.ratelimit import RateLimited
 from inventory.db import create_db_engine
-from inventory.errors import DevtrustError, Unauthenticated
+from inventory.errors import DevtrustError, Unauthenticated, one_line
 from inventory.serialize import device_to_dict
 from inventory.services import users
 from inventory.settings import Settings
 
 log = logging.getLogger("devtrust.serve")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 Check = Callable[[], None]
 
@@ -90,54 +93,6 @@ def broker_check(broker_url: str, transport_options: dict[str, Any]) -> Check:
     return check
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes: by their Content-Length before reading,
-    and while reading when the client streams without one.
-
-    The body is read here in full (it is small) and handed on in one piece: an error
-    raised from inside the app's own read would reach FastAPI, which turns any of them
-    into a 400 of its own shape.
-    """
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(self.limit)(scope, receive, send)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
-                return
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return _error(413, f"request body is larger than {limit} bytes")
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -160,22 +115,59 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"{where}: {message}" if where else f"request body: {message}"
 
 
-def bearer_credential(
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> str:
-    """The user's credential from ``Authorization: Bearer <DEVTRUST_USER_TOKEN>``."""
-    if not authorization:
-        raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthenticated("the Authorization header must be 'Bearer <user credential>'")
-    return value.strip()
+class BearerCredential(HTTPBearer):
+    """The user's credential from ``Authorization: Bearer <DEVTRUST_USER_TOKEN>``.
+
+    An ``HTTPBearer`` so the OpenAPI document declares the scheme on every route that
+    reads it; the header is read, and refused, in the service's own words."""
+
+    async def __call__(self, request: HTTPConnection) -> str:  # type: ignore[override]
+        authorization = request.headers.get("authorization")
+        if not authorization:
+            raise Unauthenticated("no user credential given: set DEVTRUST_USER_TOKEN")
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <user credential>'")
+        return value.strip()
 
 
-Credential = Annotated[str, Depends(bearer_credential)]
-REFUSALS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422)
-}
+USER_CREDENTIAL = BearerCredential(
+    scheme_name="userCredential",
+    description="the user's credential, printed once by `devtrust users add`",
+)
+Credential = Annotated[str, Security(USER_CREDENTIAL)]
+
+
+# SQLite's driver calls nearly everything an OperationalError, a missing table too; these
+# are the codes that say the file cannot be used right now.
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                       "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_PROTOCOL")  # fmt: skip
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlite_code = getattr(exc.orig, "sqlite_errorname", None)  # PostgreSQL's: all of them
+    return sqlite_code is None or sqlite_code.startswith(_SQLITE_UNAVAILABLE)
+
+
+def database_error(exc: DBAPIError) -> tuple[int, str]:
+    """What to answer for a database error: only one that says the database cannot be
+    reached or used right now is 503. A value it refused to store or a constraint it
+    enforced is about the request, and anything else is a fault of the service's own."""
+    if _unavailable(exc):
+        log.error("database unavailable: %s", one_line(exc))
+        return 503, "the inventory database is unavailable; try again shortly"
+    if isinstance(exc, DataError):
+        log.warning("the database refused a value: %s", one_line(exc))
+        return 400, "the request holds a value the inventory cannot store"
+    if isinstance(exc, IntegrityError):
+        log.warning("the database refused a change: %s", one_line(exc))
+        return 409, "the request conflicts with a concurrent change; try again"
+    log.error("database error", exc_info=exc)
+    return 500, "internal error: the inventory database refused the statement"
 
 
 def create_app(
@@ -191,13 +183,15 @@ def create_app(
     """
     # No redirects for trailing slashes: a wrong path is a 404 in the error shape.
     app = FastAPI(title="devtrust ceremony service", version="0.1", redirect_slashes=False)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RequestLimits)
 
     @app.exception_handler(DevtrustError)
     async def refused(_: Request, exc: DevtrustError) -> JSONResponse:
         response = _error(exc.http_status, str(exc))
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -218,9 +212,8 @@ def create_app(
         return response
 
     @app.exception_handler(DBAPIError)
-    async def database_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.error("database error: %s", exc)
-        return _error(503, "the inventory database is unavailable; try again shortly")
+    async def database_refused(_: Request, exc: DBAPIError) -> JSONResponse:
+        return _error(*database_error(exc))
 
     if ceremony is not None:
         _enrollment_routes(app, ceremony)
@@ -229,7 +222,14 @@ def create_app(
     if authentication is not None:
         _authentication_routes(app, authentication)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={
+            503: {"model": Health, "description": "The database or the broker does not answer"},
+            **answers.refusals(413, 431),
+        },
+    )
     def healthz() -> JSONResponse:
         """Whether the database and the broker answer: 200 when both do, else 503."""
         report: dict[str, Any] = {}
@@ -248,18 +248,18 @@ def create_app(
 
 
 def _enrollment_routes(app: FastAPI, ceremony: EnrollmentCeremony) -> None:
-    @app.post("/v1/enroll/init", responses=REFUSALS)
+    @app.post("/v1/enroll/init", responses=answers.ENROLLMENT)
     def enroll_init(body: EnrollInit, credential: Credential) -> EnrollChallenge:
         """First round trip: the enrollment token, the collected data and the device's
         keys (TPM EK and AK parameters, or a macOS public key) -> a single-use challenge."""
         return ceremony.begin(credential, body)
 
-    @app.post("/v1/enroll/complete", responses=REFUSALS)
+    @app.post("/v1/enroll/complete", responses=answers.ENROLLMENT)
     def enroll_complete(body: EnrollComplete, credential: Credential) -> DeviceResult:
         """Second round trip: the answer to the challenge -> the enrolled device."""
         return DeviceResult(device=device_to_dict(ceremony.complete(credential, body)))
 
-    @app.post("/v1/enroll/self-token", status_code=201, responses=REFUSALS)
+    @app.post("/v1/enroll/self-token", status_code=201, responses=answers.ENROLLMENT)
     def self_token(body: SelfTokenRequest, credential: Credential) -> SelfToken:
         """For editors and device admins: register this device if needed and mint a
         short-lived token, bound to the caller, to enroll it."""
@@ -280,10 +280,7 @@ def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> No
             response.headers["Location"] = result.location
         return result
 
-    @app.post(
-        "/v1/auto-enroll",
-        responses={**REFUSALS, 202: {"model": AutoEnrollPending}, 429: {"model": ErrorBody}},
-    )
+    @app.post("/v1/auto-enroll", responses=answers.AUTO_ENROLLMENT)
     def auto_enroll(
         body: AutoEnrollRequest, credential: Credential, response: Response
     ) -> AutoEnrollToken | AutoEnrollPending:
@@ -292,31 +289,30 @@ def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> No
         to poll when the check takes longer than the service waits."""
         return answered(auto_enrollment.request(credential, body.collected), response)
 
-    @app.get(
-        "/v1/auto-enroll/{check_id}",
-        responses={**REFUSALS, 202: {"model": AutoEnrollPending}},
-    )
+    @app.get("/v1/auto-enroll/{check_id}", responses=answers.AUTO_ENROLLMENT)
     def auto_enroll_verdict(
-        check_id: str, credential: Credential, response: Response
+        check_id: Annotated[str, Path(json_schema_extra={"pattern": CHECK_ID_PATTERN})],
+        credential: Credential,
+        response: Response,
     ) -> AutoEnrollToken | AutoEnrollPending:
         """The verdict of an auto-enrollment check this user asked for (202 while pending)."""
         return answered(auto_enrollment.poll(credential, check_id), response)
 
 
 def _authentication_routes(app: FastAPI, authentication: DeviceAuthentication) -> None:
-    @app.get("/v1/whoami", responses=REFUSALS)
+    @app.get("/v1/whoami", responses=answers.IDENTITY)
     def whoami(credential: Credential) -> WhoAmI:
         """The user this credential belongs to, and their roles."""
         user = users.authenticate(authentication.db.uow(), credential)
         return WhoAmI(user=user.name, roles=[r.value for r in user.roles])
 
-    @app.post("/v1/authenticate/init", responses=REFUSALS)
+    @app.post("/v1/authenticate/init", responses=answers.AUTHENTICATION)
     def authenticate_init(body: AuthInit, credential: Credential) -> AuthChallenge:
         """An enrolled device's collected data and the user's public key -> a nonce to
         quote (TPM) or sign (macOS). 409 when the device is registered but not enrolled."""
         return authentication.begin(credential, body)
 
-    @app.post("/v1/authenticate/complete", responses=REFUSALS)
+    @app.post("/v1/authenticate/complete", responses=answers.AUTHENTICATION)
     def authenticate_complete(body: AuthComplete, credential: Credential) -> DeviceCertificate:
         """The proof -> a short-lived certificate for the user's key, bound to the device."""
         return authentication.complete(credential, body)

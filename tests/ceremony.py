@@ -1,6 +1,7 @@
 """The ceremony service on a real socket, and the inventory state a ceremony needs.
 
-``serving`` runs the FastAPI app in uvicorn on a free loopback port in a thread, so tests
+``serving`` runs the FastAPI app in uvicorn (as ``devtrust serve`` does: h11, bounded
+headers) on a free loopback port in a thread, so tests
 drive it over HTTP while still holding its database (and its clock) in hand.
 """
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from ceremony.agent.enroll import CeremonyClient
 from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
+from ceremony.limits import SERVER_OPTIONS
 from ceremony.service import create_app
 from inventory.db import Database
 from inventory.domain import CollectedData, OSType, Role
@@ -28,7 +30,9 @@ from tests.processes import free_port, wait_until
 def serving(app: FastAPI) -> Iterator[str]:
     """``app`` served by uvicorn on 127.0.0.1; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", **SERVER_OPTIONS
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

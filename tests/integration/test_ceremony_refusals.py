@@ -527,10 +527,16 @@ def test_collected_data_the_inventory_cannot_store_is_refused_with_400(
          400, "^collected.system_serial_number: String should have at most 128 characters$"),
         (lambda b: _set(b, "13\x00", "collected", "os_version"),
          400, "^collected.os_version: contains a NUL character$"),
-        (lambda b: _set(b, "2026-11-26T12:00:00", "collected", "collect_time"),
-         400, "^collected.collect_time: Input should have timezone info$"),
-        (lambda b: _set(b, "9999-12-31T23:59:00-23:00", "collected", "collect_time"),
-         400, "^collected.collect_time: is out of range once converted to UTC$"),
+        (lambda b: _set(b, "13\t", "collected", "os_build"),
+         400, "^collected.os_build: contains the control character U\\+0009$"),
+        (lambda b: _set(b, "LNX-0001\x00", "collected", "serial_number"),
+         400, "^collected.serial_number: must be printable ASCII without spaces or control "),
+        # Date-times are RFC 3339 strings with an offset, in years that convert to UTC:
+        # no Unix times, no local times, no dates alone.
+        *((lambda b, t=t: _set(b, t, "collected", "collect_time"),
+           400, "^collected.collect_time: must be an RFC 3339 date-time string, e.g. ")
+          for t in ("2026-11-26T12:00:00", "9999-12-31T23:59:00-23:00", 0, 1764158400.5,
+                    "1764158400", "2026-11-26", "2026-11-26 12:00:00Z")),
     ])  # fmt: skip
 
 

@@ -89,6 +89,7 @@ def serve(
     from ceremony.device_ca import DeviceCA
     from ceremony.enroll import CeremonyConfig, EnrollmentCeremony
     from ceremony.errors import DeviceCAError
+    from ceremony.limits import SERVER_OPTIONS
     from ceremony.ratelimit import rate_limiter_for
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
@@ -143,4 +144,5 @@ def serve(
     bind(host, port).close()
     configure_logging("INFO")
     app = create_app(current, checks, ceremony, auto, authentication)
-    uvicorn.run(app, host=host, port=port, log_config=None)
+    # h11 with bounded headers, not httptools: see ceremony.limits.
+    uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)

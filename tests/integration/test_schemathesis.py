@@ -1,0 +1,90 @@
+"""schemathesis, every check, against ``devtrust serve`` and its own ``/openapi.json``.
+
+The service runs as users run it (its console script, uvicorn on loopback) on a real
+inventory, SQLite and PostgreSQL; ``st run --checks all`` goes through all its phases
+(examples, coverage, fuzzing, stateful) twice: with no credential, and with the
+credential of a user holding every human role, so requests get past authentication to
+the routes' own checks. Auto-enrollment is on, its queue the embedded broker with no
+worker behind it, and the service does not wait for verdicts: checks answer 202 at once
+and their polls stay pending (``test_auto_enroll_service`` covers the worker's side).
+
+The number of examples is bounded so that the four runs take under a minute in all.
+Any failure is a disagreement between the document and the service; its output (with
+the seed and a curl command to reproduce each one) is the test's failure message.
+``schemathesis.toml`` beside this file says why four routes may answer 400 to requests
+their schema accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from inventory.db import Database
+from inventory.domain import Role
+from inventory.preference import DeviceTrust
+from inventory.services import preference, users
+from tests.processes import DEVTRUST, free_port, started
+
+SCHEMATHESIS = str(Path(sys.executable).parent / "st")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+EXAMPLES = 10  # per operation in the fuzzing and stateful phases; the coverage phase's
+# cases (about a thousand, its own count) take most of the time: a run takes 10 to 20 s
+
+
+def schemathesis(url: str, cwd: Path, *headers: str) -> subprocess.Popen[str]:
+    argv = [SCHEMATHESIS, "--config-file", str(CONFIG), "run", url, "--checks", "all",
+            "--max-examples", str(EXAMPLES), "--workers", "1", "--no-color"]  # fmt: skip
+    for header in headers:
+        argv += ["--header", header]
+    return subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finished(run: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        out, _ = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        out, _ = run.communicate()
+    return subprocess.CompletedProcess(run.args, run.returncode, out, "")
+
+
+def findings(result: subprocess.CompletedProcess[str]) -> str:
+    """The part of schemathesis's report that says what failed, and its seed."""
+    out = result.stdout + result.stderr
+    start = out.find("=== FAILURES ===")
+    return out[start:] if start >= 0 else out[-6000:]
+
+
+def test_schemathesis_finds_nothing_with_or_without_a_credential(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    roles = (Role.ACCESS, Role.EDITOR, Role.DEVICE_ADMIN)
+    _, credential = users.add_user(db.uow(), "schemathesis", roles, actor="admin")
+    preference.update_preference(db.uow(), DeviceTrust(auto_enroll=True), actor="admin")
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+    env = {**clean, "DEVTRUST_DATA_DIR": str(tmp_path / "data"), "DEVTRUST_DATABASE_URL": db_url,
+           "DEVTRUST_AUTO_ENROLL_WAIT": "0"}  # fmt: skip
+    with started([DEVTRUST, "serve", "--port", str(port)], env, "serve") as server:
+        server.wait_for("Uvicorn running", timeout=30)
+        url = f"http://127.0.0.1:{port}/openapi.json"
+        # Both at once: schemathesis's own generation is most of the time, and there are
+        # two cores.
+        started_runs = {
+            "without a credential": schemathesis(url, tmp_path),
+            "with a credential": schemathesis(url, tmp_path, f"Authorization: Bearer {credential}"),
+        }
+        runs = {name: finished(run) for name, run in started_runs.items()}
+    failed = {name: findings(run) for name, run in runs.items() if run.returncode != 0}
+    assert not failed, "\n\n".join(f"schemathesis {name}:\n{out}" for name, out in failed.items())
+    for run in runs.values():  # it did test every operation the document has
+        selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", run.stdout)
+        assert selected, run.stdout[-3000:]
+        assert len(set(selected.groups())) == 1 and int(selected[1]) >= 9, selected.group()
+        assert re.search(r"\d+ generated, \d+ passed", run.stdout), run.stdout[-3000:]
