@@ -55,7 +55,8 @@ def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
     hardware = _section(record, "hardware")
     system = _section(record, "operatingSystem")
     user = _section(record, "userAndLocation")
-    local_names = [_text(_mapping(a), "username") for a in _list(record, "localUserAccounts")]
+    management = _text(_section(general, "remoteManagement"), "managementUsername")
+    local_names = [_person(_mapping(a), management) for a in _list(record, "localUserAccounts")]
     report_time = parse_jamf_time(general.get("reportDate"))
     external_id = _text(record, "id")
     return _mapped(
@@ -216,6 +217,26 @@ def _text(section: Mapping[str, Any], key: str) -> str | None:
     if isinstance(value, str):  # a str subclass
         return value.strip() or None
     return None
+
+
+# macOS gives people uids from 501 and its own service accounts lower ones (and
+# underscore names): those, and the account Jamf manages the Mac with, are no one's.
+FIRST_PERSON_UID = 500
+
+
+def _person(account: Mapping[str, Any], management: str | None) -> str | None:
+    """A local account's username when it can be a person's, else None.
+
+    Auto-enrollment lets a user enroll a Mac whose profile names them: a service or
+    management account shared by every Mac must never make a user a user of all of them.
+    """
+    name = _text(account, "username")
+    if name is None or name.startswith("_") or name == management:
+        return None
+    uid = _text(account, "uid")
+    if uid is not None and uid.lstrip("-").isdigit() and int(uid) < FIRST_PERSON_UID:
+        return None
+    return name
 
 
 def _unique(names: Iterable[str | None]) -> tuple[str, ...]:

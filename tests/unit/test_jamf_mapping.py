@@ -99,12 +99,31 @@ def test_a_realistic_computer_maps_to_its_profile() -> None:
         os_version="14.4.1",
         os_build="23E224",
         os_build_supplemental="23E224a",
-        os_usernames=("alice", "jamfadmin"),
+        os_usernames=("alice",),  # jamfadmin is the management account: no one's
         jamf_binary_version="11.4.1-t1712591696",
         external_id="117",
         update_time=report_time,
     )
     assert device.content_hash == profile_hash(device.asset_tag, OSType.MACOS, device.profile)
+
+
+def test_only_local_accounts_that_can_be_people_are_the_profiles_usernames() -> None:
+    # Auto-enrollment lets a user enroll a Mac whose profile names them: an account every
+    # Mac has (a service account, the management account) must name no one.
+    record = computer_record(
+        localUserAccounts=[
+            {"uid": "0", "username": "root"},
+            {"uid": "248", "username": "_mbsetupuser"},
+            {"uid": "499", "username": "svc"},
+            {"uid": "502", "username": "jamfadmin", "admin": True},
+            {"uid": "503", "username": "_hidden"},
+            {"uid": "504", "username": "itadmin", "admin": True},
+            {"uid": "505", "username": "carol"},
+            {"username": "dave"},  # no uid reported: kept
+        ]
+    )
+    device = mapped(map_computer(record))
+    assert device.profile.os_usernames == ("alice", "itadmin", "carol", "dave")
 
 
 def test_a_mapped_device_is_the_inventorys_source_record() -> None:
