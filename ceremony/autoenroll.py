@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ceremony.errors import RateLimited
 from ceremony.protocol import AutoEnrollPending, AutoEnrollToken, Collected
 from inventory.db import Database
-from inventory.domain import TokenKind
+from inventory.domain import TokenKind, device_label
 from inventory.drift import AutoEnrollRefused
 from inventory.errors import InvalidArgument, NotFound
 from inventory.preference import DeviceTrustMode
@@ -70,8 +70,9 @@ class AutoEnrollment:
                 self.db.uow(),
                 audit.DEVICE_TOKEN_CREATE,
                 actor=user.name,
-                message=f"auto-enrollment of {collected.serial_number}/"
-                f"{collected.os_type.value} for {user.name} refused: {exc}",
+                message=f"auto-enrollment of "
+                f"{device_label(collected.serial_number, collected.os_type)} "
+                f"for {user.name} refused: {exc}",
                 details={"kind": TokenKind.AUTO.value, "user": user.name},
             )
             raise

@@ -19,7 +19,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select
 
 from inventory.db import UnitOfWork
-from inventory.domain import CollectedData, Device, IssuedToken, TokenKind
+from inventory.domain import CollectedData, Device, IssuedToken, TokenKind, device_label
 from inventory.drift import AutoEnrollRefused, check_auto_enroll
 from inventory.errors import DevtrustError
 from inventory.models import DeviceRow
@@ -67,8 +67,9 @@ def check_and_mint(
                 uow,
                 audit.DEVICE_TOKEN_CREATE,
                 actor=user,
-                message=f"auto-enrollment of {collected.serial_number}/"
-                f"{collected.os_type.value} for {user} refused: {exc}",
+                message=f"auto-enrollment of "
+                f"{device_label(collected.serial_number, collected.os_type)} "
+                f"for {user} refused: {exc}",
                 success=False,
                 device=found,
                 details={"kind": TokenKind.AUTO.value, "user": user},

@@ -27,7 +27,7 @@ from tests.cli import (
 
 def test_guide_walkthrough_add_list_enroll_remove_is_printed_and_audited(cli: Cli) -> None:
     added = ok(cli("devices", "add", "--os=macos", f"--asset-tag={TAG}"))
-    assert added.out == f"Device {TAG}/macos added to the inventory\n"
+    assert added.out == f"Device {TAG}/macOS added to the inventory\n"
 
     listed = ok(cli("devices", "ls"))
     header, rows = table(listed.out)
@@ -192,19 +192,19 @@ REFUSALS = [
     ),
     pytest.param(
         ["devices", "rm", "--asset-tag=NOPE123"],
-        "device with asset tag NOPE123 not found",
+        "device 'NOPE123' not found",
         id="rm-missing-tag",
     ),
     pytest.param(
         ["devices", "rm", f"--device-id={MISSING_ID}"],
-        f"device with id {MISSING_ID} not found",
+        f"device {MISSING_ID!r} not found",
         id="rm-missing-id",
     ),
     pytest.param(
         ["devices", "rm", "--device-id=not-a-uuid"], "expected a UUID", id="rm-malformed-id"
     ),
     pytest.param(
-        ["devices", "rm"], "give exactly one of --device-id or --asset-tag", id="rm-neither-option"
+        ["devices", "rm"], "give exactly one of DEVICE", id="rm-neither-option"
     ),
     pytest.param(
         ["devices", "rm", f"--asset-tag={TAG}", f"--device-id={MISSING_ID}"],
@@ -223,12 +223,12 @@ REFUSALS = [
     ),
     pytest.param(
         ["devices", "enroll", f"--asset-tag={TAG}", "--ttl", "0s"],
-        "must be longer than zero",
+        "invalid --ttl '0s': must be at least 1m and at most 7d",
         id="enroll-zero-ttl",
     ),
     pytest.param(
         ["devices", "enroll"],
-        "give exactly one of --asset-tag or --device-id",
+        "give exactly one of DEVICE (an asset tag or a device id), --asset-tag or --device-id",
         id="enroll-neither-option",
     ),
     pytest.param(

@@ -13,7 +13,7 @@ import click
 import typer
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from inventory.errors import DevtrustError, one_line
+from inventory.errors import DevtrustError, clip, one_line
 
 from . import _common, audit, config, db, device, devices, jamf, processes, users
 
@@ -62,8 +62,14 @@ def _usage_error(exc: BaseException) -> int:
     return _fail(f"{message}{hint}", code)
 
 
+#: The longest error line printed. Messages quote input through ``errors.quoted``; this
+#: also bounds what a library (click) echoes back, such as a 10 kB value for a choice.
+MAX_ERROR_LENGTH = 500
+
+
 def _fail(message: str, code: int = 1) -> int:
-    typer.echo(f"error: {message}", err=True)
+    line = clip(" ".join(message.splitlines()), MAX_ERROR_LENGTH)
+    typer.echo(f"error: {line}", err=True)
     return code
 
 
