@@ -410,7 +410,7 @@ LONG = "A" * 10_000
         pytest.param(["devices", "rm", LONG], id="rm"),
         pytest.param(["devices", "add", f"--os={LONG}", f"--asset-tag={TAG}"], id="add-os"),
         pytest.param(["devices", "add", "--os=macos", f"--asset-tag=a {LONG}"], id="add-tag"),
-        pytest.param(["devices", "enroll", TAG, "--ttl", LONG], id="ttl"),
+        pytest.param(["devices", "enroll", f"--asset-tag={TAG}", "--ttl", LONG], id="ttl"),
         pytest.param(["audit", "ls", "--type", LONG], id="audit-type"),
         pytest.param(["config", "set", LONG, "x"], id="config-key"),
         pytest.param(["config", "set", "device_trust.mode", LONG], id="config-value"),
@@ -523,7 +523,8 @@ def test_two_devices_sharing_an_asset_tag_are_told_apart_by_os_in_every_command(
     got = json.loads(ok(cli("devices", "get", TAG, "--os", "linux", "--format", "json")).out)
     assert got["id"] == linux_id
     assert '"C00AA0AAAA0A"' in ok(cli("devices", "enroll", f"--asset-tag={TAG}", "--os=macos")).out
-    assert "nothing to do" in ok(cli("devices", "unenroll", TAG, "--os", "linux")).out
+    unenrolled = ok(cli("devices", "unenroll", TAG, "--os", "linux")).out
+    assert unenrolled == f"Device {TAG}/Linux is not enrolled; nothing to do\n"
     assert "no collected data" in cli("devices", "diff", TAG, "--os", "linux").error_line
     ok(cli("devices", "rm", f"--asset-tag={TAG}", "--os=linux"))
     [left] = json.loads(ok(cli("devices", "ls", "--format", "json")).out)

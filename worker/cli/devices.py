@@ -232,9 +232,9 @@ def unenroll(
         database().uow(), name, actor=actor(), os_type=os_type
     )
     if changed:
-        typer.echo(f'Device "{device.asset_tag}" unenrolled')
+        typer.echo(f"Device {device.label} unenrolled")
     else:
-        typer.echo(f'Device "{device.asset_tag}" is not enrolled; nothing to do')
+        typer.echo(f"Device {device.label} is not enrolled; nothing to do")
 
 
 @app.command("diff")
