@@ -45,7 +45,7 @@ from ceremony.protocol import (
 )
 from ceremony.refusals import refusals_audited
 from inventory.db import Database
-from inventory.domain import Device, EnrollStatus, OSType
+from inventory.domain import Device, EnrollStatus, OSType, device_label
 from inventory.drift import drift, mismatch, mismatch_in_full
 from inventory.durations import format_duration
 from inventory.errors import (
@@ -113,7 +113,7 @@ class DeviceAuthentication:
             row = row_by_tag_within(uow, collected.serial_number, collected.os_type)
             if row is None:
                 raise NotFound(
-                    f"device {collected.serial_number}/{collected.os_type.display} is not "
+                    f"device {device_label(collected.serial_number, collected.os_type)} is not "
                     "registered: ask an admin to add it (`devtrust devices add`)"
                 )
             device = seen.device = to_device(row)

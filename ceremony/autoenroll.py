@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from ceremony.errors import RateLimited
 from ceremony.protocol import AutoEnrollPending, AutoEnrollToken, Collected
 from inventory.db import Database
-from inventory.domain import Role, TokenKind, User
+from inventory.domain import Role, TokenKind, User, device_label
 from inventory.drift import AutoEnrollRefused
 from inventory.errors import AccessDenied, InvalidArgument, NotFound
 from inventory.preference import DeviceTrustMode
@@ -85,8 +85,9 @@ class AutoEnrollment:
                 self.db.uow(),
                 audit.DEVICE_TOKEN_CREATE,
                 actor=user.name,
-                message=f"auto-enrollment of {collected.serial_number}/"
-                f"{collected.os_type.value} for {user.name} refused: {exc}",
+                message=f"auto-enrollment of "
+                f"{device_label(collected.serial_number, collected.os_type)} "
+                f"for {user.name} refused: {exc}",
                 details={"kind": TokenKind.AUTO.value, "user": user.name},
             )
             raise

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ceremony.errors import AttestationError, KeyProofError, ProofRefused
 from inventory.db import Database
-from inventory.domain import CollectedData, Device, User
+from inventory.domain import CollectedData, Device, User, device_label
 from inventory.drift import audit_reason
 from inventory.errors import DevtrustError
 from inventory.models import DeviceRow
@@ -57,7 +57,7 @@ def _audit(db: Database, event: str, what: str, attempt: Attempt, reason: str) -
         return
     if attempt.collected is not None:
         data = attempt.collected
-        what = f"{what} of {data.serial_number}/{data.os_type.value}"
+        what = f"{what} of {device_label(data.serial_number, data.os_type)}"
     record_refusal(
         db,
         attempt.user,

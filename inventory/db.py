@@ -25,7 +25,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inventory import direct
-from inventory.errors import ConfigurationError, DatabaseUnavailable
+from inventory.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidArgument,
+    one_line,
+    quoted,
+)
 
 # The newest migration. tests/integration/test_migrations.py checks that it is
 # Alembic's head, so a program start compares one string instead of loading Alembic.
@@ -53,7 +59,16 @@ def parse_database_url(url: str) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ConfigurationError(
-            f"unsupported database {parsed.drivername!r}: use sqlite or postgresql+psycopg"
+            f"unsupported database {quoted(parsed.drivername)}: use sqlite or postgresql+psycopg"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.query:
+        # The driver would warn (a multi-line SAWarning) and ignore them: `?mode=ro` opened
+        # the file read-write. Refused instead of half honoured.
+        options = "&".join(f"{k}={v}" for k, v in parsed.query.items())
+        raise ConfigurationError(
+            f"invalid DEVTRUST_DATABASE_URL: a SQLite URL takes no options, got "
+            f"{quoted('?' + options)}; devtrust opens its SQLite file read-write (mode=ro is "
+            "not supported): remove them"
         )
     return parsed
 
@@ -62,8 +77,13 @@ def redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_db_engine(url: str, **engine_options: Any) -> Engine:
+def create_db_engine(url: str, *, create_dir: bool = False, **engine_options: Any) -> Engine:
     """An engine for ``url``; ``engine_options`` go to SQLAlchemy (pool_size, echo...).
+
+    A SQLite file whose directory does not exist is refused unless ``create_dir``
+    (``devtrust db upgrade``): a mistyped path must not quietly start a new, empty
+    inventory. The default file under the data directory is the settings' to make
+    (``Settings.database_url_value`` creates that directory).
 
     Server databases ping a pooled connection before handing it out unless
     ``pool_pre_ping=False`` is given: a caller that retries on a stale connection itself
@@ -71,20 +91,22 @@ def create_db_engine(url: str, **engine_options: Any) -> Engine:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine_options.pop("pool_pre_ping", None)
-        return _sqlite_engine(parsed, **engine_options)
+        return _sqlite_engine(parsed, create_dir=create_dir, **engine_options)
     engine_options.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **engine_options)
 
 
-def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:
+def _sqlite_engine(url: URL, *, create_dir: bool, **engine_options: Any) -> Engine:
     if url.database and url.database != ":memory:":
         directory = Path(url.database).parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        if create_dir:
+            make_directory(directory, "the SQLite database")
+        elif not directory.is_dir():
             raise ConfigurationError(
-                f"cannot create {directory} for the SQLite database: {exc.strerror}"
-            ) from None
+                f"the SQLite database {url.database} is in a directory that does not exist: "
+                "fix DEVTRUST_DATABASE_URL, or run `devtrust db upgrade` to create a new, "
+                "empty inventory there"
+            )
     engine = create_engine(url, connect_args={"timeout": 30}, **engine_options)
 
     @event.listens_for(engine, "connect")
@@ -106,6 +128,16 @@ def _sqlite_engine(url: URL, **engine_options: Any) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def make_directory(directory: Path, purpose: str) -> None:
+    """``mkdir -p directory``, or a ConfigurationError naming it and what it is for."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create {directory} for {purpose}: {exc.strerror}"
+        ) from None
 
 
 class Database:
@@ -365,7 +397,7 @@ def _alembic_config(connection: Connection) -> Any:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
-    with engine.connect() as conn:
+    with engine.connect() as conn, _revision_refused("upgrade", revision):
         command.upgrade(_alembic_config(conn), revision)
         conn.commit()
 
@@ -373,9 +405,25 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
-    with engine.connect() as conn:
+    with engine.connect() as conn, _revision_refused("downgrade", revision):
         command.downgrade(_alembic_config(conn), revision)
         conn.commit()
+
+
+@contextlib.contextmanager
+def _revision_refused(verb: str, revision: str) -> Iterator[None]:
+    """Alembic's refusal of a revision (unknown, a range, the wrong direction) as one line
+    for the user; nothing was changed (its transaction is not committed)."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise InvalidArgument(
+            f"cannot {verb} to revision {quoted(revision)}: {one_line(exc, 120)} "
+            f"(`devtrust db current` shows the revision; the newest is {HEAD_REVISION}, "
+            "'base' is empty)"
+        ) from None
 
 
 def script_head() -> str | None:

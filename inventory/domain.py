@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from inventory.errors import InvalidArgument
+from inventory.errors import InvalidArgument, quoted
 
 MAX_ASSET_TAG_LENGTH = 128
 MAX_USER_NAME_LENGTH = 64
@@ -34,7 +34,7 @@ class OSType(StrEnum):
             return cls(text.strip().lower())
         except ValueError:
             choices = ", ".join(o.value for o in cls)
-            raise InvalidArgument(f"unknown OS {text!r}: use one of {choices}") from None
+            raise InvalidArgument(f"unknown OS {quoted(text)}: use one of {choices}") from None
 
 
 _OS_DISPLAY = {
@@ -92,7 +92,9 @@ class Role(StrEnum):
                     role = cls(name)
                 except ValueError:
                     choices = ", ".join(r.value for r in cls)
-                    raise InvalidArgument(f"unknown role {name!r}: use one of {choices}") from None
+                    raise InvalidArgument(
+                        f"unknown role {quoted(name)}: use one of {choices}"
+                    ) from None
                 if role not in roles:
                     roles.append(role)
         if not roles:
@@ -114,7 +116,9 @@ def normalize_asset_tag(text: str) -> str:
             f"asset tag is {len(tag)} characters long, the limit is {MAX_ASSET_TAG_LENGTH}"
         )
     if not _ASSET_TAG.fullmatch(tag):
-        raise InvalidArgument(f"asset tag {tag!r} may only hold printable ASCII without spaces")
+        raise InvalidArgument(
+            f"asset tag {quoted(tag)} may only hold printable ASCII without spaces"
+        )
     return tag
 
 
@@ -124,10 +128,16 @@ def normalize_user_name(text: str) -> str:
         raise InvalidArgument("user name is empty")
     if len(name) > MAX_USER_NAME_LENGTH or not _USER_NAME.fullmatch(name):
         raise InvalidArgument(
-            f"invalid user name {name!r}: "
+            f"invalid user name {quoted(name)}: "
             f"use up to {MAX_USER_NAME_LENGTH} letters, digits and ._@+-"
         )
     return name
+
+
+def device_label(asset_tag: str, os_type: OSType) -> str:
+    """How every message, audit event and CLI line names a device: ``C02XL0GJJGH5/macOS``,
+    the OS spelled as the ``devices ls`` table spells it (never the wire value ``macos``)."""
+    return f"{asset_tag}/{os_type.display}"
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,7 @@ class Device:
 
     @property
     def label(self) -> str:
-        return f"{self.asset_tag}/{self.os_type.display}"
+        return device_label(self.asset_tag, self.os_type)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,26 @@ class DatabaseUnavailable(DevtrustError):
     http_status = 503
 
 
+#: How much of a value a message quotes: enough to recognise it, never a whole 10 kB
+#: argument echoed back to the terminal or stored in the audit log.
+QUOTE_LIMIT = 64
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` as a message quotes user input: ``repr`` of at most ``limit`` characters,
+    cut with an ellipsis and the full length when longer. Every error that echoes input
+    goes through here."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit - 1] + chr(0x2026)!r} ({len(text):,} characters)"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + chr(0x2026)
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """A library's exception as one line for a user: its message with line breaks and runs
     of spaces folded, cut at ``limit`` characters; its class name when it has no message."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from inventory.errors import InvalidPreference
+from inventory.errors import InvalidPreference, quoted
 
 KIND = "cluster_auth_preference"
 VERSION = "v2"
@@ -66,10 +66,10 @@ def from_resource(doc: object) -> DeviceTrust:
     if not isinstance(doc, Mapping):
         raise InvalidPreference("the resource must be a YAML mapping with kind, version and spec")
     if doc.get("kind", KIND) != KIND:
-        raise InvalidPreference(f"invalid kind: expected {KIND!r}, got {doc.get('kind')!r}")
+        raise InvalidPreference(f"invalid kind: expected {KIND!r}, got {quoted(doc.get('kind'))}")
     if doc.get("version", VERSION) != VERSION:
         raise InvalidPreference(
-            f"invalid version: expected {VERSION!r}, got {doc.get('version')!r}"
+            f"invalid version: expected {VERSION!r}, got {quoted(doc.get('version'))}"
         )
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
@@ -99,7 +99,7 @@ def parse_device_trust(
         value = values["auto_enroll"]
         if not isinstance(value, bool):
             raise InvalidPreference(
-                f"invalid {prefix}.auto_enroll: expected true or false, got {value!r}"
+                f"invalid {prefix}.auto_enroll: expected true or false, got {quoted(value)}"
             )
         result = replace(result, auto_enroll=value)
     if "ekcert_allowed_cas" in values:
@@ -117,7 +117,7 @@ def with_value(current: DeviceTrust, path: str, raw: str) -> DeviceTrust:
         parts = parts[1:]
     if len(parts) != 2 or parts[0] != "device_trust":
         raise InvalidPreference(
-            f"unknown setting {path!r}: use device_trust.mode, device_trust.auto_enroll "
+            f"unknown setting {quoted(path)}: use device_trust.mode, device_trust.auto_enroll "
             "or device_trust.ekcert_allowed_cas"
         )
     field = parts[1]
@@ -130,16 +130,36 @@ def with_value(current: DeviceTrust, path: str, raw: str) -> DeviceTrust:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise InvalidPreference(f"invalid device_trust.{field}: cannot parse {raw!r}") from None
+            raise InvalidPreference(
+                f"invalid device_trust.{field}: cannot parse {quoted(raw)}"
+            ) from None
     return parse_device_trust({field: value}, current)
 
 
+#: What ``@file`` reads at most: a CA bundle is kilobytes, and ``@/dev/zero`` must not
+#: read forever.
+MAX_PEM_FILE = 1024 * 1024
+
+
 def _read_pem_file(path: str) -> list[str]:
+    field = "device_trust.ekcert_allowed_cas"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_PEM_FILE + 1)
     except OSError as exc:
         raise InvalidPreference(
-            f"invalid device_trust.ekcert_allowed_cas: cannot read {path}: {exc.strerror}"
+            f"invalid {field}: cannot read {quoted(path)}: {exc.strerror}"
+        ) from None
+    if len(raw) > MAX_PEM_FILE:
+        raise InvalidPreference(
+            f"invalid {field}: {quoted(path)} is larger than {MAX_PEM_FILE // 1024} KiB, "
+            "the most a CA bundle file may hold"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPreference(
+            f"invalid {field}: {quoted(path)} is not UTF-8 text (PEM certificates are)"
         ) from None
     end = "-----END CERTIFICATE-----"
     blocks = [b.strip() + "\n" + end for b in text.split(end) if b.strip()]
@@ -151,7 +171,9 @@ def _mode(value: object, field: str) -> DeviceTrustMode:
         return DeviceTrustMode(str(value))
     except ValueError:
         choices = ", ".join(m.value for m in DeviceTrustMode)
-        raise InvalidPreference(f"invalid {field}: {value!r} is not one of {choices}") from None
+        raise InvalidPreference(
+            f"invalid {field}: {quoted(value)} is not one of {choices}"
+        ) from None
 
 
 def _cas(value: object, field: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from inventory.errors import ConfigurationError
+from inventory.errors import ConfigurationError, quoted
 
 ENV_PREFIX = "DEVTRUST_"
 
@@ -66,7 +66,9 @@ class ConfigFileSource(TomlConfigSettingsSource):
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigurationError(f"DEVTRUST_CONFIG {path}: unknown setting {key!r}{hint}")
+                raise ConfigurationError(
+                    f"DEVTRUST_CONFIG {path}: unknown setting {quoted(key)}{hint}"
+                )
 
 
 class Settings(BaseSettings):
@@ -156,9 +158,17 @@ class Settings(BaseSettings):
 
     @property
     def database_url_value(self) -> str:
+        """DEVTRUST_DATABASE_URL, or the SQLite file under the data directory, which is
+        created here: the data directory is devtrust's own to make, a directory named in
+        an explicit URL is not (``inventory.db.create_db_engine``)."""
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        return f"sqlite:///{self.data_dir.resolve() / 'devtrust.db'}"
+        directory = self.data_dir.resolve()
+        if not directory.is_dir():
+            from inventory.db import make_directory
+
+            make_directory(directory, "the data directory (DEVTRUST_DATA_DIR)")
+        return f"sqlite:///{directory / 'devtrust.db'}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -49,14 +49,19 @@ class Cli(Protocol):
 
 
 @pytest.fixture
-def cli(
-    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cli:
+def cli(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch, bare_cli: Cli) -> Cli:
     """``cli("devices", "ls")`` runs ``devtrust devices ls`` on the test's database."""
+    monkeypatch.setenv("DEVTRUST_DATABASE_URL", db_url)
+    return bare_cli
+
+
+@pytest.fixture
+def bare_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The CLI with no ``DEVTRUST_*`` setting at all, not even a database: for tests of
+    what it does with the settings they set themselves."""
     for name in list(os.environ):
         if name.startswith("DEVTRUST_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DEVTRUST_DATABASE_URL", db_url)
     monkeypatch.setenv("LOGNAME", ACTOR)  # what the audit log names as the acting admin
     monkeypatch.delenv("VISUAL", raising=False)
 

@@ -114,6 +114,13 @@ def collect_linux(
     user: str | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> CollectedData:
+    if not dmi_dir.is_dir():
+        # A VM or a container often has no DMI at all: say so, not "all placeholders".
+        raise CollectError(
+            f"this device reports no serial number: the DMI directory {dmi_dir} does not "
+            "exist (a VM or container?); set DEVTRUST_DMI_DIR to a directory holding "
+            "chassis_asset_tag, product_serial or board_serial"
+        )
     dmi = read_dmi(dmi_dir)
     try:
         serial = choose_serial(dmi["chassis_asset_tag"], dmi["product_serial"], dmi["board_serial"])

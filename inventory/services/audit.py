@@ -9,7 +9,7 @@ from sqlalchemy import Table, select
 
 from inventory.db import UnitOfWork, inserting
 from inventory.domain import AuditEvent, Device
-from inventory.errors import InvalidArgument
+from inventory.errors import InvalidArgument, clip, quoted
 from inventory.models import AuditEventRow
 
 DEVICE_CREATE = "device.create"
@@ -40,6 +40,13 @@ EVENT_TYPES = (
 )
 
 
+#: The ``actor`` column's width: callers naming an actor from outside input check it.
+MAX_ACTOR_LENGTH = 128
+#: What one event's message keeps. Messages quote user input through ``errors.quoted``;
+#: this bounds whatever else a message carries, so no argument is stored whole.
+MAX_MESSAGE_LENGTH = 2000
+
+
 def record_within(
     uow: UnitOfWork,
     type: str,
@@ -61,8 +68,8 @@ def record_within(
             "time": uow.now(),
             "type": type,
             "success": success,
-            "actor": actor,
-            "message": message,
+            "actor": clip(actor, MAX_ACTOR_LENGTH),
+            "message": clip(message, MAX_MESSAGE_LENGTH),
             "device_id": device.id if device else None,
             "asset_tag": device.asset_tag if device else None,
             "os_type": device.os_type.value if device else None,
@@ -102,7 +109,9 @@ def list_events(
 ) -> list[AuditEvent]:
     """The newest ``limit`` matching events, oldest first."""
     if type and type not in EVENT_TYPES:
-        raise InvalidArgument(f"unknown event type {type!r}: use one of {', '.join(EVENT_TYPES)}")
+        raise InvalidArgument(
+            f"unknown event type {quoted(type)}: use one of {', '.join(EVENT_TYPES)}"
+        )
     query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
     if type:
         query = query.where(AuditEventRow.type == type)

@@ -31,7 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Table, bindparam, delete, select
 
 from inventory.db import UnitOfWork, inserting
-from inventory.domain import CollectedData, Device, IssuedToken, TokenKind, User
+from inventory.domain import CollectedData, Device, IssuedToken, TokenKind, User, device_label
 from inventory.drift import AutoEnrollRefused, audit_reason, check_auto_enroll
 from inventory.errors import DevtrustError
 from inventory.models import AutoEnrollCheckRow, DeviceRow
@@ -122,8 +122,9 @@ def _check(
                 uow,
                 audit.DEVICE_TOKEN_CREATE,
                 actor=user,
-                message=f"auto-enrollment of {collected.serial_number}/"
-                f"{collected.os_type.value} for {user} refused: {audit_reason(exc)}",
+                message=f"auto-enrollment of "
+                f"{device_label(collected.serial_number, collected.os_type)} "
+                f"for {user} refused: {audit_reason(exc)}",
                 success=False,
                 device=found,
                 details={"kind": TokenKind.AUTO.value, "user": user},

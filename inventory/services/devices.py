@@ -28,7 +28,7 @@ from inventory.domain import (
     normalize_asset_tag,
     normalize_user_name,
 )
-from inventory.errors import AlreadyExists, InvalidArgument, NotFound
+from inventory.errors import AlreadyExists, InvalidArgument, NotFound, quoted
 from inventory.models import CollectedDataRow, DeviceRow, UserRow
 from inventory.services import audit
 
@@ -102,6 +102,26 @@ def _duplicate(asset_tag: str, os_type: OSType, device_id: str | None) -> Alread
     )
 
 
+GIVE_ONE = "give exactly one of DEVICE (an asset tag or a device id), --asset-tag or --device-id"
+
+
+def one_ref(ref: str | None, *, device_id: str | None, asset_tag: str | None) -> str:
+    """The one device an admin names, as ``row_by_ref_within`` looks it up: an asset tag
+    or a device id (``ref``), an asset tag (``asset_tag``) or a device id (``device_id``).
+    Every command that addresses a device takes the same three ways."""
+    given = [value for value in (ref, device_id, asset_tag) if value is not None]
+    if len(given) != 1:
+        raise InvalidArgument(GIVE_ONE)
+    if device_id is not None:
+        ident = device_id.strip()
+        if not _looks_like_uuid(ident):
+            raise InvalidArgument(f"invalid device id {quoted(ident)}: expected a UUID")
+        return ident.lower()
+    if asset_tag is not None:
+        return normalize_asset_tag(asset_tag)
+    return given[0]
+
+
 def get_device(uow: UnitOfWork, ref: str, *, os_type: OSType | None = None) -> Device:
     """Find a device by its id or its asset tag."""
     with uow.read():
@@ -109,22 +129,25 @@ def get_device(uow: UnitOfWork, ref: str, *, os_type: OSType | None = None) -> D
 
 
 def row_by_ref_within(uow: UnitOfWork, ref: str, *, os_type: OSType | None = None) -> DeviceRow:
+    """The device ``ref`` names (its id, or its asset tag; ``os_type`` picks between
+    devices of two OSes sharing one tag)."""
     ref = ref.strip()
     if not ref:
         raise InvalidArgument("device reference is empty: give an asset tag or a device id")
     if _looks_like_uuid(ref):
         row = uow.session.get(DeviceRow, ref.lower())
-        if row is not None:
+        if row is not None and (os_type is None or row.os_type == os_type.value):
             return row
     query = select(DeviceRow).where(DeviceRow.asset_tag == ref)
     if os_type is not None:
         query = query.where(DeviceRow.os_type == os_type.value)
     rows = uow.session.scalars(query.limit(2)).all()
     if not rows:
-        raise NotFound(f"device {ref!r} not found")
+        on = f" on {os_type.display}" if os_type is not None else ""
+        raise NotFound(f"device {quoted(ref)}{on} not found")
     if len(rows) > 1:
         raise InvalidArgument(
-            f"asset tag {ref!r} names devices of more than one OS: give --os or the device id"
+            f"asset tag {quoted(ref)} names devices of more than one OS: give --os or the device id"
         )
     return rows[0]
 
@@ -194,36 +217,23 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         if not isinstance(asset_tag, str) or not isinstance(os_type, str):
             raise ValueError
     except ValueError:
-        raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
+        raise InvalidArgument(f"invalid page cursor {quoted(cursor)}") from None
     return asset_tag, os_type
 
 
 def remove_device(
-    uow: UnitOfWork, *, actor: str, device_id: str | None = None, asset_tag: str | None = None
+    uow: UnitOfWork,
+    ref: str | None = None,
+    *,
+    actor: str,
+    device_id: str | None = None,
+    asset_tag: str | None = None,
+    os_type: OSType | None = None,
 ) -> Device:
-    """Remove one device, by id or by asset tag (exactly one of them)."""
-    if (device_id is None) == (asset_tag is None):
-        raise InvalidArgument("give exactly one of --device-id or --asset-tag")
+    """Remove one device, named as ``one_ref`` takes it."""
+    ref = one_ref(ref, device_id=device_id, asset_tag=asset_tag)
     with uow:
-        if device_id is not None:
-            if not _looks_like_uuid(device_id.strip()):
-                raise InvalidArgument(f"invalid device id {device_id!r}: expected a UUID")
-            row = uow.session.get(DeviceRow, device_id.strip().lower())
-            if row is None:
-                raise NotFound(f"device with id {device_id.strip()} not found")
-        else:
-            assert asset_tag is not None
-            tag = normalize_asset_tag(asset_tag)
-            rows = uow.session.scalars(
-                select(DeviceRow).where(DeviceRow.asset_tag == tag).limit(2)
-            ).all()
-            if not rows:
-                raise NotFound(f"device with asset tag {tag} not found")
-            if len(rows) > 1:
-                raise InvalidArgument(
-                    f"asset tag {tag} names devices of more than one OS: remove by --device-id"
-                )
-            row = rows[0]
+        row = row_by_ref_within(uow, ref, os_type=os_type)
         device = to_device(row)
         uow.session.delete(row)
         audit.record_within(
@@ -237,13 +247,15 @@ def remove_device(
         return device
 
 
-def unenroll_device(uow: UnitOfWork, ref: str, *, actor: str) -> tuple[Device, bool]:
+def unenroll_device(
+    uow: UnitOfWork, ref: str, *, actor: str, os_type: OSType | None = None
+) -> tuple[Device, bool]:
     """Make a device not enrolled again: owner and credential cleared.
 
     Returns the device and whether anything changed (unenrolling twice is not an error).
     """
     with uow:
-        row = row_by_ref_within(uow, ref)
+        row = row_by_ref_within(uow, ref, os_type=os_type)
         if row.enroll_status == EnrollStatus.NOT_ENROLLED.value and row.credential_id is None:
             return to_device(row), False
         previous_owner = row.owner

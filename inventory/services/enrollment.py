@@ -19,7 +19,15 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from inventory.db import UnitOfWork, unlabelled
-from inventory.domain import CollectedData, Credential, Device, EnrollStatus, TokenKind, User
+from inventory.domain import (
+    CollectedData,
+    Credential,
+    Device,
+    EnrollStatus,
+    TokenKind,
+    User,
+    device_label,
+)
 from inventory.errors import DevtrustError, TokenInvalid
 from inventory.preference import NAME as PREFERENCE_NAME
 from inventory.services import audit, challenges, devices, tokens, users
@@ -32,7 +40,7 @@ def check_collected_matches(device: Device, collected: CollectedData) -> None:
     if (collected.serial_number, collected.os_type) != (device.asset_tag, device.os_type):
         raise TokenInvalid(
             f"the enrollment token is for device {device.label}, but this device reports "
-            f"{collected.serial_number}/{collected.os_type.value}"
+            f"{device_label(collected.serial_number, collected.os_type)}"
         )
 
 
@@ -65,7 +73,8 @@ def enroll_device(
 
 def refusal(collected: CollectedData, reason: object) -> str:
     """The audit message of a refused enrollment."""
-    return f"enrollment of {collected.serial_number}/{collected.os_type.value} refused: {reason}"
+    label = device_label(collected.serial_number, collected.os_type)
+    return f"enrollment of {label} refused: {reason}"
 
 
 def enroll_device_within(
@@ -256,7 +265,7 @@ def enroll_answered_within(
     the caller's transaction (which rolls back on a refusal).
     """
     device_id = challenge.device_id
-    label = f"{collected.serial_number}/{collected.os_type.display}"
+    label = device_label(collected.serial_number, collected.os_type)
     now = uow.now()
     event = {"time": now, "success": True, "actor": user, "device_id": device_id}
     event |= {"asset_tag": collected.serial_number, "os_type": collected.os_type.value}

@@ -21,13 +21,17 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from inventory.credentials import hash_secret, new_secret
 from inventory.db import UnitOfWork
-from inventory.domain import Device, EnrollStatus, IssuedToken, TokenKind
-from inventory.errors import DevtrustError, InvalidArgument, TokenInvalid
+from inventory.domain import Device, EnrollStatus, IssuedToken, OSType, TokenKind
+from inventory.durations import format_duration
+from inventory.errors import DevtrustError, InvalidArgument, TokenInvalid, quoted
 from inventory.models import EnrollmentTokenRow
 from inventory.services import audit, devices
 from inventory.services.devices import row_by_ref_within, to_device
 
 DEFAULT_TTL = timedelta(hours=1)
+# A token must live long enough to be copied to the device and used: a millisecond TTL
+# minted a token already dead when printed.
+MIN_TTL = timedelta(minutes=1)
 MAX_TTL = timedelta(days=7)
 
 
@@ -39,19 +43,24 @@ def create_token(
     kind: TokenKind = TokenKind.ADMIN,
     ttl: timedelta = DEFAULT_TTL,
     user: str | None = None,
+    os_type: OSType | None = None,
 ) -> IssuedToken:
-    """Mint a token that enrolls the device named by ``ref`` (asset tag or id).
+    """Mint a token that enrolls the device named by ``ref`` (asset tag or id; ``os_type``
+    picks between two devices sharing one tag).
 
     A refusal is audited as a failed ``device.token.create`` with its reason.
     """
-    if not timedelta(0) < ttl <= MAX_TTL:
-        raise InvalidArgument(f"token TTL must be more than 0 and at most {MAX_TTL.days} days")
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise InvalidArgument(
+            f"token TTL must be at least {format_duration(MIN_TTL)} "
+            f"and at most {format_duration(MAX_TTL)}"
+        )
     if kind is TokenKind.AUTO and not user:
         raise InvalidArgument("an auto-enrollment token must be bound to a user")
     device: Device | None = None
     try:
         with uow:
-            row = row_by_ref_within(uow, ref)
+            row = row_by_ref_within(uow, ref, os_type=os_type)
             device = to_device(row)
             if device.enroll_status is EnrollStatus.ENROLLED:
                 raise InvalidArgument(
@@ -66,7 +75,7 @@ def create_token(
             uow,
             audit.DEVICE_TOKEN_CREATE,
             actor=actor,
-            message=f"enrollment token for {ref!r} refused: {exc}",
+            message=f"enrollment token for {quoted(ref)} refused: {exc}",
             device=device,
             details={"kind": kind.value},
         )

@@ -9,7 +9,7 @@ from sqlalchemy import Row, Table, bindparam, select
 from inventory.credentials import hash_secret, new_secret, secret_matches
 from inventory.db import UnitOfWork
 from inventory.domain import Role, User, normalize_user_name
-from inventory.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from inventory.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, quoted
 from inventory.models import UserRow
 from inventory.services import audit
 
@@ -181,7 +181,7 @@ def user_with_credential(token: str, row: Any) -> User:
 def _row(uow: UnitOfWork, name: str) -> UserRow:
     row = uow.session.get(UserRow, normalize_user_name(name))
     if row is None:
-        raise NotFound(f"user {name.strip()!r} not found")
+        raise NotFound(f"user {quoted(name.strip())} not found")
     return row
 
 

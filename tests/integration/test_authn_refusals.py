@@ -277,7 +277,7 @@ def test_a_quote_over_another_nonce_is_refused(site: Site, tpm: TPMDevice) -> No
     assert_no_certificate(site)
     assert_audited(
         site,
-        "^authentication of LNX-0001/linux refused: the quote is not over the challenge's nonce$",
+        "^authentication of LNX-0001/Linux refused: the quote is not over the challenge's nonce$",
         tag=TAG,
     )
     refused(site.post(COMPLETE, tpm.answer(challenge)), 400, SPENT)
@@ -307,7 +307,7 @@ def test_a_macos_signature_by_another_key_is_refused(
         "^the signature over the challenge does not verify with the device's key$",
     )
     assert_no_certificate(site)
-    assert_audited(site, f"^authentication of {MAC}/macos refused: the signature", tag=MAC)
+    assert_audited(site, f"^authentication of {MAC}/macOS refused: the signature", tag=MAC)
     refused(site.post(COMPLETE, signed(mac_key, challenge)), 400, SPENT)
     site.certified(signed(mac_key, site.begin(mac())))
 
@@ -362,7 +362,7 @@ def test_a_device_drifted_from_its_profile_is_refused_naming_the_field(
         "device does not match its MDM profile: os_version differs: the device reports "
         "'14.3', the MDM profile says '14.2.1'"
     )
-    assert_audited(site, re.escape(f"authentication of {MAC}/macos refused: {in_full}"), tag=MAC)
+    assert_audited(site, re.escape(f"authentication of {MAC}/macOS refused: {in_full}"), tag=MAC)
     site.certified(signed(mac_key, site.begin(mac())))  # as the profile says again
 
 
@@ -434,7 +434,7 @@ def test_an_unregistered_device_is_refused_with_404(site: Site) -> None:
     )
     assert open_challenges(site.db) == []
     assert_no_certificate(site)
-    assert_audited(site, "^authentication of LNX-9999/linux refused: device LNX-9999", tag=None)
+    assert_audited(site, "^authentication of LNX-9999/Linux refused: device LNX-9999", tag=None)
 
 
 # 10. The user's key
@@ -463,7 +463,7 @@ def test_a_user_key_that_is_not_der_or_is_not_allowed_is_refused_with_400(
     reason = refused(site.post(INIT, site.init_body(mac(), key=key())), 400, message)
     assert open_challenges(site.db) == []
     assert_no_certificate(site)
-    assert_audited(site, re.escape(f"authentication of {MAC}/macos refused: {reason}"), tag=None)
+    assert_audited(site, re.escape(f"authentication of {MAC}/macOS refused: {reason}"), tag=None)
 
 
 def test_a_user_key_that_is_not_base64_is_refused_before_anything(site: Site) -> None:

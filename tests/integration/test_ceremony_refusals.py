@@ -342,7 +342,7 @@ def test_an_ak_that_cannot_be_trusted_gets_no_challenge(
     assert open_challenges(linux.db, spent_too=True) == 1
     assert open_challenges(linux.db) == 0
     assert_not_enrolled(linux)
-    assert_audited(linux, re.escape(f"enrollment of LNX-0001/linux refused: {reason}"))
+    assert_audited(linux, re.escape(f"enrollment of LNX-0001/Linux refused: {reason}"))
     enroll(linux, rsa)
 
 
@@ -427,8 +427,8 @@ def test_an_expired_token_is_refused(linux: World, rsa: Agent, clock: Clock) -> 
 @pytest.mark.parametrize(
     ("serial", "os_type", "reports"),
     [
-        ("LNX-0002", OSType.LINUX, "LNX-0002/linux"),
-        ("LNX-0001", OSType.WINDOWS, "LNX-0001/windows"),
+        ("LNX-0002", OSType.LINUX, "LNX-0002/Linux"),
+        ("LNX-0001", OSType.WINDOWS, "LNX-0001/Windows"),
     ],
     ids=["serial", "os-type"],
 )

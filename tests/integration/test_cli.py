@@ -27,7 +27,7 @@ from tests.cli import (
 
 def test_guide_walkthrough_add_list_enroll_remove_is_printed_and_audited(cli: Cli) -> None:
     added = ok(cli("devices", "add", "--os=macos", f"--asset-tag={TAG}"))
-    assert added.out == f"Device {TAG}/macos added to the inventory\n"
+    assert added.out == f"Device {TAG}/macOS added to the inventory\n"
 
     listed = ok(cli("devices", "ls"))
     header, rows = table(listed.out)
@@ -192,20 +192,18 @@ REFUSALS = [
     ),
     pytest.param(
         ["devices", "rm", "--asset-tag=NOPE123"],
-        "device with asset tag NOPE123 not found",
+        "device 'NOPE123' not found",
         id="rm-missing-tag",
     ),
     pytest.param(
         ["devices", "rm", f"--device-id={MISSING_ID}"],
-        f"device with id {MISSING_ID} not found",
+        f"device {MISSING_ID!r} not found",
         id="rm-missing-id",
     ),
     pytest.param(
         ["devices", "rm", "--device-id=not-a-uuid"], "expected a UUID", id="rm-malformed-id"
     ),
-    pytest.param(
-        ["devices", "rm"], "give exactly one of --device-id or --asset-tag", id="rm-neither-option"
-    ),
+    pytest.param(["devices", "rm"], "give exactly one of DEVICE", id="rm-neither-option"),
     pytest.param(
         ["devices", "rm", f"--asset-tag={TAG}", f"--device-id={MISSING_ID}"],
         "give exactly one of",
@@ -223,12 +221,12 @@ REFUSALS = [
     ),
     pytest.param(
         ["devices", "enroll", f"--asset-tag={TAG}", "--ttl", "0s"],
-        "must be longer than zero",
+        "invalid --ttl '0s': must be at least 1m and at most 7d",
         id="enroll-zero-ttl",
     ),
     pytest.param(
         ["devices", "enroll"],
-        "give exactly one of --asset-tag or --device-id",
+        "give exactly one of DEVICE (an asset tag or a device id), --asset-tag or --device-id",
         id="enroll-neither-option",
     ),
     pytest.param(
@@ -239,6 +237,53 @@ REFUSALS = [
     ),
     pytest.param(
         ["audit", "ls", "--since", "yesterday"], "invalid --since 'yesterday'", id="audit-bad-since"
+    ),
+    # Durations are bounded as they are parsed: nothing is written before a value is
+    # refused, and no value overflows later ("unexpected OverflowError").
+    pytest.param(
+        ["devices", "add", "--os=macos", "--asset-tag=NEW1", "--enroll", "--ttl", "99999d"],
+        "invalid --ttl '99999d': must be at least 1m and at most 7d",
+        id="add-enroll-ttl-too-long-adds-no-device",
+    ),
+    pytest.param(
+        ["devices", "add", "--os=macos", "--asset-tag=NEW1", "--enroll", "--ttl", "1ms"],
+        "invalid --ttl '1ms': must be at least 1m and at most 7d",
+        id="add-enroll-dead-token-ttl",
+    ),
+    pytest.param(
+        ["devices", "enroll", f"--asset-tag={TAG}", "--ttl", "99999999999999999999d"],
+        "invalid --ttl '99999999999999999999d': must be at least 1m and at most 7d",
+        id="enroll-ttl-overflow",
+    ),
+    pytest.param(
+        ["devices", "enroll", TAG, "--ttl", "59s"],
+        "invalid --ttl '59s': must be at least 1m",
+        id="enroll-ttl-under-a-minute",
+    ),
+    pytest.param(
+        ["audit", "ls", "--since", "999999999d"],
+        "invalid --since '999999999d': must be longer than zero and at most 36500d",
+        id="audit-since-overflow",
+    ),
+    pytest.param(
+        ["audit", "ls", "--limit", "1" + "0" * 30],
+        "--limit must be at least 1 and at most 100,000",
+        id="audit-limit-overflow",
+    ),
+    pytest.param(
+        ["devices", "get", TAG, "--os", "linux"],
+        f"device '{TAG}' on Linux not found",
+        id="get-on-another-os",
+    ),
+    pytest.param(
+        ["devices", "get", TAG, f"--device-id={MISSING_ID}"],
+        "give exactly one of DEVICE",
+        id="get-two-references",
+    ),
+    pytest.param(
+        ["devices", "unenroll", "--device-id=not-a-uuid"],
+        "invalid device id 'not-a-uuid': expected a UUID",
+        id="unenroll-malformed-id",
     ),
     pytest.param(
         ["audit", "ls", "--type", "device.enrol"],

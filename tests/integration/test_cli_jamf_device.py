@@ -100,6 +100,44 @@ def test_device_asset_tag_and_collect_read_the_dmi_directory(
     assert "reports no serial number" in cli("device", "asset-tag").error_line
 
 
+def test_device_asset_tag_without_a_dmi_directory_names_it_and_the_setting(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VM or a container has no /sys/class/dmi/id: not "empty or placeholders"."""
+    missing = tmp_path / "no-dmi"
+    monkeypatch.setenv("DEVTRUST_DMI_DIR", str(missing))
+    for command in ("asset-tag", "collect"):
+        line = cli("device", command).error_line
+        assert f"the DMI directory {missing} does not exist" in line
+        assert "set DEVTRUST_DMI_DIR" in line
+        assert "placeholders" not in line
+
+
+@pytest.mark.parametrize(
+    ("user", "message"),
+    [
+        pytest.param("", "--user: user name is empty", id="empty"),
+        pytest.param("   ", "--user: user name is empty", id="blank"),
+        pytest.param("../../etc/x", "--user: invalid user name '../../etc/x'", id="a-path"),
+        pytest.param("a" * 65, "use up to 64 letters", id="too-long"),
+    ],
+)
+def test_device_login_checks_the_user_name_before_anything_else(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user: str, message: str
+) -> None:
+    """Nothing is collected or sent: the service's address does not even answer."""
+    from tests.processes import free_port
+
+    monkeypatch.setenv("DEVTRUST_API_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("DEVTRUST_USER_TOKEN", "not-a-real-credential")
+    monkeypatch.setenv("DEVTRUST_DMI_DIR", str(tmp_path / "no-dmi"))
+    monkeypatch.setenv("DEVTRUST_AGENT_DIR", str(tmp_path / "agent"))
+    refused = cli("device", "login", "--user", user)
+    assert refused.code != 0
+    assert message in refused.error_line
+    assert not (tmp_path / "agent").exists()
+
+
 # -- devices diff ------------------------------------------------------------------------
 
 

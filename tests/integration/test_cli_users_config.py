@@ -322,3 +322,83 @@ def test_db_current_prints_the_newest_revision(cli: Cli) -> None:
     current = ok(cli("db", "current"))
     assert current.out == f"{HEAD_REVISION}\n"
     assert current.err == ""
+
+
+@pytest.mark.parametrize("command", ["downgrade", "upgrade"])
+@pytest.mark.parametrize("revision", ["nonsense", "0001:0002", "A" * 10_000])
+def test_db_to_an_unknown_revision_is_one_line_and_changes_nothing(
+    cli: Cli, command: str, revision: str
+) -> None:
+    refused = cli("db", command, revision, *(["--yes"] if command == "downgrade" else []))
+    assert refused.code != 0
+    line = refused.error_line
+    assert line.startswith(f"error: cannot {command} to revision '")
+    assert "CommandError" not in line and "unexpected" not in line
+    assert len(line) < 500
+    assert ok(cli("db", "current")).out == f"{HEAD_REVISION}\n"
+
+
+# --- config set @FILE ---------------------------------------------------------------------
+
+
+def test_config_set_from_an_endless_file_reads_at_most_a_mebibyte(cli: Cli) -> None:
+    import time
+
+    before = ok(cli("config", "show")).out
+    started = time.monotonic()
+    refused = cli("config", "set", "device_trust.ekcert_allowed_cas", "@/dev/zero")
+    assert time.monotonic() - started < 10
+    assert refused.code != 0
+    assert "'/dev/zero' is larger than 1024 KiB, the most a CA bundle file may hold" in (
+        refused.error_line
+    )
+    assert ok(cli("config", "show")).out == before
+
+
+def test_config_set_from_a_binary_file_says_it_is_not_pem_text(cli: Cli, tmp_path: Path) -> None:
+    binary = tmp_path / "ca.der"
+    binary.write_bytes(b"\x30\x82\xff\xfe" * 100)
+    refused = cli("config", "set", "device_trust.ekcert_allowed_cas", f"@{binary}")
+    assert "is not UTF-8 text (PEM certificates are)" in refused.error_line
+
+
+# --- where the inventory is ---------------------------------------------------------------
+
+
+def test_a_sqlite_database_in_a_missing_directory_is_refused_not_created(
+    bare_cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nonexistent" / "dir"
+    monkeypatch.setenv("DEVTRUST_DATABASE_URL", f"sqlite:///{missing / 'x.db'}")
+    for argv in (("devices", "ls"), ("devices", "add", "--os=macos", "--asset-tag=X1")):
+        refused = bare_cli(*argv)
+        assert refused.code != 0
+        assert f"the SQLite database {missing / 'x.db'} is in a directory that does not exist" in (
+            refused.error_line
+        )
+        assert "`devtrust db upgrade`" in refused.error_line
+    assert not (tmp_path / "nonexistent").exists()
+    # `db upgrade` is how a new inventory is made there on purpose.
+    assert ok(bare_cli("db", "upgrade")).out == f"database at revision {HEAD_REVISION}\n"
+    assert (missing / "x.db").is_file()
+    ok(bare_cli("devices", "add", "--os=macos", "--asset-tag=X1"))
+
+
+def test_the_default_database_is_made_under_the_data_directory(
+    bare_cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEVTRUST_DATA_DIR", str(tmp_path / "fresh" / "data"))
+    ok(bare_cli("devices", "add", "--os=macos", "--asset-tag=X1"))
+    assert (tmp_path / "fresh" / "data" / "devtrust.db").is_file()
+
+
+@pytest.mark.parametrize("query", ["?mode=ro", "?mode=ro&uri=true", "?cache=shared"])
+def test_a_sqlite_url_with_options_is_refused_in_one_line(
+    bare_cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, query: str
+) -> None:
+    monkeypatch.setenv("DEVTRUST_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}{query}")
+    refused = bare_cli("devices", "ls")
+    assert refused.code != 0
+    assert "a SQLite URL takes no options" in refused.error_line
+    assert "SAWarning" not in refused.err
+    assert list(tmp_path.iterdir()) == []

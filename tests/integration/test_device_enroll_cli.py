@@ -106,7 +106,7 @@ def test_a_device_enrolls_with_an_admin_token_and_the_token_is_then_spent(site: 
 
     enrolled = site.agent("device", "enroll", "--token", token, DEVTRUST_USER_TOKEN=credential)
     assert enrolled.returncode == 0, enrolled.stderr
-    assert enrolled.stdout == 'Device "LNX-E2E-0001"/Linux enrolled\n'
+    assert enrolled.stdout == "Device LNX-E2E-0001/Linux enrolled\n"
     device = site.device("LNX-E2E-0001")
     assert device["enroll_status"] == "enrolled" and device["owner"] == "alice"
     assert device["credential"]["attestation_type"] == "tpm_ekcert"  # type: ignore[index]
@@ -126,7 +126,7 @@ def test_an_editor_enrolls_the_current_device_and_an_access_user_may_not(site: S
 
     enrolled = site.agent("device", "enroll", "--current-device", DEVTRUST_USER_TOKEN=editor)
     assert enrolled.returncode == 0, enrolled.stderr
-    assert enrolled.stdout == 'Device "LNX-E2E-0002"/Linux enrolled\n'
+    assert enrolled.stdout == "Device LNX-E2E-0002/Linux enrolled\n"
     assert site.device("LNX-E2E-0002")["owner"] == "erin"
 
 
@@ -138,7 +138,7 @@ def test_a_token_for_another_device_is_refused_and_stays_usable(site: Site) -> N
     refused = site.agent("device", "enroll", "--token", token, DEVTRUST_USER_TOKEN=credential)
     assert _one_error_line(refused) == (
         "error: the enrollment token is for device LNX-E2E-0003/Linux, "
-        "but this device reports LNX-E2E-9999/linux"
+        "but this device reports LNX-E2E-9999/Linux"
     )
     site.device_serial("LNX-E2E-0003")
     enrolled = site.agent("device", "enroll", "--token", token, DEVTRUST_USER_TOKEN=credential)

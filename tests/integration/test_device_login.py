@@ -221,7 +221,7 @@ def test_a_tpm_device_logs_in_with_a_quote_through_the_cli(site: Site, tmp_path:
         logged_in = device("login", "--user", "erin")
         assert logged_in.returncode == 0, logged_in.stderr
         lines = logged_in.stdout.splitlines()
-        assert lines[0] == 'Device "LNX-LOGIN-1"/Linux authenticated as erin'
+        assert lines[0] == "Device LNX-LOGIN-1/Linux authenticated as erin"
         assert lines[-1] == "  Extensions:  device-asset-tag, device-credential-id, device-id"
         cert_file = tmp_path / "agent" / "agent" / "erin-device-cert.pem"
         assert lines[1] == f"  Certificate: {cert_file}"

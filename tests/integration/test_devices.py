@@ -112,7 +112,7 @@ def test_remove_by_asset_tag_and_by_device_id(db: Database) -> None:
 
 def test_removing_a_missing_device_fails_and_changes_nothing(db: Database) -> None:
     add(db, "KEEP")
-    with pytest.raises(NotFound, match="device with asset tag NOPE not found"):
+    with pytest.raises(NotFound, match="device 'NOPE' not found"):
         svc.remove_device(db.uow(), actor="admin", asset_tag="NOPE")
     with pytest.raises(NotFound, match="not found"):
         svc.remove_device(db.uow(), actor="admin", device_id="9cdfc0ad-64b7-4d9c-8a2e-000000000000")

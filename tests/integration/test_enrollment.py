@@ -69,7 +69,7 @@ def test_a_token_for_another_device_changes_nothing_and_is_audited(
 ) -> None:
     with pytest.raises(
         TokenInvalid,
-        match=r"is for device LNX-4C4C4544/Linux, but this device reports OTHER-1/linux",
+        match=r"is for device LNX-4C4C4544/Linux, but this device reports OTHER-1/Linux",
     ):
         enrollment.enroll_device(
             db.uow(), token=token, credential=CREDENTIAL, collected=collected("OTHER-1"), user="bob"

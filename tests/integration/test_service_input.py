@@ -10,8 +10,7 @@ field, nothing stored), and only an error that says the database cannot be used 
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -85,11 +84,16 @@ def test_every_text_field_of_every_request_refuses_control_characters() -> None:
 class UnusedQueue:
     """Auto-enrollment's queue: every check stays pending (no worker needed here)."""
 
-    def submit(self, user: str, collected: dict[str, Any]) -> str:
-        return str(uuid.uuid4())
+    def submit(
+        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
+    ) -> None:
+        pass
 
     def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
         return None
+
+    def forget(self, check_id: str) -> None:
+        pass
 
 
 @pytest.fixture

@@ -93,6 +93,19 @@ def test_a_machine_with_no_serial_gets_a_clear_error(tmp_path: Path) -> None:
         collect_linux(dmi, os_release(tmp_path), user="alice")
 
 
+def test_a_machine_without_a_dmi_directory_is_told_so_and_the_setting_named(
+    tmp_path: Path,
+) -> None:
+    """A VM or container: no /sys/class/dmi/id at all, not "placeholders"."""
+    missing = tmp_path / "no-dmi"
+    with pytest.raises(CollectError) as refused:
+        collect_linux(missing, os_release(tmp_path), user="alice")
+    message = str(refused.value)
+    assert f"the DMI directory {missing} does not exist" in message
+    assert "DEVTRUST_DMI_DIR" in message
+    assert "placeholders" not in message
+
+
 def test_os_release_quoting() -> None:
     values = parse_os_release(OS_RELEASE + 'VARIANT=\'Server Edition\'\nBUILD_ID="a \\"b\\""\n')
     assert values["PRETTY_NAME"] == "Debian GNU/Linux 12 (bookworm)"

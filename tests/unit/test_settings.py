@@ -106,11 +106,40 @@ def test_a_config_file_that_does_not_parse_is_named(config: Path) -> None:
 
 
 def test_a_data_directory_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
-    from inventory.db import create_db_engine
-
     blocker = tmp_path / "file"
     blocker.write_text("")
+    settings = load_settings(data_dir=blocker / "data")
+    with pytest.raises(ConfigurationError, match=f"cannot create {blocker / 'data'} for the data"):
+        settings.database_url_value  # noqa: B018 (the property makes the directory)
+
+
+def test_the_data_directory_is_made_for_the_default_database(tmp_path: Path) -> None:
+    from inventory.db import Database
+
+    url = load_settings(data_dir=tmp_path / "new" / "data").database_url_value
+    Database.connect(url).close()
+    assert (tmp_path / "new" / "data" / "devtrust.db").is_file()
+
+
+def test_a_sqlite_url_in_a_missing_directory_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    from inventory.db import Database, create_db_engine
+
+    missing = tmp_path / "nonexistent" / "dir"
+    url = f"sqlite:///{missing / 'x.db'}"
     with pytest.raises(
-        ConfigurationError, match=f"cannot create {blocker / 'data'} for the SQLite"
+        ConfigurationError, match=f"{missing / 'x.db'} is in a directory that does not exist"
     ):
-        create_db_engine(f"sqlite:///{blocker / 'data' / 'devtrust.db'}")
+        Database.connect(url)
+    assert not (tmp_path / "nonexistent").exists()
+    create_db_engine(url, create_dir=True).dispose()  # what `devtrust db upgrade` does
+    assert missing.is_dir()
+
+
+@pytest.mark.parametrize("query", ["?mode=ro", "?mode=ro&uri=true", "?timeout=1"])
+def test_a_sqlite_url_with_options_is_refused_in_one_line(query: str) -> None:
+    with pytest.raises(ConfigurationError, match="a SQLite URL takes no options") as refused:
+        parse_database_url(f"sqlite:////tmp/x.db{query}")
+    assert "mode=ro is not supported" in str(refused.value)
+    assert "\n" not in str(refused.value)

@@ -7,13 +7,14 @@ only with ``DEVTRUST_DEBUG=1``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
 import typer
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from inventory.errors import DevtrustError, one_line
+from inventory.errors import QUOTE_LIMIT, DevtrustError, clip, one_line
 
 from . import _common, audit, config, db, device, devices, jamf, processes, users
 
@@ -57,13 +58,23 @@ def _usage_error(exc: BaseException) -> int:
     message = format_message() if callable(format_message) else str(exc)
     # typer validates choices with pydantic, whose messages start "Value error, ".
     message = message.replace("Value error, ", "")
+    # click quotes the offending value whole (a 10 kB --format): cut any run that long.
+    message = _LONG_WORD.sub(lambda m: clip(m.group(), QUOTE_LIMIT), message)
     ctx = getattr(exc, "ctx", None)
     hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     return _fail(f"{message}{hint}", code)
 
 
+_LONG_WORD = re.compile(rf"\S{{{QUOTE_LIMIT + 1},}}")
+
+#: The longest error line printed. Messages quote input through ``errors.quoted``; this
+#: also bounds what a library (click) echoes back, such as a 10 kB value for a choice.
+MAX_ERROR_LENGTH = 500
+
+
 def _fail(message: str, code: int = 1) -> int:
-    typer.echo(f"error: {message}", err=True)
+    line = clip(" ".join(message.splitlines()), MAX_ERROR_LENGTH)
+    typer.echo(f"error: {line}", err=True)
     return code
 
 

@@ -12,6 +12,8 @@ from typing import Any, TextIO
 import typer
 
 from inventory.db import Database
+from inventory.errors import InvalidArgument, quoted
+from inventory.services.audit import MAX_ACTOR_LENGTH
 from inventory.settings import Settings, load_settings
 
 _state: dict[str, Any] = {}
@@ -61,11 +63,22 @@ def close() -> None:
 
 
 def actor() -> str:
-    """Who the audit log names for an admin command: the OS user running it."""
+    """Who the audit log names for an admin command: the OS user running it.
+
+    It comes from the environment ($LOGNAME, $USER...), so it is checked like any input:
+    a name the audit log cannot hold would otherwise fail every admin write (PostgreSQL
+    refuses a value longer than the column), and a control character would garble the log.
+    """
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):
         return "admin"
+    if len(name) > MAX_ACTOR_LENGTH or not name.isprintable() or not name.strip():
+        raise InvalidArgument(
+            f"the acting admin's name from $LOGNAME/$USER, {quoted(name)}, is not a name the "
+            f"audit log can hold: use at most {MAX_ACTOR_LENGTH} printable characters"
+        )
+    return name
 
 
 def echo_json(value: Any, out: TextIO | None = None) -> None:

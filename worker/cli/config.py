@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from inventory.errors import InvalidArgument, InvalidPreference
+from inventory.errors import InvalidArgument, InvalidPreference, quoted
 from inventory.preference import DeviceTrust, from_resource, to_resource, with_value
 from inventory.services import preference as preference_service
 
@@ -64,10 +64,13 @@ def edit() -> None:
         try:
             result = subprocess.run([*shlex.split(editor), str(path)], check=False)
         except FileNotFoundError:
-            raise InvalidArgument(f"cannot start the editor {editor!r}: set $EDITOR") from None
+            raise InvalidArgument(
+                f"cannot start the editor {quoted(editor)}: set $EDITOR"
+            ) from None
         if result.returncode != 0:
             raise InvalidArgument(
-                f"the editor {editor!r} exited with status {result.returncode}; nothing changed"
+                f"the editor {quoted(editor)} exited with status {result.returncode}; "
+                "nothing changed"
             )
         edited = path.read_text(encoding="utf-8")
     if edited == original:

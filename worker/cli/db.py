@@ -14,16 +14,17 @@ from ._common import info, settings
 app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 
 
-def _engine() -> dbmod.Engine:
-    return dbmod.create_db_engine(settings().database_url_value)
+def _engine(*, create: bool = False) -> dbmod.Engine:
+    return dbmod.create_db_engine(settings().database_url_value, create_dir=create)
 
 
 @app.command("upgrade")
 def upgrade(
     revision: Annotated[str, typer.Argument(help="target revision", metavar="REVISION")] = "head",
 ) -> None:
-    """Upgrade the schema (to the newest revision by default)."""
-    engine = _engine()
+    """Upgrade the schema (to the newest revision by default); creates a new SQLite
+    database, and its directory, where DEVTRUST_DATABASE_URL names one that is missing."""
+    engine = _engine(create=True)
     try:
         dbmod.upgrade(engine, revision)
         typer.echo(f"database at revision {dbmod.current_revision(engine)}")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from inventory.domain import CollectedData, OSType
-from inventory.errors import DevtrustError
+from inventory.domain import CollectedData, OSType, device_label, normalize_user_name
+from inventory.errors import DevtrustError, InvalidArgument
 
 from ._common import TextOrJson, echo_json, info, settings
 
@@ -91,8 +91,7 @@ def enroll(
         if token is None:
             token = self_token(client, collected).token
         device = run_ceremony(client, token, collected, prover)
-    os_type = OSType(device["os_type"])
-    typer.echo(f'Device "{device["asset_tag"]}"/{os_type.display} enrolled')
+    typer.echo(f"Device {device_label(device['asset_tag'], OSType(device['os_type']))} enrolled")
 
 
 @app.command("login")
@@ -105,12 +104,17 @@ def login(
     """
     from ceremony.agent.login import login as run_login
 
+    # Checked before anything is collected or sent: the name also names the key file.
+    try:
+        name = normalize_user_name(user)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"--user: {exc}") from None
     collected = _collect()
     with _agent(collected) as (client, prover):
-        done = run_login(client, user.strip(), collected, prover, progress=info)
+        done = run_login(client, name, collected, prover, progress=info)
     cert = done.certificate
-    os_type = OSType(cert.device["os_type"])
-    typer.echo(f'Device "{cert.device["asset_tag"]}"/{os_type.display} authenticated as {user}')
+    label = device_label(cert.device["asset_tag"], OSType(cert.device["os_type"]))
+    typer.echo(f"Device {label} authenticated as {name}")
     typer.echo(f"  Certificate: {done.certificate_file}")
     typer.echo(f"  Valid until: {cert.expire_time:%Y-%m-%d %H:%M:%S} UTC")
     typer.echo(f"  Extensions:  {', '.join(cert.extensions)}")

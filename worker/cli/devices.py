@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from inventory.domain import CollectedData, Device, OSType, Page, TokenKind
+from inventory.domain import CollectedData, Device, OSType, Page, TokenKind, normalize_asset_tag
 from inventory.durations import format_duration, parse_duration
 from inventory.errors import InvalidArgument
 from inventory.serialize import device_to_dict
 from inventory.services import devices as device_service
 from inventory.services import tokens as token_service
+from inventory.services.tokens import MAX_TTL, MIN_TTL
 
 from ._common import (
     Format,
@@ -36,6 +37,38 @@ app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
 
 HEADERS = ("Asset Tag", "OS", "Enroll Status", "Device ID")
 
+# A device is named the same way in every command that takes one: an asset tag or a
+# device id as the argument, or --asset-tag or --device-id; --os picks between two
+# devices sharing one asset tag.
+DeviceRef = Annotated[
+    str | None,
+    typer.Argument(help="the device's asset tag or id", metavar="[DEVICE]", show_default=False),
+]
+AssetTag = Annotated[str | None, typer.Option("--asset-tag", help="the device's serial number")]
+DeviceId = Annotated[str | None, typer.Option("--device-id", help="the device's id")]
+OS = Annotated[
+    str | None, typer.Option("--os", help="when the asset tag names devices of two OSes")
+]
+
+
+def _address(
+    ref: str | None, asset_tag: str | None, device_id: str | None, os: str | None
+) -> tuple[str, OSType | None]:
+    """The device reference and OS the command names, checked before any lookup."""
+    return (
+        device_service.one_ref(ref, device_id=device_id, asset_tag=asset_tag),
+        OSType.parse(os) if os is not None else None,
+    )
+
+
+def _token_ttl(ttl: str | None) -> timedelta:
+    """--ttl, or the enrollment_token_ttl setting, each named as the user set it."""
+    if ttl is not None:
+        text, what = ttl, "--ttl"
+    else:
+        text, what = settings().enrollment_token_ttl, "setting DEVTRUST_ENROLLMENT_TOKEN_TTL"
+    return parse_duration(text, what=what, at_least=MIN_TTL, at_most=MAX_TTL)
+
 
 @app.command("add")
 def add(
@@ -48,15 +81,17 @@ def add(
     ] = None,
 ) -> None:
     """Register a device in the inventory."""
+    # Everything is checked before anything is written: a refused --ttl adds no device.
     os_type = OSType.parse(os)
-    token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
-    db = database()
+    tag = normalize_asset_tag(asset_tag)
+    token_ttl = _token_ttl(ttl) if enroll or ttl is not None else None
+    who = actor()
     device = device_service.register_device(
-        db.uow(), os_type=os_type, asset_tag=asset_tag, actor=actor(), assigned_user=user
+        database().uow(), os_type=os_type, asset_tag=tag, actor=who, assigned_user=user
     )
-    typer.echo(f"Device {device.asset_tag}/{device.os_type.value} added to the inventory")
-    if enroll:
-        _print_token(device.asset_tag, device.id, token_ttl)
+    typer.echo(f"Device {device.label} added to the inventory")
+    if token_ttl is not None and enroll:
+        _print_token(device.id, None, token_ttl)
 
 
 @app.command("ls")
@@ -102,11 +137,15 @@ def _stream_json(pages: Iterator[Page]) -> None:
 
 @app.command("get")
 def get(
-    ref: Annotated[str, typer.Argument(help="asset tag or device id", metavar="DEVICE")],
+    ref: DeviceRef = None,
+    asset_tag: AssetTag = None,
+    device_id: DeviceId = None,
+    os: OS = None,
     format: Annotated[Format, typer.Option("--format", help="yaml, json or text")] = Format.YAML,
 ) -> None:
     """Show one device with its profile and credential."""
-    device = device_service.get_device(database().uow(), ref)
+    name, os_type = _address(ref, asset_tag, device_id, os)
+    device = device_service.get_device(database().uow(), name, os_type=os_type)
     data = device_to_dict(device)
     if format is Format.JSON:
         echo_json(data)
@@ -133,41 +172,39 @@ def _text_lines(data: dict[str, object], prefix: str = "") -> Iterator[tuple[str
 
 @app.command("rm")
 def rm(
-    asset_tag: Annotated[
-        str | None, typer.Option(help="remove the device with this serial")
-    ] = None,
-    device_id: Annotated[str | None, typer.Option(help="remove the device with this id")] = None,
+    ref: DeviceRef = None,
+    asset_tag: AssetTag = None,
+    device_id: DeviceId = None,
+    os: OS = None,
 ) -> None:
     """Remove a device from the inventory, by asset tag or by device id."""
-    device_service.remove_device(
-        database().uow(), actor=actor(), device_id=device_id, asset_tag=asset_tag
-    )
-    typer.echo(f'Device "{device_id.strip() if device_id else (asset_tag or "").strip()}" removed')
+    name, os_type = _address(ref, asset_tag, device_id, os)
+    device_service.remove_device(database().uow(), name, actor=actor(), os_type=os_type)
+    typer.echo(f'Device "{name}" removed')
 
 
 @app.command("enroll")
 def enroll(
-    asset_tag: Annotated[str | None, typer.Option(help="the device's serial number")] = None,
-    device_id: Annotated[str | None, typer.Option(help="the device's id")] = None,
-    ttl: Annotated[str | None, typer.Option(help="how long the token is valid, e.g. 1h")] = None,
+    ref: DeviceRef = None,
+    asset_tag: AssetTag = None,
+    device_id: DeviceId = None,
+    os: OS = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="how long the token is valid, 1m to 7d, e.g. 1h")
+    ] = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Create an enrollment token for a registered device."""
-    if (asset_tag is None) == (device_id is None):
-        raise InvalidArgument("give exactly one of --asset-tag or --device-id")
-    token_ttl = parse_duration(ttl or settings().enrollment_token_ttl, what="--ttl")
-    _print_token(asset_tag, device_id, token_ttl, as_json=format is TextOrJson.JSON)
+    name, os_type = _address(ref, asset_tag, device_id, os)
+    token_ttl = _token_ttl(ttl)
+    _print_token(name, os_type, token_ttl, as_json=format is TextOrJson.JSON)
 
 
 def _print_token(
-    asset_tag: str | None, device_id: str | None, ttl: timedelta, *, as_json: bool = False
+    ref: str, os_type: OSType | None, ttl: timedelta, *, as_json: bool = False
 ) -> None:
     issued = token_service.create_token(
-        database().uow(),
-        (device_id or asset_tag or ""),
-        actor=actor(),
-        kind=TokenKind.ADMIN,
-        ttl=ttl,
+        database().uow(), ref, actor=actor(), kind=TokenKind.ADMIN, ttl=ttl, os_type=os_type
     )
     if as_json:
         echo_json(
@@ -187,20 +224,28 @@ def _print_token(
 
 @app.command("unenroll")
 def unenroll(
-    ref: Annotated[str, typer.Argument(help="asset tag or device id", metavar="DEVICE")],
+    ref: DeviceRef = None,
+    asset_tag: AssetTag = None,
+    device_id: DeviceId = None,
+    os: OS = None,
 ) -> None:
     """Make an enrolled device not enrolled again (owner and credential cleared)."""
-    device, changed = device_service.unenroll_device(database().uow(), ref, actor=actor())
+    name, os_type = _address(ref, asset_tag, device_id, os)
+    device, changed = device_service.unenroll_device(
+        database().uow(), name, actor=actor(), os_type=os_type
+    )
     if changed:
-        typer.echo(f'Device "{device.asset_tag}" unenrolled')
+        typer.echo(f"Device {device.label} unenrolled")
     else:
-        typer.echo(f'Device "{device.asset_tag}" is not enrolled; nothing to do')
+        typer.echo(f"Device {device.label} is not enrolled; nothing to do")
 
 
 @app.command("diff")
 def diff(
-    asset_tag: Annotated[str, typer.Argument(help="the device's asset tag or id")],
-    os: Annotated[str | None, typer.Option("--os", help="when the tag names two OSes")] = None,
+    ref: DeviceRef = None,
+    asset_tag: AssetTag = None,
+    device_id: DeviceId = None,
+    os: OS = None,
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Compare the device's last collected data with its MDM profile, field by field.
@@ -209,10 +254,9 @@ def diff(
     """
     from inventory.drift import compare
 
+    name, os_type = _address(ref, asset_tag, device_id, os)
     db = database()
-    device = device_service.get_device(
-        db.uow(), asset_tag, os_type=OSType.parse(os) if os else None
-    )
+    device = device_service.get_device(db.uow(), name, os_type=os_type)
     history = device_service.collected_history(db.uow(), device.id, limit=1)
     if not history:
         raise InvalidArgument(
