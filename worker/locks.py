@@ -5,11 +5,15 @@ releasing it does not block the inventory for ever. A long sync keeps its lease 
 with :meth:`Lease.start_renewal`. Two kinds of locks, picked by :func:`locks_for`:
 
 - :class:`RedisLocks`, one key per lock on a Redis server, for workers spread over
-  several hosts. The key's value is a random token followed by the holder's owner
-  string, so :meth:`RedisLocks.holder` can say who holds it and a lease only ever
-  renews or deletes a key that still carries its own token.
+  several hosts. The key's value is a random token (with the lease's ttl) followed by
+  the holder's owner string, so :meth:`RedisLocks.holder` can say who holds it and a
+  lease only ever renews or deletes a key that still carries its own token.
 - :class:`LocalLocks`, ``flock`` on files in a directory, for the embedded set-up on one
   machine: the kernel drops the lock when the holding process dies, however it dies.
+
+:meth:`state` tells more than who: whether the holder still looks alive (its renewals
+keep coming; its process exists) and when the lock frees, so a skipped sync can say
+that it waits for a dead worker's lock and until when (:class:`LockState`).
 
 A lock server that cannot be used raises :class:`LockUnavailable`, a
 :class:`~inventory.errors.DevtrustError` whose message names the server (never its
@@ -22,6 +26,7 @@ import contextvars
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -30,6 +35,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -45,6 +52,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "Lease",
     "LocalLocks",
+    "LockState",
     "LockUnavailable",
     "Locks",
     "RedisLocks",
@@ -68,6 +76,53 @@ class LockUnavailable(DevtrustError):
     """The lock server (or the lock directory) cannot be used right now; worth a retry."""
 
     http_status = 503
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A held lock as another worker sees it.
+
+    ``frees_in``: seconds until the lock frees itself unless renewed (Redis); None for a
+    file lock, which frees the moment its process ends. ``renewed_ago``: seconds since
+    it was taken or last renewed, when known. ``holder_dead``: its renewals stopped (the
+    holder renews every ttl/3; none came for half the ttl), or its process is gone.
+    """
+
+    owner: str
+    holder_dead: bool = False
+    frees_in: float | None = None
+    renewed_ago: float | None = None
+    pid: int | None = None
+
+    def frees_at(self, now: datetime | None = None) -> datetime | None:
+        if self.frees_in is None:
+            return None
+        return (now or datetime.now(UTC)) + timedelta(seconds=self.frees_in)
+
+    def describe(self, now: datetime | None = None) -> str:
+        """One clause for a person: who holds it, whether they look alive, when it frees."""
+        when = self.frees_at(now)
+        frees = (
+            f"the lock frees at {when:%H:%M:%S} UTC (in {math.ceil(self.frees_in or 0)} s)"
+            if when is not None
+            else None
+        )
+        if self.pid is not None:  # a file lock
+            if self.holder_dead:
+                return (
+                    f"{self.owner}, whose process {self.pid} is gone; the lock frees when the "
+                    "processes that inherited its lock file end"
+                )
+            return f"{self.owner}, process {self.pid} on this host; the lock frees when it ends"
+        ago = f"{self.renewed_ago:.0f} s ago" if self.renewed_ago is not None else "a while ago"
+        if self.holder_dead:
+            return (
+                f"{self.owner}, whose worker stopped renewing the lock {ago} (it is gone or "
+                f"stuck); {frees or 'the lock never frees by itself'}"
+            )
+        if frees is None:
+            return f"{self.owner}; the lock has no ttl and never frees by itself"
+        return f"{self.owner}, lock renewed {ago}; unless renewed again, {frees}"
 
 
 def _check_ttl(ttl: float) -> float:
@@ -182,6 +237,8 @@ class Locks(Protocol):
 
     def holder(self, name: str) -> str | None: ...
 
+    def state(self, name: str) -> LockState | None: ...
+
     def close(self) -> None: ...
 
 
@@ -248,19 +305,38 @@ class RedisLocks:
     def acquire(self, name: str, ttl: float, owner: str) -> Lease | None:
         ttl = _check_ttl(ttl)
         lock = Lock(self._redis, self.prefix + name, timeout=ttl, thread_local=False)
+        # The ttl rides in the token, so that others can tell when renewals stopped.
+        token = f"{uuid.uuid4().hex}:{math.ceil(ttl * 1000)} {owner}"
         with self._reaching():
-            if not lock.acquire(blocking=False, token=f"{uuid.uuid4().hex} {owner}"):
+            if not lock.acquire(blocking=False, token=token):
                 return None
         return _RedisLease(name, ttl, lock, self)
 
     def holder(self, name: str) -> str | None:
+        state = self.state(name)
+        return state.owner if state else None
+
+    def state(self, name: str) -> LockState | None:
         with self._reaching():
-            value = self._redis.get(self.prefix + name)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.get(self.prefix + name)
+            pipe.pttl(self.prefix + name)
+            value, pttl = pipe.execute()
         if value is None:
             return None
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        _token, space, owner = text.partition(" ")
-        return owner if space else text
+        token, space, owner = text.partition(" ")
+        if not space:
+            return LockState(owner=text)
+        _, colon, ttl_ms = token.partition(":")
+        if pttl is None or pttl < 0:  # no expiry (set by hand): it never frees by itself
+            return LockState(owner=owner)
+        frees_in = pttl / 1000
+        if not (colon and ttl_ms.isdigit()):
+            return LockState(owner=owner, frees_in=frees_in)
+        ttl = int(ttl_ms) / 1000
+        ago = max(0.0, ttl - frees_in)
+        return LockState(owner=owner, holder_dead=ago > ttl / 2, frees_in=frees_in, renewed_ago=ago)
 
     def close(self) -> None:
         self._redis.close()
@@ -330,8 +406,9 @@ class LocalLocks:
 
     Separate processes on this host exclude each other, and so do two acquires in one
     process. A lock whose process died is free: the kernel drops ``flock`` locks when
-    the process exits, however it exits. The file holds the holder's owner string while
-    it is held and is never deleted (deleting lock files races with their next holder).
+    the process exits, however it exits. The file holds the holder's process id and
+    owner string while it is held and is never deleted (deleting lock files races with
+    their next holder).
     ``ttl`` is checked but otherwise ignored: a lease lasts until released.
     """
 
@@ -358,13 +435,17 @@ class LocalLocks:
                 os.close(fd)
                 return None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, owner.encode(), 0)
+            os.pwrite(fd, f"{os.getpid()}\n{owner}".encode(), 0)
         except OSError as exc:
             os.close(fd)  # drops the flock too, if we got it
             raise self._unavailable(exc) from None
         return _LocalLease(name, ttl, fd)
 
     def holder(self, name: str) -> str | None:
+        state = self.state(name)
+        return state.owner if state else None
+
+    def state(self, name: str) -> LockState | None:
         try:
             fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -376,14 +457,14 @@ class LocalLocks:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    owner = os.pread(fd, 64 * 1024, 0)
-                    if owner:
-                        return owner.decode("utf-8", "replace")
+                    written = os.pread(fd, 64 * 1024, 0)
+                    if written:
+                        return _local_state(written.decode("utf-8", "replace"))
                     time.sleep(0.01)  # just acquired; its owner is being written
                 else:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                     return None
-            return _UNNAMED_HOLDER
+            return LockState(owner=_UNNAMED_HOLDER)
         except OSError as exc:
             raise self._unavailable(exc) from None
         finally:
@@ -394,6 +475,21 @@ class LocalLocks:
 
     def __repr__(self) -> str:
         return f"<LocalLocks {self.directory}>"
+
+
+def _local_state(written: str) -> LockState:
+    pid_text, newline, owner = written.partition("\n")
+    if not (newline and pid_text.isdigit()):
+        return LockState(owner=written)
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        # Held all the same: a child that inherited the descriptor still has it.
+        return LockState(owner=owner, holder_dead=True, pid=pid)
+    except PermissionError:
+        pass  # it exists, as another user
+    return LockState(owner=owner, pid=pid)
 
 
 class _LocalLease(Lease):

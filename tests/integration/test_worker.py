@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import socket
@@ -95,7 +96,7 @@ def settings_for(env: dict[str, str]) -> Settings:
         jamf_url=env["DEVTRUST_JAMF_URL"],
         jamf_client_id="devtrust",
         jamf_client_secret="devtrust-secret",
-        jamf_sync_lock_ttl="3s",
+        jamf_sync_lock_ttl=env.get("DEVTRUST_JAMF_SYNC_LOCK_TTL", "3s"),
         jamf_sync_start_delay="0",
         jamf_inventory=INVENTORY,
     )
@@ -163,7 +164,10 @@ def test_sync_job_runs_once_and_a_second_one_is_skipped_while_the_lock_is_held(
         with lease:
             skipped = jobs.sync_inventory(settings, kind="full")
             assert skipped["status"] == jobs.SKIPPED
-            assert "already running (the other worker)" in skipped["reason"]
+            assert skipped["reason"] == (
+                f"a sync of jamf/default is already running: the other worker, process "
+                f"{os.getpid()} on this host; the lock frees when it ends"
+            )
             assert jobs.sync_running(settings, "default") == "the other worker"
         assert jobs.sync_running(settings, "default") is None
         assert [s for _, s, _ in runs(env)] == [store.SUCCEEDED]  # the skip wrote no run
@@ -288,6 +292,100 @@ def test_a_worker_killed_mid_sync_leaves_what_the_next_sync_completes(
         assert inventory_size(env) == managed_count(jamf)
         statuses = [s for _, s, _ in runs(env)]
         assert statuses[-2:] == [store.FAILED, store.SUCCEEDED]  # the killed run, closed
+
+
+def slow_jamf(jamf: str, latency_ms: int) -> None:
+    import httpx
+
+    httpx.put(f"{jamf}/_sim/faults", json={"latency_ms": latency_ms}, timeout=30).raise_for_status()
+
+
+def test_a_live_workers_long_sync_is_never_redelivered_and_a_killed_ones_comes_back_soon(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    # A 4 s visibility timeout (the lock's ttl 2 s), a sync slowed to outlast it twice,
+    # and a second worker ready to take any message that comes back.
+    with simulator(4000, "--latency-ms", "500") as jamf:
+        env = env_for(
+            tmp_path, jamf, machine_redis,
+            DEVTRUST_BROKER_VISIBILITY_TIMEOUT="4s", DEVTRUST_JAMF_SYNC_LOCK_TTL="2s",
+            DEVTRUST_JAMF_MAX_CONNECTIONS="2",  # one page at a time: a slow sync
+        )  # fmt: skip
+        with worker(env, "victim") as victim, worker(env, "bystander") as bystander:
+            sent = send(env, kind="full")
+            wait_until(
+                lambda: any(s == store.RUNNING and f > 0 for _, s, f in runs(env)),
+                60,
+                "the sync never got going",
+            )
+            time.sleep(9)  # over twice the visibility timeout
+            received = f"Task {SYNC_TASK}[{sent.id}] received"
+            assert runs(env)[-1][1] == store.RUNNING, "the sync ended too soon to tell"
+            assert received in victim.output()
+            assert received not in bystander.output()  # not redelivered while its worker lives
+            victim.kill(signal.SIGKILL)
+            killed = time.monotonic()
+            slow_jamf(jamf, 0)
+            outcome = sent.get(timeout=60)
+            came_back = time.monotonic() - killed
+        assert received in bystander.output()
+        assert outcome["status"] == store.SUCCEEDED, outcome
+        assert came_back < 4 + 10, came_back  # the timeout and a sweep, not hours
+        assert [s for _, s, _ in runs(env)] == [store.FAILED, store.SUCCEEDED]
+        assert inventory_size(env) == managed_count(jamf)
+
+
+def test_status_and_a_skipped_sync_say_a_killed_workers_lock_is_dead_and_when_it_frees(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    with simulator(3000, "--latency-ms", "500") as jamf:
+        env = env_for(
+            tmp_path, jamf, machine_redis,
+            DEVTRUST_JAMF_SYNC_LOCK_TTL="8s", DEVTRUST_JAMF_MAX_CONNECTIONS="2",
+        )  # fmt: skip
+        settings = settings_for(env)
+        with worker(env, "victim") as victim:
+            send(env, kind="full")
+            wait_until(lambda: jobs.sync_lock(settings, "default"), 60, "no sync took the lock")
+            alive = devtrust(env, "jamf", "status")
+            victim.kill(signal.SIGKILL)
+        assert re.search(
+            r"\njamf/default: syncing now, by victim@\S+ task \S+, lock renewed \d+ s ago; unless "
+            r"renewed again, the lock frees at \d\d:\d\d:\d\d UTC \(in \d s\)\n",
+            alive.stdout,
+        ), alive.stdout
+        wait_until(
+            lambda: getattr(jobs.sync_lock(settings, "default"), "holder_dead", False),
+            8,
+            "the dead worker's lock was never told dead",
+        )
+        status = devtrust(env, "jamf", "status")
+        skipped = jobs.sync_inventory(settings, kind="partial")
+        lock = jobs.sync_lock(settings, "default")
+        assert lock is not None and lock.frees_in is not None
+    dead = (
+        r"victim@\S+ task \S+, whose worker stopped renewing the lock \d+ s ago \(it is gone or "
+        r"stuck\); the lock frees at (\d\d:\d\d:\d\d) UTC \(in \d s\)"
+    )
+    found = re.search(
+        r"\njamf/default: no sync is running, but a dead sync's lock is still held by " + dead,
+        status.stdout,
+    )
+    assert found, status.stdout
+    frees_at = datetime.strptime(found.group(1), "%H:%M:%S").time()
+    expected = (datetime.now(UTC) + timedelta(seconds=lock.frees_in)).time()
+    assert abs(
+        datetime.combine(datetime.now(UTC), frees_at)
+        - datetime.combine(datetime.now(UTC), expected)
+    ) <= timedelta(seconds=3)
+    assert skipped["status"] == jobs.SKIPPED
+    assert re.fullmatch(
+        "the lock of jamf/default is still held by a sync that is gone: " + dead,
+        skipped["reason"],
+    ), skipped["reason"]
+    [entry] = json.loads(devtrust(env, "jamf", "status", "--format", "json").stdout)
+    assert entry["syncing"] is None
+    assert entry["lock"] is None or entry["lock"]["holder_dead"] is True
 
 
 def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: Path) -> None:
