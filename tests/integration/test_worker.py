@@ -437,6 +437,67 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         assert entry["last_full"]["status"] == store.SUCCEEDED and entry["alert"] is False
 
 
+def test_a_sync_the_worker_cannot_start_is_a_failed_run_with_its_reason_everywhere(
+    tmp_path: Path,
+) -> None:
+    # Neither the shell nor the worker has DEVTRUST_JAMF_URL; the shell knows an inventory
+    # "lab" the worker does not.
+    env = env_for(tmp_path, "unused")
+    del env["DEVTRUST_JAMF_URL"]
+    shell = {**env, "DEVTRUST_JAMF_INVENTORY": json.dumps([*INVENTORY, {"name": "lab"}])}
+    no_url = "the worker cannot start the sync: DEVTRUST_JAMF_URL is not set: where is Jamf Pro?"
+    no_lab = (
+        "the worker cannot start the sync: unknown Jamf inventory 'lab': configured are default"
+    )
+    with worker(env, "solo") as solo:
+        queued = devtrust(shell, "jamf", "sync", "--full")
+        waited = devtrust(shell, "jamf", "sync", "--full", "--wait", "--timeout", "60")
+        lab = devtrust(shell, "jamf", "sync", "--inventory", "lab", "--wait", "--timeout", "60")
+        status = devtrust(env, "jamf", "status")
+        as_json = devtrust(env, "jamf", "status", "--format", "json")
+        audited = devtrust(env, "audit", "ls", "--type", "jamf.sync", "--format", "json")
+    assert queued.returncode == 0 and "queued a full sync of default" in queued.stderr
+    assert waited.returncode == 1
+    assert waited.stderr.splitlines()[-1] == f"error: {no_url}", waited.stderr
+    assert "full sync of default failed" in waited.stdout
+    assert lab.returncode == 1 and lab.stderr.splitlines()[-1] == f"error: {no_lab}", lab.stderr
+    # Recorded runs: `jamf status` shows the reason, no longer "no sync has finished yet".
+    assert "no sync has finished yet" not in status.stderr
+    assert re.search(
+        r"\ndefault +full +failed .* the worker cannot start the sync: DEVTRUST_JAMF_URL",
+        status.stdout,
+    ), status.stdout
+    [entry] = json.loads(as_json.stdout)
+    assert entry["last_full"]["status"] == store.FAILED and entry["last_full"]["error"] == no_url
+    assert entry["alert"] is True  # two failed in a row
+    assert [(k, s) for k, s, _ in runs(env)] == [("full", store.FAILED)] * 2 + [
+        ("partial", store.FAILED)
+    ]
+    events = json.loads(audited.stdout)
+    assert len(events) == 3 and not any(e["success"] for e in events)
+    assert {e["message"].split("; ", 1)[1] for e in events} == {no_url, no_lab}
+    # The worker said it in one line each, with no traceback.
+    logged = [
+        json.loads(line)
+        for line in solo.lines
+        if '"logger": "devtrust.worker"' in line and "cannot start the sync" in line
+    ]
+    assert len(logged) == 3 and {e["level"] for e in logged} == {"ERROR"}, logged
+    assert "Traceback" not in solo.output()
+
+
+def test_a_bad_credential_setting_on_the_worker_is_a_failed_run_too(tmp_path: Path) -> None:
+    env = env_for(tmp_path, "http://127.0.0.1:9")
+    settings = settings_for(env).model_copy(update={"jamf_client_secret": None})
+    outcome = jobs.sync_inventory(settings, kind="partial", actor="ops")
+    assert outcome["status"] == store.FAILED
+    assert outcome["run"]["error"] == (
+        "the worker cannot start the sync: the Jamf client id is set but the client secret is "
+        "missing"
+    )
+    assert runs(env) == [("partial", store.FAILED, 0)]
+
+
 def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     env = env_for(tmp_path, "http://127.0.0.1:9")
     forced = devtrust(env, "jamf", "sync", "--force")
@@ -446,6 +507,52 @@ def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     assert unknown.stderr.strip() == (
         "error: unknown Jamf inventory 'nope': configured are default"
     )
+    for timeout, why in (
+        ("-1", "--timeout must be a number of seconds above 0 and at most 604800, not -1"),
+        ("0", "--timeout must be a number of seconds above 0 and at most 604800, not 0"),
+        ("nan", "--timeout must be a number of seconds above 0 and at most 604800, not nan"),
+        ("1e9", "--timeout must be a number of seconds above 0 and at most 604800, not 1e+09"),
+    ):
+        refused = devtrust(env, "jamf", "sync", "--wait", "--timeout", timeout)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(f"error: Invalid value: {why} (see"), refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+    alone = devtrust(env, "jamf", "sync", "--timeout", "30")
+    assert alone.returncode == 2 and "--timeout only applies with --wait" in alone.stderr
+    # Nothing was queued: the embedded queue holds no message.
+    messages = tmp_path / "data" / "queue" / "messages"
+    assert not messages.exists() or list(messages.iterdir()) == []
+
+
+def test_jamf_sync_names_a_data_directory_that_cannot_hold_the_queue(tmp_path: Path) -> None:
+    import os as _os
+
+    (tmp_path / "a-file").write_text("")
+    read_only = tmp_path / "read-only"
+    (read_only / "queue").mkdir(parents=True)
+    read_only.chmod(0o555)
+    (read_only / "queue").chmod(0o555)
+    # root writes anywhere: drop the capabilities that let it, as another user is
+    unprivileged = (
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"] if _os.geteuid() == 0 else []
+    )
+    cases = [
+        (tmp_path / "a-file" / "data", f"{tmp_path / 'a-file'}: not a directory"),
+        (read_only, f"{read_only / 'queue' / 'messages'}: permission denied"),
+    ]
+    for data_dir, what in cases:
+        env = {**env_for(tmp_path, "http://127.0.0.1:9"), "DEVTRUST_DATA_DIR": str(data_dir)}
+        done = subprocess.run(
+            [*unprivileged, DEVTRUST, "jamf", "sync", "--full"],
+            env={**_clean_env(), **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        assert done.stderr.splitlines() == [
+            f"error: the data directory {data_dir} cannot hold the embedded queue: {what}; "
+            "make it writable, set DEVTRUST_DATA_DIR to a directory that is, or "
+            "DEVTRUST_BROKER_URL to a broker"
+        ]
+    assert list((read_only / "queue").iterdir()) == []  # nothing queued
 
 
 def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: Path) -> None:
