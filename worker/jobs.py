@@ -46,8 +46,10 @@ def sync_inventory(
 
     Returns ``{"status": "succeeded" | "failed", "run": {...}}`` or, when another worker
     holds the inventory's lock, ``{"status": "skipped", "reason": ...}``: a second sync
-    is skipped, not queued behind the first. A sync the worker's settings cannot start
-    (Jamf not configured, an unknown inventory) is a failed run with that reason.
+    is skipped, not queued behind the first. When the holder is dead (its renewals
+    stopped), the skip carries ``retry_in``, the seconds until its lock frees. A sync
+    the worker's settings cannot start (Jamf not configured, an unknown inventory) is a
+    failed run with that reason.
     """
     kind = Kind(kind)
     with ExitStack() as stack:
@@ -102,7 +104,16 @@ def _skipped(locks: Locks, name: str, where: str, inventory: str, kind: Kind) ->
     else:
         reason = f"a sync of {where} is already running: {state.describe()}"
     log.info("%s sync skipped: %s", kind, reason)
-    return {"status": SKIPPED, "inventory": inventory, "kind": kind.value, "reason": reason}
+    outcome: dict[str, Any] = {
+        "status": SKIPPED,
+        "inventory": inventory,
+        "kind": kind.value,
+        "reason": reason,
+    }
+    if state is not None and state.holder_dead and state.frees_in is not None:
+        # Nobody is syncing: the task may try again once the dead holder's lock frees.
+        outcome["retry_in"] = state.frees_in
+    return outcome
 
 
 def _not_started(
