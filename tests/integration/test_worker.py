@@ -23,6 +23,7 @@ import redis
 from sqlalchemy import func, select
 
 from inventory.db import Database
+from inventory.errors import ConfigurationError
 from inventory.models import DeviceRow, SyncRunRow
 from inventory.services import challenges, devices
 from inventory.services import source_sync as store
@@ -45,9 +46,11 @@ from worker.celery import (
     SYNC_TASK,
     StartDelaySchedule,
     beat_schedule,
+    broker_settings,
     create_app,
 )
 from worker.locks import locks_for
+from worker.redelivery import RenewUnacked
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, RESULT_DB = 12, 13
@@ -225,6 +228,29 @@ def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
     later = StartDelaySchedule(timedelta(minutes=5), timedelta(minutes=2), app)
     due, next_in = later.is_due(NEVER)
     assert not due and 110 <= next_in <= 120
+
+
+def test_redis_messages_come_back_after_the_visibility_timeout_not_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    redis_broker = {"data_dir": tmp_path, "broker_url": "redis://127.0.0.1:6379/12"}
+    options = broker_settings(load_settings(**redis_broker))["broker_transport_options"]
+    assert options == {
+        "visibility_timeout": 300,  # 5 minutes, not the 4 h time limit plus an hour
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 300,
+    }
+    app = create_app(load_settings(**redis_broker))
+    assert RenewUnacked in app.steps["consumer"]
+    assert RenewUnacked not in create_app(load_settings(data_dir=tmp_path)).steps["consumer"]
+    with pytest.raises(ConfigurationError) as refused:
+        broker_settings(load_settings(**redis_broker, broker_visibility_timeout="90s"))
+    assert str(refused.value) == (
+        "DEVTRUST_BROKER_VISIBILITY_TIMEOUT 90s must be at least 2s and twice "
+        "DEVTRUST_JAMF_SYNC_LOCK_TTL (60s), so that a dead worker's sync comes back after its "
+        "lock freed"
+    )
 
 
 def test_beat_process_queues_scheduled_syncs_on_redis(tmp_path: Path, machine_redis: str) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from inventory.domain import SyncRun
 
 from ._common import TextOrJson, actor, database, echo_json, format_rows, info, settings
+
+if TYPE_CHECKING:  # the lock modules import redis: not on every CLI start
+    from worker.locks import LockState
 
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
@@ -74,7 +77,7 @@ def status(
     from inventory.services import source_sync as store
     from jamf.config import source_from_settings
     from worker.jobs import sync_lock
-    from worker.locks import LockState, LockUnavailable
+    from worker.locks import LockUnavailable
 
     source = source_from_settings(settings())
     db = database()
@@ -140,7 +143,7 @@ def status(
             )
 
 
-def _lock_entry(lock: Any) -> dict[str, Any] | None:
+def _lock_entry(lock: LockState | None) -> dict[str, Any] | None:
     if lock is None:
         return None
     frees_at = lock.frees_at()
