@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = None
     result_backend: str | None = None
+    broker_visibility_timeout: str = Field(
+        "5m", description="Redis: a message a dead worker took comes back after this long"
+    )
     jamf_url: str | None = None
     jamf_client_id: str | None = None
     jamf_client_secret: SecretStr | None = None

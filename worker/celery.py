@@ -16,7 +16,9 @@ Building the app reads the settings and connects to nothing.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +52,6 @@ def embedded_paths(data_dir: Path) -> dict[str, Path]:
 
 def broker_settings(settings: Settings) -> dict[str, Any]:
     """Celery configuration for the broker, the results and the transport."""
-    time_limit = parse_duration(settings.jamf_sync_time_limit, what="jamf_sync_time_limit")
     if settings.result_backend:
         _check_result_backend(settings.result_backend)
     if settings.broker_url:
@@ -59,15 +60,11 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
         backend = settings.result_backend or _default_backend(broker)
         conf: dict[str, Any] = {"broker_url": broker, "result_backend": backend}
         if broker.startswith(("redis://", "rediss://")):
-            # acks_late: a message comes back if its worker dies, but only after this
-            # long, so it must outlast the longest sync.
-            conf["broker_transport_options"] = {
-                "visibility_timeout": int(time_limit.total_seconds()) + 3600
-            }
+            conf["broker_transport_options"] = redis_transport_options(settings)
         return conf
     paths = embedded_paths(settings.data_dir)
     for path in paths.values():
-        path.mkdir(parents=True, exist_ok=True)
+        _check_writable(path, settings.data_dir)
     return {
         "broker_url": "filesystem://",
         "broker_transport_options": {
@@ -78,6 +75,55 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
         },
         "result_backend": settings.result_backend or f"file://{paths['results']}",
     }
+
+
+def redis_transport_options(settings: Settings) -> dict[str, Any]:
+    """acks_late on Redis: a message comes back ``visibility_timeout`` after its worker
+    stopped refreshing it (``worker.redelivery``: a live worker refreshes what it holds,
+    however long it runs). Longer than twice the lock's ttl, so that the dead worker's
+    sync lock has freed when its sync comes back."""
+    timeout = parse_duration(
+        settings.broker_visibility_timeout, what="broker_visibility_timeout"
+    ).total_seconds()
+    lock_ttl = parse_duration(settings.jamf_sync_lock_ttl, what="jamf_sync_lock_ttl")
+    if timeout < 2 * lock_ttl.total_seconds() or timeout < 2:
+        raise ConfigurationError(
+            f"DEVTRUST_BROKER_VISIBILITY_TIMEOUT {settings.broker_visibility_timeout} must be at "
+            f"least 2s and twice DEVTRUST_JAMF_SYNC_LOCK_TTL ({settings.jamf_sync_lock_ttl}), so "
+            "that a dead worker's sync comes back after its lock freed"
+        )
+    seconds = math.ceil(timeout)
+    return {
+        "visibility_timeout": seconds,
+        # kombu sweeps for messages to restore every interval * throttle seconds (100 s by
+        # default): a tenth of the timeout here, every 10 s at most.
+        "unacked_restore_interval": max(1, min(10, seconds // 10)),
+        "unacked_restore_throttle": 1,
+        # A worker killed while it sweeps holds the sweep's mutex this long.
+        "unacked_mutex_expire": min(300, seconds),
+    }
+
+
+def _check_writable(path: Path, data_dir: Path) -> None:
+    """Make one of the embedded queue's directories, and prove it takes files: else one
+    line naming the data directory and what is wrong, before anything is queued."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        # mkdir names the ancestor it could not make; the probe file's name is noise.
+        failed = Path(exc.filename) if exc.filename else path
+        where = failed if failed == path or failed in path.parents else path
+        if exc.errno == errno.ENOTDIR:  # name the file that stands where a directory should
+            where = next((p for p in reversed(path.parents) if p.is_file()), where)
+        raise ConfigurationError(
+            f"the data directory {data_dir} cannot hold the embedded queue: {where}: "
+            f"{(exc.strerror or type(exc).__name__).lower()}; make it writable, set "
+            "DEVTRUST_DATA_DIR to a directory that is, or DEVTRUST_BROKER_URL to a broker"
+        ) from None
 
 
 def _check_broker(url: str) -> None:
@@ -218,6 +264,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     celery.conf.devtrust_settings = settings
+    if str(celery.conf.broker_url).startswith(("redis://", "rediss://")):
+        from worker.redelivery import RenewUnacked
+
+        celery.steps["consumer"].add(RenewUnacked)
     return celery
 
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from inventory.db import Database, once_more_if_dropped
 from inventory.domain import CollectedData, IssuedToken
 from inventory.durations import parse_duration
-from inventory.errors import DevtrustError, InvalidArgument
+from inventory.errors import ConfigurationError, DevtrustError, InvalidArgument, one_line
 from inventory.serialize import run_to_dict
 from inventory.services import auto_enroll, challenges
 from inventory.services import source_sync as store
 from inventory.settings import Settings
 from jamf.config import client_from_settings, source_from_settings
 from jamf.sync import Kind, ProgressCallback, run_sync
-from worker.locks import locks_for
+from worker.locks import Locks, LockState, locks_for
 
 log = logging.getLogger("devtrust.worker")
 
@@ -46,21 +47,26 @@ def sync_inventory(
 
     Returns ``{"status": "succeeded" | "failed", "run": {...}}`` or, when another worker
     holds the inventory's lock, ``{"status": "skipped", "reason": ...}``: a second sync
-    is skipped, not queued behind the first.
+    is skipped, not queued behind the first. When the holder is dead (its renewals
+    stopped), the skip carries ``retry_in``, the seconds until its lock frees. A sync
+    the worker's settings cannot start (Jamf not configured, an unknown inventory) is a
+    failed run with that reason.
     """
     kind = Kind(kind)
-    source = source_from_settings(settings)
-    spec = source.inventory(inventory)
-    name = lock_name(source.name, spec.name)
-    ttl = parse_duration(settings.jamf_sync_lock_ttl, what="jamf_sync_lock_ttl").total_seconds()
-    locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
-    try:
-        lease = locks.acquire(name, ttl, owner)
+    with ExitStack() as stack:
+        try:
+            source = source_from_settings(settings)
+            spec = source.inventory(inventory)
+            ttl = parse_duration(settings.jamf_sync_lock_ttl, what="jamf_sync_lock_ttl")
+            locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
+            stack.callback(locks.close)
+            client = stack.enter_context(client_from_settings(settings))
+        except (ConfigurationError, InvalidArgument) as exc:
+            return _not_started(settings, inventory, kind, actor, exc)
+        name = lock_name(source.name, spec.name)
+        lease = locks.acquire(name, ttl.total_seconds(), owner)
         if lease is None:
-            holder = locks.holder(name) or "another worker"
-            reason = f"a sync of {source.name}/{spec.name} is already running ({holder})"
-            log.info("%s sync skipped: %s", kind, reason)
-            return {"status": SKIPPED, "inventory": spec.name, "kind": kind.value, "reason": reason}
+            return _skipped(locks, name, f"{source.name}/{spec.name}", spec.name, kind)
         with lease:
             lease.start_renewal()
             db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
@@ -69,36 +75,87 @@ def sync_inventory(
                     log.warning(
                         "run %d of %s was interrupted; closed it as failed", run_id, spec.name
                     )
-                with client_from_settings(settings) as client:
-                    run = run_sync(
-                        db,
-                        client,
-                        source,
-                        spec,
-                        kind=kind,
-                        force=force,
-                        actor=actor,
-                        progress=progress,
-                        concurrency=max(1, settings.jamf_max_connections - 1),
-                    )
+                run = run_sync(
+                    db,
+                    client,
+                    source,
+                    spec,
+                    kind=kind,
+                    force=force,
+                    actor=actor,
+                    progress=progress,
+                    concurrency=max(1, settings.jamf_max_connections - 1),
+                )
             finally:
                 db.close()
-        return {
-            "status": run.status,
-            "inventory": spec.name,
-            "kind": kind.value,
-            "run": run_to_dict(run),
-        }
+    return {
+        "status": run.status,
+        "inventory": spec.name,
+        "kind": kind.value,
+        "run": run_to_dict(run),
+    }
+
+
+def _skipped(locks: Locks, name: str, where: str, inventory: str, kind: Kind) -> dict[str, Any]:
+    state = locks.state(name)
+    if state is None:  # released between our try and our look
+        reason = f"a sync of {where} was running and has just ended"
+    elif state.holder_dead:
+        reason = f"the lock of {where} is still held by a sync that is gone: {state.describe()}"
+    else:
+        reason = f"a sync of {where} is already running: {state.describe()}"
+    log.info("%s sync skipped: %s", kind, reason)
+    outcome: dict[str, Any] = {
+        "status": SKIPPED,
+        "inventory": inventory,
+        "kind": kind.value,
+        "reason": reason,
+    }
+    if state is not None and state.holder_dead and state.frees_in is not None:
+        # Nobody is syncing: the task may try again once the dead holder's lock frees.
+        outcome["retry_in"] = state.frees_in
+    return outcome
+
+
+def _not_started(
+    settings: Settings, inventory: str | None, kind: Kind, actor: str, exc: DevtrustError
+) -> dict[str, Any]:
+    """Record a sync the settings cannot start as a failed run, audited like any other:
+    `jamf status`, `jamf sync --wait` and the audit log then say why, not only this log."""
+    source = settings.jamf_source_name.strip() or "jamf"
+    name = inventory or _first_inventory(settings)
+    reason = f"the worker cannot start the sync: {one_line(exc, limit=300)}"
+    db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+    try:
+        run = store.record_not_started(
+            db.uow(), source=source, inventory=name, kind=kind.value, actor=actor, error=reason
+        )
     finally:
-        locks.close()
+        db.close()
+    log.error("%s sync of %s/%s failed: %s", kind, source, name, reason)
+    return {"status": run.status, "inventory": name, "kind": kind.value, "run": run_to_dict(run)}
+
+
+def _first_inventory(settings: Settings) -> str:
+    """The entry a sync with no --inventory means, even when the entries do not parse."""
+    entries = settings.jamf_inventory or [{}]
+    first = entries[0] if isinstance(entries[0], dict) else {}
+    name = first.get("name", "default")
+    return name.strip() if isinstance(name, str) and name.strip() else "default"
 
 
 def sync_running(settings: Settings, inventory: str) -> str | None:
     """Who is syncing the inventory now (the lock's holder), or None."""
+    state = sync_lock(settings, inventory)
+    return state.owner if state else None
+
+
+def sync_lock(settings: Settings, inventory: str) -> LockState | None:
+    """The inventory's sync lock, when held: who, whether they look alive, when it frees."""
     source = source_from_settings(settings)
     locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
     try:
-        return locks.holder(lock_name(source.name, inventory))
+        return locks.state(lock_name(source.name, inventory))
     finally:
         locks.close()
 

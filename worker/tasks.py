@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -14,6 +16,8 @@ from jamf.sync import Progress
 from worker import jobs
 from worker.celery import AUTO_ENROLL_TASK, NOOP_TASK, PURGE_TASK, SYNC_TASK, app
 from worker.locks import LockUnavailable
+
+log = logging.getLogger("devtrust.worker")
 
 # Progress is written to the result backend at most this often.
 PROGRESS_EVERY = 1.0
@@ -50,7 +54,7 @@ def sync(
             last = now
             self.update_state(state="PROGRESS", meta=asdict(p))
 
-    return jobs.sync_inventory(
+    outcome = jobs.sync_inventory(
         self.app.conf.devtrust_settings,
         inventory=inventory,
         kind=kind,
@@ -59,6 +63,13 @@ def sync(
         owner=f"{self.request.hostname or 'worker'} task {self.request.id}",
         progress=progress,
     )
+    retry_in = outcome.pop("retry_in", None)
+    if retry_in is not None and self.request.retries < (self.max_retries or 0):
+        # A dead worker's lock: nobody is syncing, so run once it frees rather than skip.
+        countdown = math.ceil(retry_in) + 1
+        log.info("sync trying again in %d s, when the dead sync's lock frees", countdown)
+        raise self.retry(countdown=countdown)
+    return outcome
 
 
 @app.task(name=PURGE_TASK, autoretry_for=(DatabaseUnavailable,), max_retries=3)

@@ -449,31 +449,55 @@ def finish_run(
         row.watermark = watermark
         row.details = details or None
         run = to_run(row)
-        counts = (
-            f"fetched {run.fetched}, created {run.created}, updated {run.updated}, "
-            f"unchanged {run.unchanged}, deleted {run.deleted}, skipped {run.skipped}"
-        )
-        audit.record_within(
-            uow,
-            audit.JAMF_SYNC,
-            actor=actor,
-            success=status == SUCCEEDED,
-            message=f"{run.kind} sync of {run.source}/{run.inventory} {status}: {counts}"
-            + (f"; {error}" if error else ""),
-            details={
-                "run_id": run.id,
-                "kind": run.kind,
-                "inventory": run.inventory,
-                "fetched": run.fetched,
-                "created": run.created,
-                "updated": run.updated,
-                "unchanged": run.unchanged,
-                "deleted": run.deleted,
-                "skipped": run.skipped,
-            },
-        )
+        _audit_run(uow, run, actor)
         uow.commit()
         return run
+
+
+def record_not_started(
+    uow: UnitOfWork, *, source: str, inventory: str, kind: str, actor: str, error: str
+) -> SyncRun:
+    """A sync that could not start (the worker's settings), recorded as a failed run
+    with its reason and audited like any other, in one transaction."""
+    with uow:
+        now = uow.now()
+        row = SyncRunRow(
+            source=source, inventory=inventory, kind=kind, status=FAILED, start_time=now,
+            end_time=now, error=error, fetched=0, created=0, updated=0, unchanged=0,
+            deleted=0, skipped=0,
+        )  # fmt: skip
+        uow.session.add(row)
+        uow.session.flush()
+        run = to_run(row)
+        _audit_run(uow, run, actor)
+        uow.commit()
+        return run
+
+
+def _audit_run(uow: UnitOfWork, run: SyncRun, actor: str) -> None:
+    counts = (
+        f"fetched {run.fetched}, created {run.created}, updated {run.updated}, "
+        f"unchanged {run.unchanged}, deleted {run.deleted}, skipped {run.skipped}"
+    )
+    audit.record_within(
+        uow,
+        audit.JAMF_SYNC,
+        actor=actor,
+        success=run.status == SUCCEEDED,
+        message=f"{run.kind} sync of {run.source}/{run.inventory} {run.status}: {counts}"
+        + (f"; {run.error}" if run.error else ""),
+        details={
+            "run_id": run.id,
+            "kind": run.kind,
+            "inventory": run.inventory,
+            "fetched": run.fetched,
+            "created": run.created,
+            "updated": run.updated,
+            "unchanged": run.unchanged,
+            "deleted": run.deleted,
+            "skipped": run.skipped,
+        },
+    )
 
 
 def abandon_running(uow: UnitOfWork, inventory: str, *, actor: str) -> list[int]:

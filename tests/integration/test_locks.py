@@ -9,6 +9,7 @@ at a common start line, so they contend for the lock at the same moment.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -441,3 +442,115 @@ def test_locks_for_a_redis_broker_locks_on_that_server(redis_url: str, tmp_path:
     finally:
         locks.close()
         direct.close()
+
+
+# -- what another worker is told about a held lock -----------------------------------------
+
+HOLDER = """
+import os, sys, time
+from pathlib import Path
+from worker.locks import LocalLocks, RedisLocks
+
+backend, where, prefix, name, owner, ttl, fork = sys.argv[1:8]
+locks = RedisLocks(where, prefix=prefix) if backend == "redis" else LocalLocks(Path(where))
+lease = locks.acquire(name, float(ttl), owner)
+assert lease is not None
+lease.start_renewal()
+# With fork: a child that inherits the lock's descriptor, as a process a sync started would.
+child = os.fork() if fork == "fork" else 1
+if child == 0:
+    time.sleep(120)
+    os._exit(0)
+print("held", child, flush=True)
+time.sleep(120)
+"""
+
+
+def hold(
+    backend: str, where: str, prefix: str, owner: str, ttl: float, fork: bool = False
+) -> tuple[subprocess.Popen[str], int]:
+    """A process that takes the lock, renews it, and holds it until killed; and the pid of
+    its forked child, when asked for one."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, backend, where, prefix, NAME, owner, str(ttl),
+         "fork" if fork else "-"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    word, child = process.stdout.readline().split()
+    assert word == "held"
+    return process, int(child)
+
+
+@pytest.mark.redis
+def test_a_redis_lock_whose_renewals_stopped_is_told_dead_with_the_time_it_frees(
+    redis_url: str, prefix: str, redis_locks: Callable[[], RedisLocks]
+) -> None:
+    from datetime import UTC, datetime
+
+    locks = redis_locks()
+    process, _ = hold("redis", redis_url, prefix, "w1@host task 7c1e", ttl=3.0)
+    try:
+        time.sleep(1.5)  # a renewal or two (every ttl/3)
+        alive = locks.state(NAME)
+        assert alive is not None and alive.owner == "w1@host task 7c1e"
+        assert not alive.holder_dead
+        assert alive.renewed_ago is not None and alive.renewed_ago < 1.5
+        assert alive.frees_in is not None and 1.5 < alive.frees_in <= 3
+        assert "w1@host task 7c1e, lock renewed " in alive.describe()
+        assert "unless renewed again, the lock frees at " in alive.describe()
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    killed = time.monotonic()
+    deadline = killed + 3
+    while not (state := locks.state(NAME)) or not state.holder_dead:
+        assert state is not None, "the lock freed before its holder was told dead"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert time.monotonic() - killed < 2.5  # told within half a ttl of the last renewal
+    now = datetime.now(UTC)
+    assert state.frees_in is not None and 0 < state.frees_in <= 1.5
+    frees_at = state.frees_at(now)
+    assert frees_at is not None
+    described = state.describe(now)
+    assert described == (
+        f"w1@host task 7c1e, whose worker stopped renewing the lock {state.renewed_ago:.0f} s "
+        f"ago (it is gone or stuck); the lock frees at {frees_at:%H:%M:%S} UTC (in "
+        f"{math.ceil(state.frees_in)} s)"
+    )
+    time.sleep(state.frees_in + 0.1)
+    assert locks.state(NAME) is None
+    assert locks.acquire(NAME, 30, "w2") is not None
+
+
+def test_a_file_lock_names_its_holders_process_and_a_dead_one_that_still_holds_it(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "locks"
+    locks = LocalLocks(directory)
+    process, child = hold("local", str(directory), "", "w1@host task 7c1e", ttl=3.0, fork=True)
+    try:
+        alive = locks.state(NAME)
+        assert alive is not None and (alive.owner, alive.pid) == ("w1@host task 7c1e", process.pid)
+        assert not alive.holder_dead and alive.frees_in is None
+        assert alive.describe() == (
+            f"w1@host task 7c1e, process {process.pid} on this host; the lock frees when it ends"
+        )
+        process.kill()
+        process.wait(timeout=30)
+        # Its forked child still has the descriptor, so the lock is still held.
+        dead = locks.state(NAME)
+        assert dead is not None and dead.holder_dead and dead.pid == process.pid
+        assert dead.describe() == (
+            f"w1@host task 7c1e, whose process {process.pid} is gone; the lock frees when the "
+            "processes that inherited its lock file end"
+        )
+        assert locks.acquire(NAME, 30, "w2") is None
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while locks.state(NAME) is not None:
+        assert time.monotonic() < deadline, "the lock outlived every process that held it"
+        time.sleep(0.05)
+    assert locks.acquire(NAME, 30, "w2") is not None

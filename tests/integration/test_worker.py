@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import socket
@@ -22,6 +23,7 @@ import redis
 from sqlalchemy import func, select
 
 from inventory.db import Database
+from inventory.errors import ConfigurationError
 from inventory.models import DeviceRow, SyncRunRow
 from inventory.services import challenges, devices
 from inventory.services import source_sync as store
@@ -44,9 +46,11 @@ from worker.celery import (
     SYNC_TASK,
     StartDelaySchedule,
     beat_schedule,
+    broker_settings,
     create_app,
 )
 from worker.locks import locks_for
+from worker.redelivery import RenewUnacked
 
 REDIS = "redis://127.0.0.1:6379"
 BROKER_DB, RESULT_DB = 12, 13
@@ -95,7 +99,7 @@ def settings_for(env: dict[str, str]) -> Settings:
         jamf_url=env["DEVTRUST_JAMF_URL"],
         jamf_client_id="devtrust",
         jamf_client_secret="devtrust-secret",
-        jamf_sync_lock_ttl="3s",
+        jamf_sync_lock_ttl=env.get("DEVTRUST_JAMF_SYNC_LOCK_TTL", "3s"),
         jamf_sync_start_delay="0",
         jamf_inventory=INVENTORY,
     )
@@ -163,7 +167,10 @@ def test_sync_job_runs_once_and_a_second_one_is_skipped_while_the_lock_is_held(
         with lease:
             skipped = jobs.sync_inventory(settings, kind="full")
             assert skipped["status"] == jobs.SKIPPED
-            assert "already running (the other worker)" in skipped["reason"]
+            assert skipped["reason"] == (
+                f"a sync of jamf/default is already running: the other worker, process "
+                f"{os.getpid()} on this host; the lock frees when it ends"
+            )
             assert jobs.sync_running(settings, "default") == "the other worker"
         assert jobs.sync_running(settings, "default") is None
         assert [s for _, s, _ in runs(env)] == [store.SUCCEEDED]  # the skip wrote no run
@@ -221,6 +228,29 @@ def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
     later = StartDelaySchedule(timedelta(minutes=5), timedelta(minutes=2), app)
     due, next_in = later.is_due(NEVER)
     assert not due and 110 <= next_in <= 120
+
+
+def test_redis_messages_come_back_after_the_visibility_timeout_not_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    redis_broker = {"data_dir": tmp_path, "broker_url": "redis://127.0.0.1:6379/12"}
+    options = broker_settings(load_settings(**redis_broker))["broker_transport_options"]
+    assert options == {
+        "visibility_timeout": 300,  # 5 minutes, not the 4 h time limit plus an hour
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 300,
+    }
+    app = create_app(load_settings(**redis_broker))
+    assert RenewUnacked in app.steps["consumer"]
+    assert RenewUnacked not in create_app(load_settings(data_dir=tmp_path)).steps["consumer"]
+    with pytest.raises(ConfigurationError) as refused:
+        broker_settings(load_settings(**redis_broker, broker_visibility_timeout="90s"))
+    assert str(refused.value) == (
+        "DEVTRUST_BROKER_VISIBILITY_TIMEOUT 90s must be at least 2s and twice "
+        "DEVTRUST_JAMF_SYNC_LOCK_TTL (60s), so that a dead worker's sync comes back after its "
+        "lock freed"
+    )
 
 
 def test_beat_process_queues_scheduled_syncs_on_redis(tmp_path: Path, machine_redis: str) -> None:
@@ -290,6 +320,105 @@ def test_a_worker_killed_mid_sync_leaves_what_the_next_sync_completes(
         assert statuses[-2:] == [store.FAILED, store.SUCCEEDED]  # the killed run, closed
 
 
+def slow_jamf(jamf: str, latency_ms: int) -> None:
+    import httpx
+
+    httpx.put(f"{jamf}/_sim/faults", json={"latency_ms": latency_ms}, timeout=30).raise_for_status()
+
+
+def test_a_live_workers_long_sync_is_never_redelivered_and_a_killed_ones_comes_back_soon(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    # A 4 s visibility timeout (the lock's ttl 2 s), a sync slowed to outlast it twice,
+    # and a second worker ready to take any message that comes back.
+    with simulator(4000, "--latency-ms", "500") as jamf:
+        env = env_for(
+            tmp_path, jamf, machine_redis,
+            DEVTRUST_BROKER_VISIBILITY_TIMEOUT="4s", DEVTRUST_JAMF_SYNC_LOCK_TTL="2s",
+            DEVTRUST_JAMF_MAX_CONNECTIONS="2",  # one page at a time: a slow sync
+        )  # fmt: skip
+        with worker(env, "victim") as victim, worker(env, "bystander") as bystander:
+            sent = send(env, kind="full")
+            wait_until(
+                lambda: any(s == store.RUNNING and f > 0 for _, s, f in runs(env)),
+                60,
+                "the sync never got going",
+            )
+            time.sleep(9)  # over twice the visibility timeout
+            received = f"Task {SYNC_TASK}[{sent.id}] received"
+            assert runs(env)[-1][1] == store.RUNNING, "the sync ended too soon to tell"
+            assert received in victim.output()
+            assert received not in bystander.output()  # not redelivered while its worker lives
+            victim.kill(signal.SIGKILL)
+            killed = time.monotonic()
+            slow_jamf(jamf, 0)
+            outcome = sent.get(timeout=60)
+            came_back = time.monotonic() - killed
+        assert received in bystander.output()
+        assert outcome["status"] == store.SUCCEEDED, outcome
+        assert came_back < 4 + 10, came_back  # the timeout and a sweep, not hours
+        assert [s for _, s, _ in runs(env)] == [store.FAILED, store.SUCCEEDED]
+        assert inventory_size(env) == managed_count(jamf)
+
+
+def test_status_and_a_skipped_sync_say_a_killed_workers_lock_is_dead_and_when_it_frees(
+    tmp_path: Path, machine_redis: str
+) -> None:
+    # A 16 s lock: renewed every 5.3 s, told dead 8 s after its last renewal, free after 16.
+    with simulator(3000, "--latency-ms", "500") as jamf:
+        env = env_for(
+            tmp_path, jamf, machine_redis,
+            DEVTRUST_JAMF_SYNC_LOCK_TTL="16s", DEVTRUST_JAMF_MAX_CONNECTIONS="2",
+        )  # fmt: skip
+        settings = settings_for(env)
+        with worker(env, "victim") as victim:
+            send(env, kind="full")
+            wait_until(lambda: jobs.sync_lock(settings, "default"), 60, "no sync took the lock")
+            with worker(env, "next") as next_worker:  # idle: the victim has the sync
+                alive = devtrust(env, "jamf", "status")
+                as_json = devtrust(env, "jamf", "status", "--format", "json")
+                victim.kill(signal.SIGKILL)
+                slow_jamf(jamf, 0)
+                wait_until(
+                    lambda: getattr(jobs.sync_lock(settings, "default"), "holder_dead", False),
+                    16,
+                    "the dead worker's lock was never told dead",
+                )
+                skipped = jobs.sync_inventory(settings, kind="partial")
+                retried = send(env, kind="full")  # taken at once by the idle worker
+                status = devtrust(env, "jamf", "status")
+                outcome = retried.get(timeout=60)
+    assert re.search(
+        r"\njamf/default: syncing now, by victim@\S+ task \S+, lock renewed \d+ s ago; unless "
+        r"renewed again, the lock frees at \d\d:\d\d:\d\d UTC \(in \d+ s\)\n",
+        alive.stdout,
+    ), alive.stdout
+    [entry] = json.loads(as_json.stdout)
+    assert entry["syncing"].startswith("victim@") and entry["lock"]["holder_dead"] is False
+    assert datetime.fromisoformat(entry["lock"]["frees_at"]) > datetime.now(UTC) - timedelta(
+        seconds=30
+    )
+    dead = (
+        r"victim@\S+ task \S+, whose worker stopped renewing the lock (\d+) s ago \(it is gone "
+        r"or stuck\); the lock frees at \d\d:\d\d:\d\d UTC \(in (\d+) s\)"
+    )
+    found = re.search(
+        r"\njamf/default: no sync is running, but a dead sync's lock is still held by " + dead,
+        status.stdout,
+    )
+    assert found, status.stdout
+    assert 8 <= int(found.group(1)) <= 16 and int(found.group(1)) + int(found.group(2)) in (16, 17)
+    assert skipped["status"] == jobs.SKIPPED
+    assert re.fullmatch(
+        "the lock of jamf/default is still held by a sync that is gone: " + dead,
+        skipped["reason"],
+    ), skipped["reason"]
+    # A sync sent now waits for the dead lock to free, then runs: not skipped.
+    assert outcome["status"] == store.SUCCEEDED, outcome
+    assert "sync trying again in" in next_worker.output()
+    assert [s for _, s, _ in runs(env)] == [store.FAILED, store.SUCCEEDED]
+
+
 def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     server.start()
@@ -339,6 +468,67 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         assert entry["last_full"]["status"] == store.SUCCEEDED and entry["alert"] is False
 
 
+def test_a_sync_the_worker_cannot_start_is_a_failed_run_with_its_reason_everywhere(
+    tmp_path: Path,
+) -> None:
+    # Neither the shell nor the worker has DEVTRUST_JAMF_URL; the shell knows an inventory
+    # "lab" the worker does not.
+    env = env_for(tmp_path, "unused")
+    del env["DEVTRUST_JAMF_URL"]
+    shell = {**env, "DEVTRUST_JAMF_INVENTORY": json.dumps([*INVENTORY, {"name": "lab"}])}
+    no_url = "the worker cannot start the sync: DEVTRUST_JAMF_URL is not set: where is Jamf Pro?"
+    no_lab = (
+        "the worker cannot start the sync: unknown Jamf inventory 'lab': configured are default"
+    )
+    with worker(env, "solo") as solo:
+        queued = devtrust(shell, "jamf", "sync", "--full")
+        waited = devtrust(shell, "jamf", "sync", "--full", "--wait", "--timeout", "60")
+        lab = devtrust(shell, "jamf", "sync", "--inventory", "lab", "--wait", "--timeout", "60")
+        status = devtrust(env, "jamf", "status")
+        as_json = devtrust(env, "jamf", "status", "--format", "json")
+        audited = devtrust(env, "audit", "ls", "--type", "jamf.sync", "--format", "json")
+    assert queued.returncode == 0 and "queued a full sync of default" in queued.stderr
+    assert waited.returncode == 1
+    assert waited.stderr.splitlines()[-1] == f"error: {no_url}", waited.stderr
+    assert "full sync of default failed" in waited.stdout
+    assert lab.returncode == 1 and lab.stderr.splitlines()[-1] == f"error: {no_lab}", lab.stderr
+    # Recorded runs: `jamf status` shows the reason, no longer "no sync has finished yet".
+    assert "no sync has finished yet" not in status.stderr
+    assert re.search(
+        r"\ndefault +full +failed .* the worker cannot start the sync: DEVTRUST_JAMF_URL",
+        status.stdout,
+    ), status.stdout
+    [entry] = json.loads(as_json.stdout)
+    assert entry["last_full"]["status"] == store.FAILED and entry["last_full"]["error"] == no_url
+    assert entry["alert"] is True  # two failed in a row
+    assert [(k, s) for k, s, _ in runs(env)] == [("full", store.FAILED)] * 2 + [
+        ("partial", store.FAILED)
+    ]
+    events = json.loads(audited.stdout)
+    assert len(events) == 3 and not any(e["success"] for e in events)
+    assert {e["message"].split("; ", 1)[1] for e in events} == {no_url, no_lab}
+    # The worker said it in one line each, with no traceback.
+    logged = [
+        json.loads(line)
+        for line in solo.lines
+        if '"logger": "devtrust.worker"' in line and "cannot start the sync" in line
+    ]
+    assert len(logged) == 3 and {e["level"] for e in logged} == {"ERROR"}, logged
+    assert "Traceback" not in solo.output()
+
+
+def test_a_bad_credential_setting_on_the_worker_is_a_failed_run_too(tmp_path: Path) -> None:
+    env = env_for(tmp_path, "http://127.0.0.1:9")
+    settings = settings_for(env).model_copy(update={"jamf_client_secret": None})
+    outcome = jobs.sync_inventory(settings, kind="partial", actor="ops")
+    assert outcome["status"] == store.FAILED
+    assert outcome["run"]["error"] == (
+        "the worker cannot start the sync: the Jamf client id is set but the client secret is "
+        "missing"
+    )
+    assert runs(env) == [("partial", store.FAILED, 0)]
+
+
 def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     env = env_for(tmp_path, "http://127.0.0.1:9")
     forced = devtrust(env, "jamf", "sync", "--force")
@@ -348,6 +538,52 @@ def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     assert unknown.stderr.strip() == (
         "error: unknown Jamf inventory 'nope': configured are default"
     )
+    for timeout, why in (
+        ("-1", "--timeout must be a number of seconds above 0 and at most 604800, not -1"),
+        ("0", "--timeout must be a number of seconds above 0 and at most 604800, not 0"),
+        ("nan", "--timeout must be a number of seconds above 0 and at most 604800, not nan"),
+        ("1e9", "--timeout must be a number of seconds above 0 and at most 604800, not 1e+09"),
+    ):
+        refused = devtrust(env, "jamf", "sync", "--wait", "--timeout", timeout)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(f"error: Invalid value: {why} (see"), refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+    alone = devtrust(env, "jamf", "sync", "--timeout", "30")
+    assert alone.returncode == 2 and "--timeout only applies with --wait" in alone.stderr
+    # Nothing was queued: the embedded queue holds no message.
+    messages = tmp_path / "data" / "queue" / "messages"
+    assert not messages.exists() or list(messages.iterdir()) == []
+
+
+def test_jamf_sync_names_a_data_directory_that_cannot_hold_the_queue(tmp_path: Path) -> None:
+    import os as _os
+
+    (tmp_path / "a-file").write_text("")
+    read_only = tmp_path / "read-only"
+    (read_only / "queue").mkdir(parents=True)
+    read_only.chmod(0o555)
+    (read_only / "queue").chmod(0o555)
+    # root writes anywhere: drop the capabilities that let it, as another user is
+    unprivileged = (
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"] if _os.geteuid() == 0 else []
+    )
+    cases = [
+        (tmp_path / "a-file" / "data", f"{tmp_path / 'a-file'}: not a directory"),
+        (read_only, f"{read_only / 'queue' / 'messages'}: permission denied"),
+    ]
+    for data_dir, what in cases:
+        env = {**env_for(tmp_path, "http://127.0.0.1:9"), "DEVTRUST_DATA_DIR": str(data_dir)}
+        done = subprocess.run(
+            [*unprivileged, DEVTRUST, "jamf", "sync", "--full"],
+            env={**_clean_env(), **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        assert done.stderr.splitlines() == [
+            f"error: the data directory {data_dir} cannot hold the embedded queue: {what}; "
+            "make it writable, set DEVTRUST_DATA_DIR to a directory that is, or "
+            "DEVTRUST_BROKER_URL to a broker"
+        ]
+    assert list((read_only / "queue").iterdir()) == []  # nothing queued
 
 
 def test_jamf_sync_says_when_the_queue_is_down_or_no_worker_takes_it(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,9 +10,15 @@ from inventory.domain import SyncRun
 
 from ._common import TextOrJson, actor, database, echo_json, format_rows, info, settings
 
+if TYPE_CHECKING:  # the lock modules import redis: not on every CLI start
+    from worker.locks import LockState
+
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
 SIMULATOR_PASSWORD = "admin-password"  # noqa: S105
+# `jamf sync --wait` follows a run for at most its time limit's default, and a week at most.
+DEFAULT_WAIT_SECONDS = 4 * 3600.0
+MAX_WAIT_SECONDS = 7 * 86400.0
 
 app = typer.Typer(
     help="Jamf Pro: sync status, and a Jamf Pro-compatible simulator.",
@@ -33,22 +39,31 @@ def sync(
         bool, typer.Option("--wait", help="follow the run and exit non-zero if it fails")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(help="with --wait: give up waiting after this many seconds")
-    ] = 4 * 3600,
+        float | None,
+        typer.Option(help="with --wait: give up waiting after this many seconds [default: 4h]"),
+    ] = None,
 ) -> None:
     """Queue a sync of one inventory on the worker and print the task id."""
     from jamf.config import source_from_settings
     from worker.cli._queue import follow, send_sync
 
+    # Everything is checked before anything is queued: a refused option queues nothing.
     if force and not full:
         raise typer.BadParameter("--force only applies to a full sync: add --full")
+    if timeout is not None and not wait:
+        raise typer.BadParameter("--timeout only applies with --wait: add --wait")
+    if timeout is not None and not 0 < timeout <= MAX_WAIT_SECONDS:
+        raise typer.BadParameter(
+            f"--timeout must be a number of seconds above 0 and at most {MAX_WAIT_SECONDS:g}, "
+            f"not {timeout:g}"
+        )
     spec = source_from_settings(settings()).inventory(inventory)
     kind = "full" if full else "partial"
     task_id = send_sync(settings(), inventory=spec.name, kind=kind, force=force, actor=actor())
     typer.echo(task_id)
     info(f"queued a {kind} sync of {spec.name} (task {task_id})")
     if wait:
-        code = follow(settings(), task_id, timeout=timeout)
+        code = follow(settings(), task_id, timeout=timeout or DEFAULT_WAIT_SECONDS)
         if code:
             raise typer.Exit(code)
 
@@ -61,7 +76,7 @@ def status(
     from inventory.serialize import run_to_dict
     from inventory.services import source_sync as store
     from jamf.config import source_from_settings
-    from worker.jobs import sync_running
+    from worker.jobs import sync_lock
     from worker.locks import LockUnavailable
 
     source = source_from_settings(settings())
@@ -70,17 +85,20 @@ def status(
     for spec in source.inventories:
         runs = store.recent_runs(db.uow(), spec.name, limit=50)
         finished = [r for r in runs if r.status != store.RUNNING]
+        lock: LockState | None = None
         try:
-            holder = sync_running(settings(), spec.name)
+            lock = sync_lock(settings(), spec.name)
         except LockUnavailable as exc:
-            holder = None
             info(f"cannot tell whether a sync is running: {exc}")
         report.append(
             {
                 "source": source.name,
                 "inventory": spec.name,
                 "alert": store.alert(runs),
-                "syncing": holder,
+                # Who holds the sync lock while they look alive; a dead holder's lock is
+                # under "lock" only, with when it frees.
+                "syncing": lock.owner if lock and not lock.holder_dead else None,
+                "lock": _lock_entry(lock),
                 "running": next((r for r in runs if r.status == store.RUNNING), None),
                 "last_partial": next((r for r in finished if r.kind == "partial"), None),
                 "last_full": next((r for r in finished if r.kind == "full"), None),
@@ -109,12 +127,34 @@ def status(
             entry["last_full"], SyncRun
         ):
             info(f"{entry['source']}/{entry['inventory']}: no sync has finished yet.")
-        if entry["syncing"]:
-            typer.echo(f"{entry['source']}/{entry['inventory']}: syncing now ({entry['syncing']})")
+        held = entry["lock"]
+        if isinstance(held, dict):
+            where = f"{entry['source']}/{entry['inventory']}"
+            if held["holder_dead"]:
+                typer.echo(
+                    f"{where}: no sync is running, but a dead sync's lock is still held by "
+                    f"{held['description']}"
+                )
+            else:
+                typer.echo(f"{where}: syncing now, by {held['description']}")
         if entry["alert"]:
             typer.echo(
                 f"ALERT: the last two syncs of {entry['source']}/{entry['inventory']} failed"
             )
+
+
+def _lock_entry(lock: LockState | None) -> dict[str, Any] | None:
+    if lock is None:
+        return None
+    frees_at = lock.frees_at()
+    return {
+        "owner": lock.owner,
+        "holder_dead": lock.holder_dead,
+        "frees_at": frees_at.isoformat() if frees_at else None,
+        "renewed_ago": lock.renewed_ago,
+        "pid": lock.pid,
+        "description": lock.describe(),
+    }
 
 
 def _run_row(inventory: str, run: SyncRun) -> tuple[str, ...]:
