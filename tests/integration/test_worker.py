@@ -73,6 +73,7 @@ def machine_redis() -> Iterator[str]:
 
 
 def env_for(tmp: Path, jamf: str, broker: str | None = None, **extra: str) -> dict[str, str]:
+    tmp.mkdir(parents=True, exist_ok=True)  # the database's directory must exist
     env = {
         "DEVTRUST_DATA_DIR": str(tmp / "data"),
         "DEVTRUST_DATABASE_URL": f"sqlite:///{tmp / 'devtrust.db'}",
