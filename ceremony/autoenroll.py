@@ -25,7 +25,7 @@ from ceremony.protocol import AutoEnrollPending, AutoEnrollToken, Collected
 from inventory.db import Database
 from inventory.domain import Role, TokenKind, User, device_label
 from inventory.drift import AutoEnrollRefused
-from inventory.errors import AccessDenied, InvalidArgument, NotFound
+from inventory.errors import AccessDenied, InvalidArgument, NotFound, quoted
 from inventory.preference import DeviceTrustMode
 from inventory.services import audit, auto_enroll, users
 from inventory.services.preference import get_preference_within
@@ -154,4 +154,4 @@ def _check_may_auto_enroll(user: User) -> None:
 
 
 def _unknown(check_id: str) -> NotFound:
-    return NotFound(f"unknown auto-enrollment check {check_id[:64]!r}")
+    return NotFound(f"unknown auto-enrollment check {quoted(check_id)}")
