@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         None, description="inventory entries: name, filter_rsql, sync periods, on_missing, ..."
     )
     jamf_mobile_devices: bool = Field(False, description="also sync iOS devices")
+    jamf_ignored_usernames: list[str] = Field(
+        default_factory=list,
+        description="accounts that are no one's (shared admin accounts): never a device's users",
+    )
     jamf_api_version: int | None = Field(None, description="computers-inventory version; probed")
     jamf_max_connections: int = Field(5, ge=1, le=50, description="Jamf recommends at most 5")
     jamf_timeout: float = Field(30.0, gt=0, description="seconds per Jamf request")

@@ -51,6 +51,8 @@ class SourceSpec:
     inventories: tuple[InventorySpec, ...] = (InventorySpec(),)
     # Also sync iOS devices from /api/v2/mobile-devices/detail.
     mobile_devices: bool = False
+    # Accounts that are no one's (jamf_ignored_usernames): never a profile's usernames.
+    ignored_usernames: frozenset[str] = frozenset()
 
     def inventory(self, name: str | None) -> InventorySpec:
         if name is None:
@@ -76,7 +78,11 @@ _KEYS = {
 
 
 def parse_source(
-    name: str, entries: Sequence[Mapping[str, Any]] | None, *, mobile_devices: bool = False
+    name: str,
+    entries: Sequence[Mapping[str, Any]] | None,
+    *,
+    mobile_devices: bool = False,
+    ignored_usernames: Sequence[str] = (),
 ) -> SourceSpec:
     """Build and check the source; every refusal names ``jamf_inventory[i].field``."""
     if not name.strip():
@@ -86,7 +92,13 @@ def parse_source(
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         raise ConfigurationError(f"two Jamf inventory entries are named {duplicate!r}")
-    return SourceSpec(name=name.strip(), inventories=specs, mobile_devices=mobile_devices)
+    ignored = frozenset(u.strip() for u in ignored_usernames if u.strip())
+    return SourceSpec(
+        name=name.strip(),
+        inventories=specs,
+        mobile_devices=mobile_devices,
+        ignored_usernames=ignored,
+    )
 
 
 def _parse_entry(index: int, raw: Mapping[str, Any]) -> InventorySpec:
@@ -154,6 +166,7 @@ def source_from_settings(settings: Settings) -> SourceSpec:
         settings.jamf_source_name,
         settings.jamf_inventory,
         mobile_devices=settings.jamf_mobile_devices,
+        ignored_usernames=settings.jamf_ignored_usernames,
     )
 
 

@@ -48,9 +48,14 @@ class Skipped:
     reason: str
 
 
-def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
+def map_computer(
+    record: Mapping[str, Any], ignored_usernames: frozenset[str] = frozenset()
+) -> MappedDevice | Skipped:
     """A ``computers-inventory`` record (sections GENERAL, HARDWARE, OPERATING_SYSTEM,
-    USER_AND_LOCATION, LOCAL_USER_ACCOUNTS) as a macOS device."""
+    USER_AND_LOCATION, LOCAL_USER_ACCOUNTS) as a macOS device.
+
+    ``ignored_usernames`` (the ``jamf_ignored_usernames`` setting) are accounts that are
+    no one's: they never become one of the profile's usernames."""
     general = _section(record, "general")
     hardware = _section(record, "hardware")
     system = _section(record, "operatingSystem")
@@ -77,7 +82,9 @@ def map_computer(record: Mapping[str, Any]) -> MappedDevice | Skipped:
     )
 
 
-def map_mobile_device(record: Mapping[str, Any]) -> MappedDevice | Skipped:
+def map_mobile_device(
+    record: Mapping[str, Any], ignored_usernames: frozenset[str] = frozenset()
+) -> MappedDevice | Skipped:
     """A ``mobile-devices/detail`` record (GENERAL, HARDWARE, USER_AND_LOCATION) as iOS."""
     general = _section(record, "general")
     hardware = _section(record, "hardware")

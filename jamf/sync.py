@@ -99,7 +99,8 @@ class Target:
     report_field: str
     page: Callable[[JamfClient, int, int, str], InventoryPage]
     lookup: Callable[[JamfClient, str], dict[str, Any] | None]
-    map: Callable[[Mapping[str, Any]], MappedDevice | Skipped]
+    # (record, the source's ignored usernames) -> device or skip
+    map: Callable[[Mapping[str, Any], frozenset[str]], MappedDevice | Skipped]
 
     def filter_for(self, spec: InventorySpec) -> str:
         return spec.filter_rsql if self.os_type is OSType.MACOS else spec.mobile_filter_rsql
@@ -195,8 +196,9 @@ def run_sync(
     run_id = store.start_run(db.uow(), source=source.name, inventory=inventory.name, kind=kind)
     targets = (COMPUTERS, MOBILE_DEVICES) if source.mobile_devices else (COMPUTERS,)
     sync = _Sync(
-        db, client, source.name, inventory, run_id, kind, force, progress, concurrency, targets
-    )
+        db, client, source.name, inventory, run_id, kind, force, progress, concurrency, targets,
+        source.ignored_usernames,
+    )  # fmt: skip
     actor = actor or f"{source.name}-sync"
     log.info("%s sync of %s/%s started (run %d)", kind, source.name, inventory.name, run_id)
     try:
@@ -272,7 +274,11 @@ def bulk_gc() -> Iterator[None]:
 
 
 def page_fetcher(
-    client: JamfClient, query: str, page_size: int, target: Target = COMPUTERS
+    client: JamfClient,
+    query: str,
+    page_size: int,
+    target: Target = COMPUTERS,
+    ignored_usernames: frozenset[str] = frozenset(),
 ) -> Callable[[int], Page]:
     """Fetch and map page ``n`` of the records ``query`` selects (in a pool thread)."""
     read, convert = target.page, target.map
@@ -282,7 +288,7 @@ def page_fetcher(
         devices: list[MappedDevice] = []
         skipped: list[Skipped] = []
         for raw in answer.results:
-            mapped = convert(raw)
+            mapped = convert(raw, ignored_usernames)
             if isinstance(mapped, MappedDevice):
                 devices.append(mapped)
             else:
@@ -307,10 +313,12 @@ def fetch_pages(
     page_size: int,
     concurrency: int = 4,
     target: Target = COMPUTERS,
+    ignored_usernames: frozenset[str] = frozenset(),
 ) -> Generator[Page, None, None]:
     """Every page of ``query`` in order, fetched ahead; what a sync reads, without writing."""
     with bulk_gc(), ThreadPoolExecutor(concurrency, thread_name_prefix="jamf-fetch") as pool:
-        reader = PageReader(pool, page_fetcher(client, query, page_size, target))
+        fetch = page_fetcher(client, query, page_size, target, ignored_usernames)
+        reader = PageReader(pool, fetch)
         yield from reader.pages(page_size, concurrency)
 
 
@@ -334,8 +342,10 @@ class _Sync:
         progress: ProgressCallback | None,
         concurrency: int,
         targets: Sequence[Target] = (COMPUTERS,),
+        ignored_usernames: frozenset[str] = frozenset(),
     ) -> None:
         self.db = db
+        self.ignored = ignored_usernames
         self.targets = tuple(targets)
         self.client = client
         self.source = source
@@ -403,7 +413,7 @@ class _Sync:
     def _read(self, target: Target, query: str, track_seen: bool) -> datetime | None:
         """Write every page of ``query`` as it arrives; the newest report date seen."""
         newest: datetime | None = None
-        fetch = page_fetcher(self.client, query, self.spec.page_size, target)
+        fetch = page_fetcher(self.client, query, self.spec.page_size, target, self.ignored)
         reader = PageReader(self.pool, fetch)
         with closing(reader.pages(self.spec.page_size, self.window)) as pages:
             while True:
@@ -500,7 +510,7 @@ class _Sync:
         self, target: Target, record: SourceRecord, old_id: str, found: dict[str, Any] | None
     ) -> bool:
         """Whether the old Jamf record still holds the serial (else the device moved)."""
-        previous = target.map(found) if found is not None else None
+        previous = target.map(found, self.ignored) if found is not None else None
         if (
             isinstance(previous, MappedDevice)
             and previous.asset_tag == record.asset_tag
@@ -566,7 +576,8 @@ class _Sync:
                 present += [
                     mapped
                     for record in found.values()
-                    if record is not None and isinstance(mapped := target.map(record), MappedDevice)
+                    if record is not None
+                    and isinstance(mapped := target.map(record, self.ignored), MappedDevice)
                 ]
             # Still in Jamf: a record the listing skipped, or one outside the filter now.
             self.totals.kept_unseen += len(batch) - len(gone)
