@@ -12,8 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,8 @@ from pydantic_settings import (
 from inventory.errors import ConfigurationError, quoted
 
 ENV_PREFIX = "DEVTRUST_"
+#: The computers-inventory versions ``jamf_api_version`` may name (jamf.client.API_VERSIONS).
+JAMF_API_VERSIONS = (1, 2, 3, 4)
 
 
 class FileEnvSource(PydanticBaseSettingsSource):
@@ -97,7 +100,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="accounts that are no one's (shared admin accounts): never a device's users",
     )
-    jamf_api_version: int | None = Field(None, description="computers-inventory version; probed")
+    jamf_api_version: int | None = Field(
+        None, description="computers-inventory version (1 to 4); default: probed, newest first"
+    )
     jamf_max_connections: int = Field(5, ge=1, le=50, description="Jamf recommends at most 5")
     jamf_timeout: float = Field(30.0, gt=0, description="seconds per Jamf request")
     jamf_sync_start_delay: str = Field(
@@ -135,6 +140,18 @@ class Settings(BaseSettings):
         None, description="the device agent's keys (TPM AK blob, macOS key); default data_dir/agent"
     )
     auto_migrate: bool = Field(True, description="upgrade the schema when a program starts")
+
+    @field_validator("jamf_api_version")
+    @classmethod
+    def _known_jamf_api_version(cls, value: int | None) -> int | None:
+        if value is not None and value not in JAMF_API_VERSIONS:
+            choices = ", ".join(map(str, JAMF_API_VERSIONS[:-1])) + f" or {JAMF_API_VERSIONS[-1]}"
+            raise PydanticCustomError(
+                "jamf_api_version",
+                "use {choices}, or leave it unset to probe, not {value}",
+                {"choices": choices, "value": value},
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(

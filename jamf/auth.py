@@ -1,8 +1,14 @@
 """Bearer tokens for the Jamf Pro API: OAuth client credentials or a user's Basic login.
 
-One token is shared by every worker thread. It is renewed before it expires (real
-servers hand out client-credential tokens that live 60 s), one renewal at a time under
-a lock, so a page of five parallel requests costs one token request, not five.
+One token is shared by every worker thread. It is renewed before it expires, one
+renewal at a time under a lock, so a page of five parallel requests costs one token
+request, not five. Lifetimes vary: user tokens live 30 minutes, an API client's tokens
+as long as its "access token lifetime" says (Jamf's example shows 599 s; some servers
+are set to 60 s), so the margin is a share of the lifetime, not a fixed time.
+
+OAuth client credentials go to ``/api/oauth/token`` (Jamf's guide) or, on servers and
+proxies that only answer there, ``/api/v1/oauth/token`` (where the ``jamf-pro-sdk``
+posts): the client tries one, falls back to the other on 404, and keeps what worked.
 
 Token values and secrets never reach a log line, an exception message or a repr.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -28,16 +35,22 @@ from jamf.errors import (
     parse_http_date,
 )
 
+log = logging.getLogger("devtrust.jamf")
+
 OAUTH_TOKEN_PATH = "/api/oauth/token"  # noqa: S105 - a path, not a secret
+# Asked when OAUTH_TOKEN_PATH answers 404, and the other way round once it has worked.
+OAUTH_TOKEN_PATH_V1 = "/api/v1/oauth/token"  # noqa: S105 - a path, not a secret
 USER_TOKEN_PATH = "/api/v1/auth/token"  # noqa: S105 - a path, not a secret
 KEEP_ALIVE_PATH = "/api/v1/auth/keep-alive"
 INVALIDATE_PATH = "/api/v1/auth/invalidate-token"
 
 # Renew when less than this share of a token's lifetime is left (or MIN_MARGIN seconds,
-# whichever is more): a request that starts with a token about to expire gets a 401
-# halfway through a page, which costs a retry.
+# whichever is more, but never more than half the lifetime, or a short-lived token would
+# be renewed before every request): a request that starts with a token about to expire
+# gets a 401 halfway through a page, which costs a retry.
 RENEW_SHARE = 0.2
 MIN_MARGIN = 5.0
+MAX_MARGIN_SHARE = 0.5
 # Used when the OAuth answer omits expires_in: the shortest lifetime real servers use.
 DEFAULT_LIFETIME = 60.0
 
@@ -65,9 +78,14 @@ class Token:
     expires_at: float  # on the client's monotonic clock
     lifetime: float
 
+    @property
+    def margin(self) -> float:
+        """How long before expiry the token is renewed."""
+        wanted = max(MIN_MARGIN, RENEW_SHARE * self.lifetime)
+        return min(wanted, MAX_MARGIN_SHARE * self.lifetime)
+
     def needs_renewal(self, now: float) -> bool:
-        margin = max(MIN_MARGIN, RENEW_SHARE * self.lifetime)
-        return self.expires_at - now < margin
+        return self.expires_at - now < self.margin
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
@@ -127,9 +145,16 @@ class ClientCredentials(Authenticator):
         super().__init__(clock)
         self._client_id = client_id
         self._client_secret = client_secret
+        # The token endpoint to ask first: the one that last answered, else Jamf's guide's.
+        self._paths = (OAUTH_TOKEN_PATH, OAUTH_TOKEN_PATH_V1)
 
     def __repr__(self) -> str:
         return f"ClientCredentials(client_id={self._client_id!r})"
+
+    @property
+    def token_path(self) -> str:
+        """The OAuth token endpoint asked first (the one that worked last)."""
+        return self._paths[0]
 
     def _renew(self, post: Post, current: Token | None, now: float) -> Token:
         form = {
@@ -137,12 +162,24 @@ class ClientCredentials(Authenticator):
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        response = post(OAUTH_TOKEN_PATH, data=form)
-        body = _token_body(response, OAUTH_TOKEN_PATH)
-        value = _text(body, "access_token", OAUTH_TOKEN_PATH)
+        first, second = self._paths
+        path, response = first, post(first, data=form)
+        if response.status_code == 404:
+            log.debug("Jamf has no OAuth token endpoint at %s (404); trying %s", first, second)
+            path, response = second, post(second, data=form)
+            if response.status_code == 404:
+                raise JamfNotFound(
+                    f"Jamf Pro has neither {first} nor {second}: check the Jamf URL and that "
+                    "the server is Jamf Pro 10.49 or later (API clients)"
+                )
+        body = _token_body(response, path)
+        value = _text(body, "access_token", path)
         raw = body.get("expires_in", DEFAULT_LIFETIME)
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-            raise JamfBadResponse(OAUTH_TOKEN_PATH, "expires_in is not a number of seconds")
+            raise JamfBadResponse(path, "expires_in is not a number of seconds")
+        if path != first:
+            self._paths = (second, first)
+        log.debug("Jamf API client token from %s, valid for %.0f s", path, raw)
         # Measured from when we asked, not when the answer arrived: errs on the early side.
         return Token(value=value, expires_at=now + float(raw), lifetime=float(raw))
 

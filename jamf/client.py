@@ -52,8 +52,8 @@ DEFAULT_SECTIONS = (
 )
 MOBILE_SECTIONS = ("GENERAL", "HARDWARE", "USER_AND_LOCATION")
 MAX_PAGE_SIZE = 2000
-# Newest first: v1 of computers-inventory is deprecated on current servers.
-API_VERSIONS = (3, 2, 1)
+# Newest first: Jamf Pro 11.30 added v4 and deprecated v3; v1 is deprecated since 2025.
+API_VERSIONS = (4, 3, 2, 1)
 MOBILE_DEVICES_PATH = "/api/v2/mobile-devices/detail"
 # 408 is a proxy giving up on a slow upstream, the same thing as a 504.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -93,7 +93,7 @@ class JamfClient:
         client_secret: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        api_version: int | None = None,  # None: probe v3, v2, v1 on first use
+        api_version: int | None = None,  # None: probe v4, v3, v2, v1 on first use
         max_connections: int = 5,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),  # frozen, so one shared default is safe
@@ -105,7 +105,7 @@ class JamfClient:
         if not url.startswith(("https://", "http://")):
             raise JamfConfigError(f"the Jamf URL must start with https://, got {base_url!r}")
         if api_version is not None and api_version not in API_VERSIONS:
-            raise JamfConfigError(f"unknown Jamf API version {api_version}: use 1, 2 or 3")
+            raise JamfConfigError(f"unknown Jamf API version {api_version}: use {_versions()}")
         if max_connections < 1:
             raise JamfConfigError("the Jamf connection cap must be at least 1")
         if timeout <= 0:
@@ -155,10 +155,17 @@ class JamfClient:
         params = _page_params(page, page_size, sections, sort, filter)
         return self._inventory_page(path, params, page, "Read Computers", "API version")
 
-    def computer(self, computer_id: str) -> dict[str, Any] | None:
-        """One computer with the default sections, or None when Jamf no longer has it."""
-        path = f"/api/v{self.api_version}/computers-inventory/{{id}}"
-        return self._record_by_id(path, computer_id, "computer", DEFAULT_SECTIONS, "Read Computers")
+    def computer(
+        self, computer_id: str, *, sections: Sequence[str] = DEFAULT_SECTIONS
+    ) -> dict[str, Any] | None:
+        """One computer, or None when Jamf no longer has it.
+
+        Read from ``computers-inventory-detail/{id}`` of the version in use (v3 and v4
+        have no other single-record read), asking for ``sections``: Jamf Pro answers that
+        route with every section whatever is asked, the simulator with those asked.
+        """
+        path = f"/api/v{self.api_version}/computers-inventory-detail/{{id}}"
+        return self._record_by_id(path, computer_id, "computer", sections, "Read Computers")
 
     def mobile_devices_page(
         self,
@@ -174,12 +181,16 @@ class JamfClient:
             MOBILE_DEVICES_PATH, params, page, "Read Mobile Devices", "server version"
         )
 
-    def mobile_device(self, device_id: str) -> dict[str, Any] | None:
-        """One mobile device with the default sections, or None when Jamf no longer has it."""
+    def mobile_device(
+        self, device_id: str, *, sections: Sequence[str] = MOBILE_SECTIONS
+    ) -> dict[str, Any] | None:
+        """One mobile device, or None when Jamf no longer has it.
+
+        The answer is Jamf's detail shape (top-level ``serialNumber``, ``osVersion``,
+        ``location``, ``ios``), not the list's; ``jamf.mapping.map_mobile_device`` maps both.
+        """
         path = "/api/v2/mobile-devices/{id}/detail"
-        return self._record_by_id(
-            path, device_id, "mobile device", MOBILE_SECTIONS, "Read Mobile Devices"
-        )
+        return self._record_by_id(path, device_id, "mobile device", sections, "Read Mobile Devices")
 
     def _inventory_page(
         self, path: str, params: httpx.QueryParams, page: int, privilege: str, check: str
@@ -371,10 +382,17 @@ class JamfClient:
             if found:
                 log.info("Jamf Pro offers %s; using it", path)
                 return version
+        tried = ", ".join(f"v{v}" for v in API_VERSIONS[:-1]) + f" and v{API_VERSIONS[-1]}"
         raise JamfNotFound(
             f"Jamf Pro at {self._http.base_url} has no computers-inventory API "
-            "(tried v3, v2 and v1): check the Jamf URL"
+            f"(tried {tried}): check the Jamf URL"
         )
+
+
+def _versions() -> str:
+    """``1, 2, 3 or 4``: the versions a user may configure, oldest first."""
+    ordered = sorted(API_VERSIONS)
+    return ", ".join(str(v) for v in ordered[:-1]) + f" or {ordered[-1]}"
 
 
 def _page_params(

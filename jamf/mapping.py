@@ -85,22 +85,42 @@ def map_computer(
 def map_mobile_device(
     record: Mapping[str, Any], ignored_usernames: frozenset[str] = frozenset()
 ) -> MappedDevice | Skipped:
-    """A ``mobile-devices/detail`` record (GENERAL, HARDWARE, USER_AND_LOCATION) as iOS."""
+    """A mobile device as iOS, in either shape Jamf Pro gives one.
+
+    The list (``/api/v2/mobile-devices/detail``, sections GENERAL, HARDWARE,
+    USER_AND_LOCATION) keys it ``mobileDeviceId`` with ``general``, ``hardware`` and
+    ``userAndLocation``. One record (``/api/v2/mobile-devices/{id}/detail``) is Jamf's
+    detail shape: ``id``, ``serialNumber``, ``osVersion``, ``osBuild``,
+    ``osSupplementalBuildVersion`` and ``lastInventoryUpdateTimestamp`` at the top
+    level, the user in ``location`` and the model in ``ios`` (``tvos``, ...). Both map
+    to the same device with the same hash, so a lookup recognises what a page wrote."""
     general = _section(record, "general")
     hardware = _section(record, "hardware")
-    user = _section(record, "userAndLocation")
+    user = _section(record, "userAndLocation") or _section(record, "location")
+    # The detail shape keeps the model in the object named by ``type`` (ios, tvos...).
+    kind = _text(record, "type")
+    model = _section(record, kind.lower()) if kind else {}
+    model = model or _section(record, "ios")
+
+    def field(section: Mapping[str, Any], key: str, top: str | None = None) -> str | None:
+        return _text(section, key) or _text(record, top or key)
+
     report_time = parse_jamf_time(general.get("lastInventoryUpdateDate"))
+    if report_time is None:
+        report_time = parse_jamf_time(record.get("lastInventoryUpdateTimestamp"))
     external_id = _text(record, "mobileDeviceId") or _text(record, "id")
     return _mapped(
         external_id=external_id,
-        serial=_text(hardware, "serialNumber"),
+        serial=field(hardware, "serialNumber"),
         os_type=OSType.IOS,
         profile=Profile(
-            model_identifier=_text(hardware, "modelIdentifier"),
-            os_version=_text(general, "osVersion"),
-            os_build=_text(general, "osBuild"),
-            os_build_supplemental=_text(general, "osSupplementalBuildVersion"),
-            os_usernames=_unique([_text(user, "username")]),
+            model_identifier=_text(hardware, "modelIdentifier") or _text(model, "modelIdentifier"),
+            os_version=field(general, "osVersion"),
+            os_build=field(general, "osBuild"),
+            os_build_supplemental=field(general, "osSupplementalBuildVersion"),
+            os_usernames=tuple(
+                name for name in _unique([_text(user, "username")]) if name not in ignored_usernames
+            ),
             external_id=external_id,
             update_time=report_time,
         ),

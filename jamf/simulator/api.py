@@ -1,10 +1,23 @@
-"""The Jamf Pro API routes: tokens, computers inventory, mobile device detail."""
+"""The Jamf Pro API routes: tokens, computers inventory, mobile device detail.
+
+As on Jamf Pro 11.30 and later: ``computers-inventory`` v1 to v4 (v4 is current), with
+``computers-inventory/{id}`` and ``computers-inventory-detail/{id}`` for each version;
+OAuth client credentials at ``/api/oauth/token`` and ``/api/v1/oauth/token``.
+
+Sections: a list page and ``computers-inventory/{id}`` send the sections asked for, and
+GENERAL alone when none is asked for, as Jamf does. ``computers-inventory-detail/{id}``
+sends every section when none is asked for (Jamf's "return all sections") and only the
+ones asked for otherwise, so a test can tell what a client asked for; Jamf itself
+ignores the parameter there, which gives a client more, never less, than it asked for.
+``mobile-devices/{id}/detail`` answers in Jamf's own detail shape, which has no sections.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -15,13 +28,14 @@ from starlette.routing import Route
 from .auth import IssuedToken, bearer
 from .draws import iso_ms
 from .fleet import Fleet
+from .mobile import detail as mobile_detail
 from .query import QueryError, parse_paging, parse_sections
 from .responses import dumps, jamf_error, json_array, json_response
 from .rsql import RsqlError
 from .state import Simulator
 
-INVENTORY_VERSIONS = frozenset({"v1", "v2", "v3"})
-JAMF_PRO_VERSION = "11.11.0-t1717084431"
+INVENTORY_VERSIONS = frozenset({"v1", "v2", "v3", "v4"})
+JAMF_PRO_VERSION = "11.33.0-t1764633600"
 
 
 def _sim(request: Request) -> Simulator:
@@ -164,27 +178,57 @@ def _encoded(fleet: Fleet, ids: Sequence[int], sections: frozenset[str]) -> Iter
             yield dumps(project(record, sections))
 
 
-def _detail(fleet: Fleet, raw_ident: str, what: str) -> Response:
+def _record(fleet: Fleet, raw_ident: str, what: str) -> dict[str, Any] | Response:
+    """The live record with this id, or the 404 Jamf answers for it."""
     ident = int(raw_ident) if raw_ident.isdigit() else 0
     record = fleet.get(ident)
     if record is None:
         return jamf_error(404, "INVALID_ID", f"{what} with id {raw_ident} not found", "id")
-    return json_response(fleet.generator.project(record, fleet.generator.sections))
+    return record
+
+
+def _unknown_version(request: Request) -> Response | None:
+    if request.path_params["version"] in INVENTORY_VERSIONS:
+        return None
+    return jamf_error(404, "NOT_FOUND", f"no such resource: {request.url.path}")
 
 
 async def computers_inventory(request: Request) -> Response:
-    if request.path_params["version"] not in INVENTORY_VERSIONS:
-        return jamf_error(404, "NOT_FOUND", f"no such resource: {request.url.path}")
+    unknown = _unknown_version(request)
+    if unknown is not None:
+        return unknown
     return await _page(request, _sim(request).computers)
 
 
+async def _computer(request: Request, default: frozenset[str] | None) -> Response:
+    """One computer with the sections asked for; ``default`` (None: all) when none are."""
+    unknown = _unknown_version(request) or _authorize(request)
+    if unknown is not None:
+        return unknown
+    fleet = _sim(request).computers
+    generator = fleet.generator
+    try:
+        sections = parse_sections(
+            request.query_params.getlist("section"),
+            generator.sections,
+            generator.sections if default is None else default,
+        )
+    except QueryError as exc:
+        return jamf_error(400, exc.code, str(exc), exc.field)
+    found = _record(fleet, request.path_params["ident"], "Computer")
+    if isinstance(found, Response):
+        return found
+    return json_response(generator.project(found, sections))
+
+
+async def computer_by_id(request: Request) -> Response:
+    """``computers-inventory/{id}``: GENERAL unless other sections are asked for."""
+    return await _computer(request, _sim(request).computers.generator.default_sections)
+
+
 async def computer_detail(request: Request) -> Response:
-    if request.path_params.get("version", "v1") not in INVENTORY_VERSIONS:
-        return jamf_error(404, "NOT_FOUND", f"no such resource: {request.url.path}")
-    denied = _authorize(request)
-    if denied is not None:
-        return denied
-    return _detail(_sim(request).computers, request.path_params["ident"], "Computer")
+    """``computers-inventory-detail/{id}``: every section unless some are asked for."""
+    return await _computer(request, None)
 
 
 async def mobile_devices_detail(request: Request) -> Response:
@@ -192,21 +236,26 @@ async def mobile_devices_detail(request: Request) -> Response:
 
 
 async def mobile_device_detail(request: Request) -> Response:
+    """Jamf's MobileDeviceDetailsV2 shape (``id``, ``serialNumber``, ``location``, ``ios``)."""
     denied = _authorize(request)
     if denied is not None:
         return denied
-    return _detail(_sim(request).mobile_devices, request.path_params["ident"], "Mobile device")
+    found = _record(_sim(request).mobile_devices, request.path_params["ident"], "Mobile device")
+    if isinstance(found, Response):
+        return found
+    return json_response(mobile_detail(found))
 
 
 routes = [
     Route("/api/oauth/token", oauth_token, methods=["POST"]),
+    Route("/api/v1/oauth/token", oauth_token, methods=["POST"]),
     Route("/api/v1/auth/token", auth_token, methods=["POST"]),
     Route("/api/v1/auth/keep-alive", keep_alive, methods=["POST"]),
     Route("/api/v1/auth/invalidate-token", invalidate_token, methods=["POST"]),
     Route("/api/v1/jamf-pro-version", jamf_pro_version, methods=["GET"]),
     Route("/api/{version}/computers-inventory", computers_inventory, methods=["GET"]),
-    Route("/api/{version}/computers-inventory/{ident}", computer_detail, methods=["GET"]),
-    Route("/api/v1/computers-inventory-detail/{ident}", computer_detail, methods=["GET"]),
+    Route("/api/{version}/computers-inventory/{ident}", computer_by_id, methods=["GET"]),
+    Route("/api/{version}/computers-inventory-detail/{ident}", computer_detail, methods=["GET"]),
     Route("/api/v2/mobile-devices/detail", mobile_devices_detail, methods=["GET"]),
     Route("/api/v2/mobile-devices/{ident}/detail", mobile_device_detail, methods=["GET"]),
 ]

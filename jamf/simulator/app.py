@@ -18,7 +18,7 @@ from .state import Simulator
 _ENDPOINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), name)
     for pattern, name in (
-        (r"^/api/oauth/token$", "oauth/token"),
+        (r"^/api(/v1)?/oauth/token$", "oauth/token"),
         (r"^/api/v1/auth/token$", "auth/token"),
         (r"^/api/v1/auth/keep-alive$", "auth/keep-alive"),
         (r"^/api/v1/auth/invalidate-token$", "auth/invalidate-token"),

@@ -11,6 +11,9 @@ from inventory.errors import InvalidArgument
 from .faults import ALL_FAULTS, Fault, parse_faults
 
 MAX_DEVICES = 10_000_000
+#: Jamf Pro's default token lifetime (30 minutes for user tokens); tests that want short
+#: tokens say so with ``token_ttl``.
+DEFAULT_TOKEN_TTL = 1800.0
 
 
 def _now() -> datetime:
@@ -34,7 +37,7 @@ class SimulatorConfig:
     #: Seed of the fault RNG; None means ``seed``.
     fault_seed: int | None = None
     fault_kinds: tuple[Fault, ...] = ALL_FAULTS
-    token_ttl: float = 60.0
+    token_ttl: float = DEFAULT_TOKEN_TTL
     client_id: str = "devtrust"
     client_secret: str = "devtrust-secret"  # noqa: S105 - a simulator default
     username: str = "admin"

@@ -2,6 +2,11 @@
 
 Filter and sort fields are the flat names Jamf Pro uses for this endpoint
 (``serialNumber``, ``osVersion``, ``lastInventoryUpdateDate``, ``managed``...).
+
+Records are kept in the list's shape (sections ``general``, ``hardware``,
+``userAndLocation``); ``detail`` turns one into the other shape Jamf Pro answers
+``/api/v2/mobile-devices/{id}/detail`` with (its MobileDeviceDetailsV2 schema): the
+identity and OS at the top level, the user under ``location``, the model under ``ios``.
 """
 
 from __future__ import annotations
@@ -180,3 +185,69 @@ class MobileDeviceGenerator:
         for section, key in SECTIONS.items():
             out[key] = record.get(key) if section in wanted else None
         return out
+
+
+def detail(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record as ``/api/v2/mobile-devices/{id}/detail`` answers: Jamf's detail shape.
+
+    Field names are Jamf Pro's (``serialNumber``, ``osVersion``, ``osBuild``,
+    ``osSupplementalBuildVersion``, ``lastInventoryUpdateTimestamp``, ``location.username``,
+    ``ios.modelIdentifier``...), not the list's; what the simulator does not model is null.
+    """
+    general = _part(record, "general")
+    hardware = _part(record, "hardware")
+    user = _part(record, "userAndLocation")
+    enrolled = general.get("lastEnrolledDate")
+    return {
+        "id": record.get("mobileDeviceId"),
+        "name": general.get("displayName"),
+        "enforceName": False,
+        "assetTag": general.get("assetTag"),
+        "lastInventoryUpdateTimestamp": general.get("lastInventoryUpdateDate"),
+        "osVersion": general.get("osVersion"),
+        "osBuild": general.get("osBuild"),
+        "osSupplementalBuildVersion": general.get("osSupplementalBuildVersion"),
+        "osRapidSecurityResponse": general.get("osRapidSecurityResponse"),
+        "softwareUpdateDeviceId": None,
+        "serialNumber": hardware.get("serialNumber"),
+        "udid": general.get("udid"),
+        "ipAddress": general.get("ipAddress"),
+        "wifiMacAddress": None,
+        "bluetoothMacAddress": None,
+        "managed": general.get("managed"),
+        "timeZone": None,
+        "initialEntryTimestamp": enrolled,
+        "lastEnrollmentTimestamp": enrolled,
+        "mdmProfileExpirationTimestamp": None,
+        "deviceOwnershipLevel": "institutional",
+        "enrollmentMethod": "Automated Device Enrollment" if general.get("supervised") else None,
+        "enrollmentSessionTokenValid": False,
+        "declarativeDeviceManagementEnabled": bool(general.get("managed")),
+        "managementId": None,
+        "site": {"id": "-1", "name": "None"},
+        "extensionAttributes": [],
+        "location": {
+            "username": user.get("username"),
+            "realName": user.get("realName"),
+            "emailAddress": user.get("emailAddress"),
+            "position": user.get("position"),
+            "phoneNumber": None,
+            "departmentId": None,
+            "buildingId": None,
+            "room": None,
+        },
+        "type": "ios",
+        "ios": {
+            "model": hardware.get("model"),
+            "modelIdentifier": hardware.get("modelIdentifier"),
+            "modelNumber": None,
+            "supervised": general.get("supervised"),
+            "capacityMb": hardware.get("capacityMb"),
+            "shared": False,
+        },
+    }
+
+
+def _part(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = record.get(key)
+    return value if isinstance(value, Mapping) else {}

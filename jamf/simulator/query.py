@@ -53,12 +53,16 @@ def parse_sort(text: str, fields: Mapping[str, Field]) -> tuple[SortKey, ...]:
 def parse_sections(
     values: Iterable[str], allowed: frozenset[str], default: frozenset[str]
 ) -> frozenset[str]:
-    """Repeated ``section`` parameters (commas also accepted); GENERAL is always included."""
+    """Repeated ``section`` parameters (commas also accepted); ``default`` when none is given.
+
+    Only the sections asked for come back, GENERAL included: Jamf sends GENERAL alone
+    when no section is asked for, and not at all when others are and it is not.
+    """
     wanted = {v.strip().upper() for value in values for v in value.split(",") if v.strip()}
     unknown = sorted(wanted - allowed)
     if unknown:
         raise QueryError(f"unknown section {unknown[0]!r}", "INVALID_SECTION", "section")
-    return frozenset(wanted) | default
+    return frozenset(wanted) if wanted else default
 
 
 def parse_paging(page: str | None, page_size: str | None) -> tuple[int, int]:

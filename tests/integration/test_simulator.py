@@ -44,9 +44,14 @@ class Jamf:
     def __exit__(self, *exc: object) -> None:
         self.http.close()
 
-    def oauth(self, client_id: str = "devtrust", secret: str = CLIENT_SECRET) -> httpx.Response:
+    def oauth(
+        self,
+        client_id: str = "devtrust",
+        secret: str = CLIENT_SECRET,
+        path: str = "/api/oauth/token",
+    ) -> httpx.Response:
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-        return self.http.post("/api/oauth/token", data=form)
+        return self.http.post(path, data=form)
 
     @property
     def token(self) -> str:
@@ -113,11 +118,15 @@ def start() -> Iterator[Callable[..., Jamf]]:
 # -- authentication --------------------------------------------------------------------
 
 
-def test_oauth_client_credentials_grant_a_bearer_token(jamf: Jamf) -> None:
-    body = jamf.oauth().json()
+@pytest.mark.parametrize("path", ["/api/oauth/token", "/api/v1/oauth/token"])
+def test_oauth_client_credentials_grant_a_30_minute_bearer_token_at_both_paths(
+    jamf: Jamf, path: str
+) -> None:
+    body = jamf.oauth(path=path).json()
     assert body["token_type"] == "Bearer"
-    assert body["expires_in"] == 60
+    assert body["expires_in"] == 1800  # Jamf's default lifetime
     assert jamf.get(token=body["access_token"], page_size=1).status_code == 200
+    assert jamf.oauth(secret="guess", path=path).status_code == 401
 
 
 def test_wrong_client_secret_is_refused_with_401(jamf: Jamf) -> None:
@@ -133,7 +142,7 @@ def test_basic_auth_token_keep_alive_and_invalidate(jamf: Jamf) -> None:
     assert response.status_code == 200
     first = response.json()
     expires = datetime.fromisoformat(first["expires"])
-    assert timedelta(seconds=50) < expires - datetime.now(UTC) <= timedelta(seconds=61)
+    assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(minutes=30, seconds=1)
 
     bearer = {"Authorization": f"Bearer {first['token']}"}
     renewed = jamf.http.post("/api/v1/auth/keep-alive", headers=bearer)
@@ -203,12 +212,14 @@ def test_paging_by_id_returns_every_device_exactly_once(jamf: Jamf) -> None:
     assert jamf.page(page=7, page_size=150)["results"] == []
 
 
-def test_versions_one_to_three_serve_the_same_pages(jamf: Jamf) -> None:
+def test_versions_one_to_four_serve_the_same_pages(jamf: Jamf) -> None:
     params = {"page": 2, "page_size": 25, "sort": "id:desc", "section": SECTIONS}
-    pages = [jamf.page(f"/api/{v}/computers-inventory", **params) for v in ("v1", "v2", "v3")]
-    assert pages[0] == pages[1] == pages[2]
+    versions = ("v1", "v2", "v3", "v4")
+    pages = [jamf.page(f"/api/{v}/computers-inventory", **params) for v in versions]
+    assert pages[0] == pages[1] == pages[2] == pages[3]
     assert pages[0]["results"][0]["id"] == "950"
-    assert jamf.get("/api/v4/computers-inventory").status_code == 404
+    assert jamf.get("/api/v5/computers-inventory").status_code == 404
+    assert jamf.get("/api/v5/computers-inventory-detail/1").status_code == 404
 
 
 def test_only_requested_sections_are_filled(jamf: Jamf) -> None:
@@ -220,9 +231,11 @@ def test_only_requested_sections_are_filled(jamf: Jamf) -> None:
     assert general_only["localUserAccounts"] == []
 
     hardware = jamf.page(page_size=5, section=["HARDWARE"])["results"][0]
-    assert hardware["general"] is not None  # GENERAL always comes
+    assert hardware["general"] is None  # GENERAL only when asked, or when nothing is
     assert hardware["hardware"]["serialNumber"]
     assert hardware["operatingSystem"] is None
+    both = jamf.page(page_size=5, section=["HARDWARE", "GENERAL"])["results"][0]
+    assert both["general"]["name"] and both["hardware"]["serialNumber"]
 
 
 def test_records_look_like_a_real_mac_fleet(jamf: Jamf) -> None:
@@ -299,15 +312,42 @@ def test_filter_with_and_or_and_wildcards(jamf: Jamf) -> None:
 
 
 def test_device_by_id_and_404(jamf: Jamf) -> None:
-    record = jamf.get("/api/v1/computers-inventory/17").json()
+    record = jamf.get("/api/v1/computers-inventory-detail/17").json()
+    sectioned = jamf.get("/api/v1/computers-inventory-detail/17", section=SECTIONS).json()
     assert record["id"] == "17"
     assert record["hardware"]["serialNumber"]
     assert record["localUserAccounts"]
-    assert jamf.get("/api/v3/computers-inventory/17").json() == record
-    assert jamf.get("/api/v1/computers-inventory-detail/17").json() == record
-    missing = jamf.get("/api/v1/computers-inventory/99999")
-    assert missing.status_code == 404
-    assert missing.json()["httpStatus"] == 404
+    for version in ("v1", "v2", "v3", "v4"):
+        assert jamf.get(f"/api/{version}/computers-inventory-detail/17").json() == record
+        by_id = jamf.get(f"/api/{version}/computers-inventory/17", section=SECTIONS).json()
+        assert by_id == sectioned
+        missing = jamf.get(f"/api/{version}/computers-inventory-detail/99999")
+        assert missing.status_code == 404
+        assert missing.json()["httpStatus"] == 404
+        assert jamf.get(f"/api/{version}/computers-inventory/99999").status_code == 404
+
+
+def test_single_records_honour_sections_and_default_like_jamf(jamf: Jamf) -> None:
+    # computers-inventory/{id}: GENERAL alone unless other sections are asked for.
+    general = jamf.get("/api/v4/computers-inventory/17").json()
+    assert general["general"]["name"]
+    assert general["hardware"] is None and general["localUserAccounts"] == []
+    hardware = jamf.get("/api/v4/computers-inventory/17", section=["HARDWARE"]).json()
+    assert hardware["general"] is None and hardware["hardware"]["serialNumber"]
+    # computers-inventory-detail/{id}: every section ("return all sections"), unless
+    # some are asked for, and then only those.
+    detail = "/api/v4/computers-inventory-detail/17"
+    everything = jamf.get(detail).json()
+    assert everything["security"] is None and "diskEncryption" in everything
+    assert everything["operatingSystem"]["version"] and everything["userAndLocation"]["username"]
+    asked = jamf.get(detail, section=["GENERAL", "OPERATING_SYSTEM"]).json()
+    assert asked["general"] == everything["general"]
+    assert asked["operatingSystem"] == everything["operatingSystem"]
+    assert asked["hardware"] is None and asked["localUserAccounts"] == []
+    assert "diskEncryption" not in asked
+    refused = jamf.get(detail, section=["COLOUR"])
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "section"
 
 
 @pytest.mark.parametrize(
@@ -352,8 +392,30 @@ def test_mobile_devices_are_a_separate_smaller_fleet(jamf: Jamf) -> None:
     assert not serials & {d["serialNumber"] for d in jamf.fleet()}
     managed = jamf.page(path, filter="managed==true", page_size=200)["totalCount"]
     assert managed == sum(d["managed"] for d in jamf.fleet("mobile-devices"))
-    assert jamf.get("/api/v2/mobile-devices/5/detail").json()["mobileDeviceId"] == "5"
     assert jamf.get(path, filter="general.managed==true").status_code == 400
+
+
+def test_one_mobile_device_comes_in_jamfs_detail_shape(jamf: Jamf) -> None:
+    sections = ["GENERAL", "HARDWARE", "USER_AND_LOCATION"]
+    listed = jamf.page("/api/v2/mobile-devices/detail", page=0, page_size=5, section=sections)
+    item = listed["results"][4]
+    detail = jamf.get("/api/v2/mobile-devices/5/detail").json()
+    # Jamf's MobileDeviceDetailsV2: identity and OS at the top, the user under
+    # ``location``, the model under ``ios``; none of the list's sections.
+    assert detail["id"] == item["mobileDeviceId"] == "5"
+    assert detail["serialNumber"] == item["hardware"]["serialNumber"]
+    assert detail["osVersion"] == item["general"]["osVersion"]
+    assert detail["osBuild"] == item["general"]["osBuild"]
+    assert detail["osSupplementalBuildVersion"] == item["general"]["osSupplementalBuildVersion"]
+    last = item["general"]["lastInventoryUpdateDate"]
+    assert detail["lastInventoryUpdateTimestamp"] == last
+    assert detail["managed"] == item["general"]["managed"]
+    assert detail["location"]["username"] == item["userAndLocation"]["username"]
+    assert detail["type"] == "ios"
+    assert detail["ios"]["modelIdentifier"] == item["hardware"]["modelIdentifier"]
+    assert not {"mobileDeviceId", "general", "hardware", "userAndLocation"} & set(detail)
+    missing = jamf.get("/api/v2/mobile-devices/9999/detail")
+    assert missing.status_code == 404 and missing.json()["httpStatus"] == 404
 
 
 # -- mutations -------------------------------------------------------------------------
@@ -379,7 +441,7 @@ def test_added_changed_and_deleted_devices_show_in_the_next_pages(
     assert [int(d["id"]) for d in api.fleet()] == ids
     assert api.get("/api/v1/computers-inventory/7").status_code == 404
 
-    new = api.get("/api/v1/computers-inventory/5").json()
+    new = api.get("/api/v4/computers-inventory-detail/5").json()
     assert new["general"]["reportDate"] > old["general"]["reportDate"]
     assert new["operatingSystem"]["version"] != old["operatingSystem"]["version"]
     assert new["hardware"]["serialNumber"] == old["hardware"]["serialNumber"]

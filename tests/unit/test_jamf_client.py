@@ -15,7 +15,9 @@ import httpx
 import pytest
 import respx
 
-from jamf.client import DEFAULT_SECTIONS, JamfClient, RetryPolicy
+from inventory.errors import ConfigurationError
+from inventory.settings import JAMF_API_VERSIONS, load_settings
+from jamf.client import API_VERSIONS, DEFAULT_SECTIONS, MOBILE_SECTIONS, JamfClient, RetryPolicy
 from jamf.errors import (
     RETRYABLE,
     JamfAuthError,
@@ -174,6 +176,91 @@ def test_token_is_renewed_before_it_expires(
 
     assert tokens.call_count == 2
     assert [bearer(c.request) for c in inventory.calls] == ["token-1", "token-1", "token-2"]
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "kept_for", "renewed_after"),
+    [
+        (1800, 1430, 1445),  # 30 minutes (Jamf's user tokens): renewed with 6 min left
+        (599, 475, 480),  # Jamf's API client example: 20% of the lifetime
+        (60, 47, 49),  # a short API client lifetime: 12 s
+        (4, 1, 2.5),  # shorter than MIN_MARGIN: renewed at half its life, not on every call
+    ],
+)
+def test_tokens_are_renewed_before_expiry_with_a_margin_fitting_their_lifetime(
+    router: respx.Router,
+    make: Callable[..., JamfClient],
+    clock: Clock,
+    lifetime: int,
+    kept_for: float,
+    renewed_after: float,
+) -> None:
+    tokens = oauth_tokens(router, expires_in=lifetime)
+    inventory = router.get(V1).mock(return_value=page(1))
+    jamf = make()
+
+    jamf.computers_page(page=0)
+    jamf.computers_page(page=0)
+    clock.advance(kept_for)
+    jamf.computers_page(page=0)
+    clock.advance(renewed_after - kept_for)
+    jamf.computers_page(page=0)
+
+    assert tokens.call_count == 2
+    assert [bearer(c.request) for c in inventory.calls] == ["token-1"] * 3 + ["token-2"]
+
+
+def test_oauth_falls_back_to_the_v1_token_path_on_404_keeps_it_and_logs_which(
+    router: respx.Router, make: Callable[..., JamfClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="devtrust.jamf")
+    guide = router.post("/api/oauth/token").mock(return_value=httpx.Response(404))
+    issued = iter(range(1, 100))
+    v1 = router.post("/api/v1/oauth/token").mock(
+        side_effect=lambda request: httpx.Response(
+            200, json={"access_token": f"v1-token-{next(issued)}", "expires_in": 60}
+        )
+    )
+    inventory = router.get(V1).mock(return_value=page(1))
+    jamf = make()
+
+    jamf.computers_page(page=0)
+    caplog.clear()
+    inventory.mock(side_effect=[httpx.Response(401), page(1)])  # forces one renewal
+    jamf.computers_page(page=0)
+
+    assert guide.call_count == 1  # asked once; the renewal went straight to v1
+    assert v1.call_count == 2
+    assert [bearer(c.request) for c in inventory.calls][-1] == "v1-token-2"
+    assert "Jamf API client token from /api/v1/oauth/token" in caplog.text
+    assert CLIENT_SECRET not in caplog.text and "v1-token" not in caplog.text
+
+
+def test_oauth_uses_the_guides_token_path_first_and_says_so(
+    router: respx.Router, make: Callable[..., JamfClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="devtrust.jamf")
+    guide = oauth_tokens(router)
+    v1 = router.post("/api/v1/oauth/token").mock(return_value=httpx.Response(500))
+    router.get(V1).mock(return_value=page(1))
+
+    make().computers_page(page=0)
+
+    assert (guide.call_count, v1.call_count) == (1, 0)
+    assert "Jamf API client token from /api/oauth/token, valid for 60 s" in caplog.messages
+
+
+def test_oauth_without_either_token_path_is_not_found_naming_both(
+    router: respx.Router, make: Callable[..., JamfClient], sleeps: Sleeps
+) -> None:
+    router.post(path__regex=r"^/api(/v1)?/oauth/token$").mock(return_value=httpx.Response(404))
+    inventory = router.get(V1).mock(return_value=page(1))
+
+    with pytest.raises(JamfNotFound, match=r"neither /api/oauth/token nor /api/v1/oauth/token"):
+        make().computers_page(page=0)
+
+    assert inventory.call_count == 0
+    assert sleeps == []  # a missing endpoint is not retried
 
 
 def test_user_token_is_renewed_with_keep_alive_not_the_password(
@@ -527,10 +614,11 @@ def test_page_size_bounds_are_accepted(
     assert inventory.calls.last.request.url.params["page-size"] == str(size)
 
 
-def test_version_probe_picks_v2_when_v3_is_missing_and_remembers_it(
+def test_version_probe_picks_v2_when_v4_and_v3_are_missing_and_remembers_it(
     router: respx.Router, make: Callable[..., JamfClient]
 ) -> None:
     oauth_tokens(router)
+    v4 = router.get("/api/v4/computers-inventory").mock(return_value=httpx.Response(404))
     v3 = router.get("/api/v3/computers-inventory").mock(return_value=httpx.Response(404))
     v2 = router.get("/api/v2/computers-inventory").mock(return_value=page(1))
     v1 = router.get(V1).mock(return_value=page(1))
@@ -540,10 +628,37 @@ def test_version_probe_picks_v2_when_v3_is_missing_and_remembers_it(
     jamf.computers_page(page=1)
 
     assert jamf.api_version == 2
-    assert v3.call_count == 1
+    assert (v4.call_count, v3.call_count) == (1, 1)
     assert v2.call_count == 3  # the probe (page-size 1), then the two pages
     assert v2.calls[0].request.url.params["page-size"] == "1"
     assert v1.call_count == 0
+
+
+def test_version_probe_asks_v4_first_and_stops_there(
+    router: respx.Router, make: Callable[..., JamfClient]
+) -> None:
+    oauth_tokens(router)
+    inventory = router.get(path__regex=r"^/api/v\d/computers-inventory$").mock(return_value=page(1))
+    jamf = make(api_version=None)
+
+    assert jamf.api_version == 4
+    jamf.computers_page(page=0)
+
+    assert [c.request.url.path for c in inventory.calls] == ["/api/v4/computers-inventory"] * 2
+
+
+def test_the_probe_goes_newest_first_and_each_version_is_asked_once(
+    router: respx.Router, make: Callable[..., JamfClient]
+) -> None:
+    oauth_tokens(router)
+    inventory = router.get(path__regex=r"^/api/v\d/computers-inventory$").mock(
+        side_effect=[httpx.Response(404)] * 3 + [page(1)]
+    )
+
+    assert make(api_version=None).api_version == 1
+    assert [c.request.url.path for c in inventory.calls] == [
+        f"/api/v{v}/computers-inventory" for v in (4, 3, 2, 1)
+    ]
 
 
 def test_a_server_without_computers_inventory_is_not_found(
@@ -552,23 +667,64 @@ def test_a_server_without_computers_inventory_is_not_found(
     oauth_tokens(router)
     router.get(path__regex=r"/api/v\d/computers-inventory").mock(return_value=httpx.Response(404))
 
-    with pytest.raises(JamfNotFound, match=r"tried v3, v2 and v1"):
+    with pytest.raises(JamfNotFound, match=r"tried v4, v3, v2 and v1"):
         make(api_version=None).computers_page(page=0)
 
 
-def test_a_computer_that_is_gone_is_none(
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_every_configured_version_is_used_as_is_without_a_probe(
+    router: respx.Router, make: Callable[..., JamfClient], version: int
+) -> None:
+    oauth_tokens(router)
+    inventory = router.get(path__regex=r"^/api/v\d/computers-inventory$").mock(return_value=page(1))
+    detail = router.get(path__regex=r"^/api/v\d/computers-inventory-detail/7$").mock(
+        return_value=httpx.Response(200, json={"id": "7"})
+    )
+    jamf = make(api_version=version)
+
+    jamf.computers_page(page=0)
+    jamf.computer("7")
+
+    assert [c.request.url.path for c in inventory.calls] == [f"/api/v{version}/computers-inventory"]
+    assert detail.calls.last.request.url.path == f"/api/v{version}/computers-inventory-detail/7"
+
+
+@pytest.mark.parametrize("version", [0, 5, -1])
+def test_an_unknown_version_is_refused_naming_the_choices(version: int) -> None:
+    with pytest.raises(
+        JamfConfigError, match=rf"^unknown Jamf API version {version}: use 1, 2, 3 or 4$"
+    ):
+        JamfClient(BASE, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, api_version=version)
+
+
+def test_a_computer_is_read_from_the_detail_route_with_the_clients_sections(
     router: respx.Router, make: Callable[..., JamfClient]
 ) -> None:
     oauth_tokens(router)
-    router.get(f"{V1}/41").mock(return_value=httpx.Response(404))
-    found = router.get(f"{V1}/42").mock(
+    detail = "/api/v4/computers-inventory-detail"
+    router.get(f"{detail}/41").mock(return_value=httpx.Response(404))
+    found = router.get(f"{detail}/42").mock(
         return_value=httpx.Response(200, json={"id": "42", "hardware": {"serialNumber": "C1"}})
     )
-    jamf = make()
+    jamf = make(api_version=4)
 
     assert jamf.computer("41") is None
     assert jamf.computer("42") == {"id": "42", "hardware": {"serialNumber": "C1"}}
     assert found.calls.last.request.url.params.get_list("section") == list(DEFAULT_SECTIONS)
+    jamf.computer("42", sections=("GENERAL", "SECURITY"))
+    assert found.calls.last.request.url.params.get_list("section") == ["GENERAL", "SECURITY"]
+
+
+def test_a_mobile_device_is_read_from_its_detail_route_with_the_clients_sections(
+    router: respx.Router, make: Callable[..., JamfClient]
+) -> None:
+    oauth_tokens(router)
+    found = router.get("/api/v2/mobile-devices/9/detail").mock(
+        return_value=httpx.Response(200, json={"id": "9", "serialNumber": "DMQ1"})
+    )
+
+    assert make().mobile_device("9") == {"id": "9", "serialNumber": "DMQ1"}
+    assert found.calls.last.request.url.params.get_list("section") == list(MOBILE_SECTIONS)
 
 
 # -- configuration and secrets ------------------------------------------------------
@@ -591,6 +747,22 @@ def test_a_computer_that_is_gone_is_none(
 def test_exactly_one_credential_pair_is_required(credentials: dict[str, Any], message: str) -> None:
     with pytest.raises(JamfConfigError, match=message):
         JamfClient(BASE, **credentials)
+
+
+def test_the_settings_accept_exactly_the_clients_api_versions() -> None:
+    assert tuple(sorted(API_VERSIONS)) == JAMF_API_VERSIONS
+    assert load_settings(jamf_api_version=4).jamf_api_version == 4
+    assert load_settings().jamf_api_version is None  # probed
+
+
+@pytest.mark.parametrize("value", [0, 5, "9"])
+def test_a_bad_api_version_setting_is_one_clear_line(value: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(jamf_api_version=value)
+    assert str(caught.value) == (
+        f"invalid setting jamf_api_version: use 1, 2, 3 or 4, or leave it unset to probe, "
+        f"not {int(str(value))}"
+    )
 
 
 def test_secrets_and_tokens_never_reach_the_log(

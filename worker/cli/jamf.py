@@ -184,7 +184,9 @@ def simulator(
     fault_seed: Annotated[
         int | None, typer.Option(help="seed of the fault sequence (default: --seed)")
     ] = None,
-    token_ttl: Annotated[float, typer.Option(help="token lifetime in seconds")] = 60.0,
+    token_ttl: Annotated[
+        float, typer.Option(help="token lifetime in seconds (Jamf's default: 30 minutes)")
+    ] = 1800.0,
     client_id: Annotated[str, typer.Option(help="OAuth API client id")] = "devtrust",
     client_secret: Annotated[
         str, typer.Option(help="OAuth API client secret")
