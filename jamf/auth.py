@@ -151,11 +151,6 @@ class ClientCredentials(Authenticator):
     def __repr__(self) -> str:
         return f"ClientCredentials(client_id={self._client_id!r})"
 
-    @property
-    def token_path(self) -> str:
-        """The OAuth token endpoint asked first (the one that worked last)."""
-        return self._paths[0]
-
     def _renew(self, post: Post, current: Token | None, now: float) -> Token:
         form = {
             "grant_type": "client_credentials",

@@ -122,7 +122,13 @@ def start() -> Iterator[Callable[..., Jamf]]:
 def test_oauth_client_credentials_grant_a_30_minute_bearer_token_at_both_paths(
     jamf: Jamf, path: str
 ) -> None:
+    def token_requests() -> int:
+        counts = jamf.http.get("/_sim/stats").json()["by_endpoint"].get("oauth/token", {})
+        return int(sum(counts.values()))
+
+    before = token_requests()
     body = jamf.oauth(path=path).json()
+    assert token_requests() == before + 1  # counted (and faulted) as the token endpoint
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 1800  # Jamf's default lifetime
     assert jamf.get(token=body["access_token"], page_size=1).status_code == 200
@@ -622,8 +628,9 @@ def test_cli_serves_until_interrupted() -> None:
             )
             assert match, line
             with Jamf(match.group(1)) as api:
-                token = api.oauth("demo", "devtrust-secret").json()["access_token"]
-                assert api.get(token=token).json()["totalCount"] == 25
+                issued = api.oauth("demo", "devtrust-secret").json()
+                assert issued["expires_in"] == 1800  # --token-ttl defaults to Jamf's 30 min
+                assert api.get(token=issued["access_token"]).json()["totalCount"] == 25
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=10)
