@@ -100,18 +100,19 @@ UTCTime = Annotated[
 def _serial(value: str) -> str:
     tag = value.strip(" ")
     if not _SERIAL.fullmatch(tag):
-        raise ValueError("must be printable ASCII without spaces or control characters")
+        raise ValueError("must be printable ASCII without tabs or control characters")
     return tag
 
 
-_SERIAL = re.compile(r"[!-~]+")
-# The asset tag the device reports: printable ASCII, with spaces around it forgiven.
+_SERIAL = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+# The asset tag the device reports: printable ASCII, spaces inside kept (virtual machines
+# report such serials) and spaces around it forgiven.
 SerialNumber = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_ASSET_TAG_LENGTH),
     AfterValidator(_serial),
     WithJsonSchema(
         {"type": "string", "minLength": 1, "maxLength": MAX_ASSET_TAG_LENGTH,
-         "pattern": "^ *[!-~]+ *$"}
+         "pattern": "^ *[!-~](?:[ -~]*[!-~])? *$"}
     ),
 ]  # fmt: skip

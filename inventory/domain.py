@@ -102,12 +102,49 @@ class Role(StrEnum):
         return tuple(roles)
 
 
-_ASSET_TAG = re.compile(r"[\x21-\x7e]+")
+# Printable ASCII; spaces inside are kept (virtual machines report serials such as
+# "VMware-56 4d 0e ..."), spaces around it are trimmed.
+_ASSET_TAG = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 
 
+_PLACEHOLDERS = frozenset(
+    s.casefold()
+    for s in (
+        "",
+        "0",
+        "00000000",
+        "0123456789",
+        "Default string",
+        "To Be Filled By O.E.M.",
+        "To be filled by O.E.M.",
+        "System Serial Number",
+        "Chassis Serial Number",
+        "Base Board Serial Number",
+        "Not Specified",
+        "Not Applicable",
+        "None",
+        "N/A",
+        "Not Available",
+        "Unknown",
+        "Asset Tag",
+        "No Asset Tag",
+        "No Asset Information",
+        "Serial",
+        "SerialNumber",
+    )
+)
+
+
+def is_placeholder_serial(text: str) -> bool:
+    """Whether ``text`` is what firmware or an MDM writes where it knows no serial number
+    ("To Be Filled By O.E.M.", Jamf's "Not Available", zeros and dashes), not a serial."""
+    value = text.strip().strip("\x00").strip()
+    return value.casefold() in _PLACEHOLDERS or set(value) <= {"0", " ", "-", "."}
+
+
 def normalize_asset_tag(text: str) -> str:
-    """An asset tag is the device's serial number: printable ASCII, no spaces, bounded."""
+    """An asset tag is the device's serial number: printable ASCII, trimmed, bounded."""
     tag = text.strip()
     if not tag:
         raise InvalidArgument("asset tag is empty")
@@ -117,7 +154,7 @@ def normalize_asset_tag(text: str) -> str:
         )
     if not _ASSET_TAG.fullmatch(tag):
         raise InvalidArgument(
-            f"asset tag {quoted(tag)} may only hold printable ASCII without spaces"
+            f"asset tag {quoted(tag)} may only hold printable ASCII (no tabs or control characters)"
         )
     return tag
 

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from inventory.domain import OSType, Profile, SourceRecord, normalize_asset_tag
+from inventory.domain import (
+    OSType,
+    Profile,
+    SourceRecord,
+    is_placeholder_serial,
+    normalize_asset_tag,
+)
 from inventory.errors import InvalidArgument
 
 # Bump when the hashed fields change, so every device is rewritten once, not compared
@@ -201,7 +207,7 @@ def _mapped(
 ) -> MappedDevice | Skipped:
     if external_id is None:
         return Skipped(None, NO_ID)
-    if serial is None:
+    if serial is None or is_placeholder_serial(serial):
         return Skipped(external_id, NO_SERIAL)
     try:
         asset_tag = normalize_asset_tag(serial)

@@ -22,36 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ceremony.agent.errors import CollectError
-from inventory.domain import CollectedData, OSType
+from inventory.domain import CollectedData, OSType, is_placeholder_serial
 
 DEFAULT_DMI_DIR = Path("/sys/class/dmi/id")
 OS_RELEASE = Path("/etc/os-release")
-
-_PLACEHOLDERS = frozenset(
-    s.casefold()
-    for s in (
-        "",
-        "0",
-        "00000000",
-        "0123456789",
-        "Default string",
-        "To Be Filled By O.E.M.",
-        "To be filled by O.E.M.",
-        "System Serial Number",
-        "Chassis Serial Number",
-        "Base Board Serial Number",
-        "Not Specified",
-        "Not Applicable",
-        "None",
-        "N/A",
-        "Unknown",
-        "Asset Tag",
-        "No Asset Tag",
-        "No Asset Information",
-        "Serial",
-        "SerialNumber",
-    )
-)
 
 
 def real_value(value: str | None) -> str | None:
@@ -59,9 +33,7 @@ def real_value(value: str | None) -> str | None:
     if value is None:
         return None
     text = value.strip().strip("\x00").strip()
-    if text.casefold() in _PLACEHOLDERS or set(text) <= {"0", " ", "-", "."}:
-        return None
-    return text
+    return None if is_placeholder_serial(text) else text
 
 
 def choose_serial(asset_tag: str | None, system: str | None, board: str | None) -> str:

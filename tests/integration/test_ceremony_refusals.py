@@ -530,7 +530,7 @@ def test_collected_data_the_inventory_cannot_store_is_refused_with_400(
         (lambda b: _set(b, "13\t", "collected", "os_build"),
          400, "^collected.os_build: contains the control character U\\+0009$"),
         (lambda b: _set(b, "LNX-0001\x00", "collected", "serial_number"),
-         400, "^collected.serial_number: must be printable ASCII without spaces or control "),
+         400, "^collected.serial_number: must be printable ASCII without tabs or control "),
         # Date-times are RFC 3339 strings with an offset, in years that convert to UTC:
         # no Unix times, no local times, no dates alone.
         *((lambda b, t=t: _set(b, t, "collected", "collect_time"),

@@ -176,9 +176,9 @@ REFUSALS = [
         id="long-asset-tag",
     ),
     pytest.param(
-        ["devices", "add", "--os=macos", "--asset-tag=bad tag"],
-        "may only hold printable ASCII without spaces",
-        id="asset-tag-with-space",
+        ["devices", "add", "--os=macos", "--asset-tag=bad\ttag"],
+        "may only hold printable ASCII (no tabs or control characters)",
+        id="asset-tag-with-tab",
     ),
     pytest.param(
         ["devices", "add", "--os=macos", f"--asset-tag={TAG}"],

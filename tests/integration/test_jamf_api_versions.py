@@ -258,7 +258,7 @@ def test_an_ios_serial_that_moved_to_a_new_record_follows_it(db: Database) -> No
         assert _ios(db, serial) == str(new["mobileDeviceId"])
 
 
-# -- serials with spaces around them ----------------------------------------------------
+# -- serials with spaces around and inside them ----------------------------------------------------
 
 
 def test_serials_with_spaces_around_them_are_trimmed_not_skipped(db: Database) -> None:
@@ -272,6 +272,9 @@ def test_serials_with_spaces_around_them_are_trimmed_not_skipped(db: Database) -
         vm = jamf.sim.computers.add(
             {"hardware": {"serialNumber": "\tVMSPACED0002\u00a0"}, **managed}
         )
+        spaced = jamf.sim.computers.add(
+            {"hardware": {"serialNumber": " VMware-56 4d 0e 9c 3f 5b "}, **managed}
+        )
         phone = jamf.sim.mobile_devices.add(
             {"hardware": {"serialNumber": " DMQSPACED03  "}, "general": {"managed": True}}
         )
@@ -282,6 +285,7 @@ def test_serials_with_spaces_around_them_are_trimmed_not_skipped(db: Database) -
         assert devices.get_device(db.uow(), "C02SPACED001").id == hand.id
         assert _ios(db, "C02SPACED001") == str(mac["id"])
         assert _ios(db, "VMSPACED0002") == str(vm["id"])
+        assert _ios(db, "VMware-56 4d 0e 9c 3f 5b") == str(spaced["id"])
         assert _ios(db, "DMQSPACED03") == str(phone["mobileDeviceId"])
         # The single-record read (Jamf's detail shape) trims the same way.
         detail = client.mobile_device(str(phone["mobileDeviceId"]))

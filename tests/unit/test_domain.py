@@ -7,6 +7,7 @@ from inventory.domain import (
     MAX_ASSET_TAG_LENGTH,
     OSType,
     Role,
+    is_placeholder_serial,
     normalize_asset_tag,
     normalize_user_name,
 )
@@ -28,13 +29,29 @@ def test_asset_tag_is_stripped() -> None:
     assert normalize_asset_tag(" C00AA0AAAA0A ") == "C00AA0AAAA0A"
 
 
+def test_spaces_inside_a_serial_are_kept() -> None:
+    # What VMware and Parallels virtual machines report as their serial number.
+    vm = "VMware-56 4d 0e 9c 3f 5b 9c 3f-8e 64 7c 49 b2 c9 de 1a"
+    assert normalize_asset_tag(f"  {vm}\t") == vm
+
+
+@pytest.mark.parametrize("text", ["Not Available", " to be filled by o.e.m. ", "0000", "--", "N/A"])
+def test_placeholders_are_not_serials(text: str) -> None:
+    assert is_placeholder_serial(text)
+
+
+@pytest.mark.parametrize("text", ["C02ABC123", "VMware-56 4d 0e", "0A"])
+def test_real_serials_are_not_placeholders(text: str) -> None:
+    assert not is_placeholder_serial(text)
+
+
 @pytest.mark.parametrize(
     ("tag", "message"),
     [
         ("", "asset tag is empty"),
         ("   ", "asset tag is empty"),
         ("A" * (MAX_ASSET_TAG_LENGTH + 1), "the limit is 128"),
-        ("C00 AA", "printable ASCII without spaces"),
+        ("C00\tAA", "printable ASCII \\(no tabs or control characters\\)"),
         ("C00\x00AA", "printable ASCII"),
         ("séríal", "printable ASCII"),
     ],

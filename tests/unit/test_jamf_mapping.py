@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from inventory.domain import OSType, Profile, SourceRecord
+from inventory.domain import OSType, Profile, SourceRecord, is_placeholder_serial
 from jamf.mapping import (
     MappedDevice,
     Skipped,
@@ -171,12 +171,25 @@ def test_a_computer_without_hardware_is_skipped_as_having_no_serial() -> None:
 
 
 def test_an_invalid_serial_number_is_skipped_with_the_reason() -> None:
-    result = map_computer(computer_record(hardware={"serialNumber": "Not Available"}))
+    result = map_computer(computer_record(hardware={"serialNumber": "C02\x07BELL"}))
 
     assert isinstance(result, Skipped)
     assert result.external_id == "117"
     assert result.reason.startswith("invalid serial number: ")
-    assert "printable ASCII without spaces" in result.reason
+    assert "printable ASCII (no tabs or control characters)" in result.reason
+
+
+def test_jamfs_not_available_is_no_serial_number() -> None:
+    result = map_computer(computer_record(hardware={"serialNumber": "Not Available"}))
+
+    assert result == Skipped("117", "no serial number")
+
+
+def test_a_virtual_machines_serial_with_spaces_inside_is_mapped() -> None:
+    result = map_computer(computer_record(hardware={"serialNumber": " VMware-56 4d 0e 9c "}))
+
+    assert isinstance(result, MappedDevice)
+    assert result.asset_tag == "VMware-56 4d 0e 9c"
 
 
 def test_a_record_without_an_id_is_skipped() -> None:
@@ -267,6 +280,7 @@ def test_hash_is_equal_exactly_when_the_hashed_fields_are(profile: Profile, othe
     version=st.text(max_size=10),
 )
 def test_any_printable_serial_maps_and_the_hash_is_stable(serial: str, version: str) -> None:
+    assume(not is_placeholder_serial(serial))  # "0", "N/A", "--": Jamf knows no serial
     record = computer_record(hardware={"serialNumber": serial})
     record["operatingSystem"]["version"] = version
 
