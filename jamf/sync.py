@@ -1,33 +1,41 @@
 """The sync engine: one run of one inventory entry, from Jamf Pro pages to inventory rows.
 
-A run reads the computers the entry's filter selects, in a stable order (``id:asc``),
-and writes each page as it arrives: pages ``n+1 .. n+k`` are being fetched and mapped
-by a small thread pool while page ``n`` is written, so a sync costs about what the
-slower of the two sides costs, not their sum. Nothing grows with the fleet: a page is
-dropped once written, and which devices a full run has seen is stamped on their rows
-(``sync_run_id``), not kept in a set.
+A run reads the computers the entry's filter selects by keyset pages on the Jamf id
+(``filter=(<filter>);id>N``, ``sort=id:asc``) over id ranges fetched side by side (see
+``PageReader``), and writes each page as it arrives: while one page is written, the
+next ones are being fetched and mapped by a small thread pool, so a sync costs about
+what the slower of the two sides costs, not their sum. A computer that exists in Jamf
+for the whole run is read by it, whatever is added, changed or deleted meanwhile.
+Nothing grows with the fleet: a page is dropped once written, and which devices a full
+run has seen is stamped on their rows (``sync_run_id``), not kept in a set.
 
 Full sync
     Every page; new and changed devices are upserted, unchanged ones are not written.
-    With ``on_missing: DELETE``, and only when every page was read without error, the
-    devices of this source and inventory that the run did not see are candidates. If
-    there are more of them than ``max_delete_share`` of the inventory's devices, the
-    run stops and deletes nothing unless forced. Each candidate is then looked up by its
-    Jamf id: only a 404 deletes it. One still there (offset paging skips a record when
-    another is deleted mid-sync) is written as seen instead.
+    With ``on_missing: DELETE``, and only when every id range was read to its end
+    without error, the devices of this source and inventory that the run did not see
+    are candidates. If there are more of them than ``max_delete_share`` of the
+    inventory's devices, the run stops and deletes nothing unless forced. Each candidate
+    is then looked up by its Jamf id: it is deleted when Jamf has no such record, or
+    when the record now carries another serial (it describes another device now). One
+    still there with its serial (outside the filter now, say) is written as seen.
+    Without ``DELETE``, a device whose Jamf id another device now claims, and whose
+    record carries the other's serial, is detached from the source instead.
 
 Partial sync
     Only computers whose ``general.reportDate`` is at or after the last successful run's
     watermark (the newest report date it saw), minus an overlap margin for clock skew
     and reports landing mid-sync. Its cost follows the number of changes, not the fleet.
     With no earlier successful run it reads everything, like a full sync that deletes
-    nothing. It never deletes.
+    nothing. It never deletes; without ``DELETE`` it detaches as a full sync does.
 
 Conflicts
     A known serial under a new Jamf id is either a re-enrolled device (the old Jamf
     record is gone or now holds another serial: the device follows the new id) or two
     live Jamf records sharing a serial (the newer one is skipped, with its reason). The
-    old id is looked up to tell which.
+    old id is looked up to tell which. This holds for a device registered by hand as
+    for the source's own, so two live ids never take turns rewriting one device. A
+    record whose report is older than the profile the device has (a webhook's read and
+    a page can cross) never overwrites it.
 
 Every run is recorded with its counts and writes one ``jamf.sync`` audit event; a
 failure is recorded with its one-line reason, and two failed runs in a row raise the
@@ -801,6 +809,7 @@ class PageReader:
         self._error: BaseException | None = None
         self._stopped = False
         self._numbered = 0
+        self._splitting = False
         self._top = 0
         self._window = 1
         self._workers = 1
@@ -811,16 +820,14 @@ class PageReader:
             raise ValueError("the window and the workers must be at least 1")
         # The fetch threads log with the caller's context (task id, inventory).
         self._context = contextvars.copy_context()
-        first = self.fetcher.top()
-        self.reported_total = first.total_count
-        self._top = max((self.fetcher.ident(r) for r in first.results), default=0)
-        ranges = max(1, min(workers, math.ceil(first.total_count / self.fetcher.page_size)))
-        self._window, self._workers = max(window, ranges), ranges
-        bounds = [self._top * n // ranges for n in range(ranges)]
-        self._ranges = [
-            _Range(after=low, upto=bounds[n + 1] if n + 1 < ranges else None)
-            for n, low in enumerate(bounds)
-        ]
+        self._window, self._workers = window, workers
+        # One range to begin with, read at once while the highest id is asked for; the
+        # answer splits what that range has left (a listing of one page never waits).
+        self._ranges = [_Range(after=0, upto=None)]
+        self._splitting = True
+        with self._cond:
+            self._in_flight += 1
+            self.pool.submit(self._context.copy().run, self._probe)
         try:
             while True:
                 with self._cond:
@@ -839,6 +846,54 @@ class PageReader:
                 self._stopped = True
                 while self._in_flight:
                     self._cond.wait()
+
+    def _probe(self) -> None:
+        """The highest id and Jamf's total at the start; then split the id space."""
+        try:
+            first = self.fetcher.top()
+            top = max((self.fetcher.ident(r) for r in first.results), default=0)
+        except BaseException as exc:
+            with self._cond:
+                self._in_flight -= 1
+                if self._error is None:
+                    self._error = exc
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._in_flight -= 1
+            self.reported_total, self._top = first.total_count, top
+            self._split(first.total_count, top)
+            self._splitting = False
+            self._pump()
+            self._cond.notify_all()
+
+    def _split(self, total: int, top: int) -> None:
+        """Share what the first range has left, up to ``top``, among the workers, each
+        range a whole number of pages as far as the ids' density tells (the last page
+        of a range is its short one: a range costs no more requests than it must)."""
+        first, size = self._ranges[0], self.fetcher.page_size
+        if first.done or top <= first.after or total <= size:
+            self._workers = 1 if total <= size else self._workers
+            return
+        span = top - first.after
+        left = total * span / top  # records the first range still has, about
+        pages = math.ceil(left / size)
+        ranges = max(1, min(self._workers, pages))
+        self._workers = ranges
+        if ranges == 1:
+            return
+        # Each range a whole number of pages at this density, a tenth of a page short so
+        # its last page is not pushed into one more by a few records (an uneven fleet is
+        # what stealing is for).
+        per_range = math.ceil(pages / ranges)
+        ids_per_range = max(1.0, (per_range * size - size / 10) * span / left)
+        bounds = [first.after + round(ids_per_range * n) for n in range(1, ranges)]
+        bounds = [b for b in bounds if b < top]
+        ends = [*bounds, None]
+        first.upto = ends[0]
+        self._ranges += [
+            _Range(after=low, upto=high) for low, high in zip(bounds, ends[1:], strict=True)
+        ]
 
     # -- scheduling (under the condition's lock) ----------------------------------------
 
@@ -868,7 +923,7 @@ class PageReader:
         for span in active:
             if not span.busy:
                 return span
-        if len(active) >= self._workers or not active:
+        if self._splitting or len(active) >= self._workers or not active:
             return None
         longest = max(active, key=self._left)
         left = self._left(longest)
