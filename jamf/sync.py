@@ -82,6 +82,8 @@ CONFIRM_BATCH = 200
 # Pages read ahead per fetch thread: the threads go on reading while the writer waits
 # for the database. Memory stays bounded: a mapped page of 500 is about 1 MB.
 PREFETCH = 2
+# A partial run that read more Jamf ids than this checks every device for ghosts.
+GHOST_CHECK_IDS = 5000
 # Devices created in a run before the first ANALYZE (PostgreSQL), then every 4x more.
 ANALYZE_FIRST = 2000
 
@@ -423,6 +425,8 @@ class _Sync:
         self.mode = kind.value
         self.since: dict[str, datetime] = {}
         self.pool: ThreadPoolExecutor  # the run's fetch threads, set by run()
+        # The Jamf ids a partial run read, for its check for ghosts (None: look at all).
+        self.read_ids: set[tuple[str, str]] | None = set() if kind is Kind.PARTIAL else None
         # Refresh the planner's statistics as a first sync grows the table 4x at a time.
         self.analyze_at = ANALYZE_FIRST
 
@@ -527,6 +531,10 @@ class _Sync:
     # -- writing pages --------------------------------------------------------------
 
     def _write(self, page: Page, track_seen: bool) -> None:
+        if self.read_ids is not None:
+            self.read_ids.update((d.os_type.value, d.external_id) for d in page.devices)
+            if len(self.read_ids) > GHOST_CHECK_IDS:
+                self.read_ids = None  # too many to name: the check looks at every device
         kept, duplicates = split_duplicates(page.devices)
         skipped = page.skipped + duplicates
         for skip in skipped:
@@ -707,9 +715,16 @@ class _Sync:
         entry does not delete). Their enrollment and profile stay; nothing links them
         to Jamf any more, so they are the admin's, like a device registered by hand."""
         for target in self.targets:
+            among = None
+            if self.read_ids is not None:
+                # A ghost is made by a read: the record now with another serial. A partial
+                # run looks only at the ids it read (a full one at every device).
+                among = {ext for os, ext in self.read_ids if os == target.os_type.value}
+                if not among:
+                    continue
             shared = store.shared_external_ids(
                 self.db.uow(), source=self.source, inventory=self.spec.name,
-                os_type=target.os_type.value,
+                os_type=target.os_type.value, among=among,
             )  # fmt: skip
             if not shared:
                 continue
@@ -927,8 +942,11 @@ class PageReader:
             return None
         longest = max(active, key=self._left)
         left = self._left(longest)
-        if left < 2 * self.fetcher.page_size:
-            return None  # not worth a request of its own
+        # Records it has left, about, at the density the start showed: splitting what
+        # two pages hold saves nothing, and costs a short page more.
+        density = self.reported_total / self._top if self._top else 1.0
+        if left * min(density, 1.0) < 2 * self.fetcher.page_size:
+            return None
         middle = longest.after + left // 2
         half = _Range(after=middle, upto=longest.upto)
         longest.upto = middle

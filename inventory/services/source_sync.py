@@ -446,15 +446,27 @@ def missing_devices(
 
 
 def shared_external_ids(
-    uow: UnitOfWork, *, source: str, inventory: str, os_type: str, limit: int = 1000
+    uow: UnitOfWork,
+    *,
+    source: str,
+    inventory: str,
+    os_type: str,
+    among: set[str] | None = None,
+    limit: int = 1000,
 ) -> dict[str, list[SyncedDevice]]:
     """Jamf ids two devices claim (this source's, or registered by hand), with the
     devices of this source and inventory that claim them: one of them at most is the
-    device Jamf's record now describes. At most ``limit`` ids a call."""
+    device Jamf's record now describes. Only ids ``among`` when given; at most ``limit``
+    ids a call."""
     claimants = or_(DeviceRow.source_name == source, DeviceRow.source_name.is_(None))
+    ids = (
+        DeviceRow.profile_external_id.is_not(None)
+        if among is None
+        else DeviceRow.profile_external_id.in_(sorted(among))
+    )
     shared = (
         select(DeviceRow.profile_external_id)
-        .where(claimants, DeviceRow.os_type == os_type, DeviceRow.profile_external_id.is_not(None))
+        .where(claimants, DeviceRow.os_type == os_type, ids)
         .group_by(DeviceRow.profile_external_id)
         .having(func.count() > 1)
         .limit(limit)

@@ -230,6 +230,17 @@ def test_a_jamf_id_that_now_holds_another_serial_is_no_longer_the_old_device(
         again = run_sync(db, j.client, SOURCE, noop, kind=Kind.FULL)
         assert (again.updated, again.created, again.details.get("detached", 0)) == (0, 0, 0)
 
+        # A partial sync finds it too: the record with the new serial is one it reads.
+        fourth = [i for i in range(1, 301) if j.managed(i)][3]
+        old_fourth = j.serial(fourth)
+        j.sim.computers.change(fourth, {"hardware": {"serialNumber": "C02NEWSERIAL4"}})
+        partial = run_sync(db, j.client, SOURCE, noop, kind=Kind.PARTIAL)
+        assert partial.status == store.SUCCEEDED, partial.error
+        assert partial.details["detached"] == 1 and partial.fetched < 20
+        ghost = row(db, old_fourth)
+        assert ghost is not None and ghost.source_name is None
+        assert synced(db) == j.expected()
+
         # Deleting: the old device is gone from Jamf, so it is deleted.
         third = [i for i in range(1, 301) if j.managed(i)][2]
         old_third = j.serial(third)
