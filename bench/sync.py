@@ -7,13 +7,16 @@ Figures, per backend (SQLite, PostgreSQL), all measured in the same run:
   (records are generated and mapped outside the timed part);
 * ``full``: a full sync of the fleet into an empty inventory (time, devices/s, peak RSS);
 * ``no-change``: the same full sync again, with nothing changed in Jamf;
-* ``partial``: a partial sync after 1% of the fleet sent a new inventory report.
+* ``partial``: a partial sync after 1% of the fleet sent a new inventory report;
+* ``offset``: the ``full`` sync again, into an empty inventory, reading with the offset
+  pages (``page=N``) the sync used before its keyset reads (``bench.sync_baselines``).
 
 Targets on a 2-core machine, each printed as a ratio (at or below 1.0 is met):
 
 * full sync within 1.5x of the slower of fetch-only and write-only;
 * no-change full sync within 1.2x of fetch-only;
 * partial sync with 1% changed under 5% of the full sync's time;
+* the full sync (keyset reads) within 1.1x of the same sync on offset pages;
 * peak RSS of a full sync at ``--devices`` within 30 MB of that at ``--small`` devices.
 
 The simulator runs in its own process (``devtrust jamf simulator``), and every
@@ -33,6 +36,7 @@ that figure is in the README too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import resource
@@ -131,6 +135,11 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
     source = SourceSpec(inventories=(spec,))
     db = Database.connect(args.url)
     out: dict[str, Any] = {}
+    reads: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if args.offset:
+        from bench.sync_baselines import offset_reads
+
+        reads = offset_reads()
     try:
         with JamfClient(args.jamf, client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as client:
             client.api_version  # noqa: B018
@@ -150,7 +159,8 @@ def child_sync(args: argparse.Namespace) -> dict[str, Any]:
                     "unchanged": run.unchanged,
                 }
 
-            timed("full", Kind.FULL)
+            with reads:
+                timed("full", Kind.FULL)
             out["full"]["peak_rss"] = _peak_rss()
             if args.only_full:
                 return out
@@ -229,6 +239,7 @@ class Figures:
     sync: dict[str, Any]
     small: dict[str, Any]
     small_devices: int
+    offset: dict[str, Any]
 
     def checks(self) -> list[tuple[str, float, float, str]]:
         """(name, figure, limit, unit) for each target."""
@@ -239,6 +250,7 @@ class Figures:
             ("full sync", full, 1.5 * max(fetch, write), "s"),
             ("no-change full sync", self.sync["no-change"]["seconds"], 1.2 * fetch, "s"),
             ("partial sync, 1% changed", self.sync["partial"]["seconds"], 0.05 * full, "s"),
+            ("full sync, keyset vs offset read", full, 1.1 * self.offset["full"]["seconds"], "s"),
             (f"peak RSS growth {self.small_devices} -> {self.devices}", growth, 30.0, "MB"),
         ]
 
@@ -254,6 +266,9 @@ class Figures:
             f"{self.sync['no-change']['updated']} updated;  partial: "
             f"{self.sync['partial']['changed']} changed in Jamf, "
             f"{self.sync['partial']['fetched']} fetched, {self.sync['partial']['updated']} updated",
+            f"{self.backend:<11} full sync: keyset read {full['seconds']:.2f} s "
+            f"({full['created']} created), offset read (the old one) "
+            f"{self.offset['full']['seconds']:.2f} s ({self.offset['full']['created']} created)",
         ]
         for name, figure, limit, unit in self.checks():
             lines.append(
@@ -294,18 +309,26 @@ def bench_backend(backend: str, jamf: str, args: argparse.Namespace) -> Figures:
     """``--runs`` rounds of fetch-only, write-only and the syncs, interleaved so that
     the machine's noise falls on all of them alike; each figure is the median."""
     warm_up(jamf, args.devices, args.small)
-    fetches, writes, syncs = [], [], []
-    for _ in range(args.runs):
+    fetches, writes, syncs, offsets = [], [], [], []
+    for n in range(args.runs):
         fetches.append(child("fetch", args, jamf=jamf, limit_id=args.devices))
         with DATABASES[backend]() as url:
             writes.append(child("write", args, url=url, limit_id=args.devices))
-        with DATABASES[backend]() as url:
-            syncs.append(child("sync", args, url=url, jamf=jamf, limit_id=args.devices))
+        # The two reads take turns going first, so neither always has the warmer machine.
+        for offset in (False, True) if n % 2 == 0 else (True, False):
+            with DATABASES[backend]() as url:
+                if offset:
+                    offsets.append(
+                        child("sync", args, url=url, jamf=jamf, limit_id=args.devices,
+                              only_full=True, offset=True)
+                    )  # fmt: skip
+                else:
+                    syncs.append(child("sync", args, url=url, jamf=jamf, limit_id=args.devices))
     with DATABASES[backend]() as url:
         small = child("sync", args, url=url, jamf=jamf, limit_id=args.small, only_full=True)
     return Figures(
         backend, args.devices, median_of(fetches), median_of(writes), median_of(syncs), small,
-        args.small,
+        args.small, median_of(offsets),
     )  # fmt: skip
 
 
@@ -333,6 +356,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jamf", help=argparse.SUPPRESS)
     parser.add_argument("--limit-id", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--only-full", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--offset", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.small < args.devices:
         parser.error("--small must be at least 1 and below --devices")

@@ -1,33 +1,41 @@
 """The sync engine: one run of one inventory entry, from Jamf Pro pages to inventory rows.
 
-A run reads the computers the entry's filter selects, in a stable order (``id:asc``),
-and writes each page as it arrives: pages ``n+1 .. n+k`` are being fetched and mapped
-by a small thread pool while page ``n`` is written, so a sync costs about what the
-slower of the two sides costs, not their sum. Nothing grows with the fleet: a page is
-dropped once written, and which devices a full run has seen is stamped on their rows
-(``sync_run_id``), not kept in a set.
+A run reads the computers the entry's filter selects by keyset pages on the Jamf id
+(``filter=(<filter>);id>N``, ``sort=id:asc``) over id ranges fetched side by side (see
+``PageReader``), and writes each page as it arrives: while one page is written, the
+next ones are being fetched and mapped by a small thread pool, so a sync costs about
+what the slower of the two sides costs, not their sum. A computer that exists in Jamf
+for the whole run is read by it, whatever is added, changed or deleted meanwhile.
+Nothing grows with the fleet: a page is dropped once written, and which devices a full
+run has seen is stamped on their rows (``sync_run_id``), not kept in a set.
 
 Full sync
     Every page; new and changed devices are upserted, unchanged ones are not written.
-    With ``on_missing: DELETE``, and only when every page was read without error, the
-    devices of this source and inventory that the run did not see are candidates. If
-    there are more of them than ``max_delete_share`` of the inventory's devices, the
-    run stops and deletes nothing unless forced. Each candidate is then looked up by its
-    Jamf id: only a 404 deletes it. One still there (offset paging skips a record when
-    another is deleted mid-sync) is written as seen instead.
+    With ``on_missing: DELETE``, and only when every id range was read to its end
+    without error, the devices of this source and inventory that the run did not see
+    are candidates. If there are more of them than ``max_delete_share`` of the
+    inventory's devices, the run stops and deletes nothing unless forced. Each candidate
+    is then looked up by its Jamf id: it is deleted when Jamf has no such record, or
+    when the record now carries another serial (it describes another device now). One
+    still there with its serial (outside the filter now, say) is written as seen.
+    Without ``DELETE``, a device whose Jamf id another device now claims, and whose
+    record carries the other's serial, is detached from the source instead.
 
 Partial sync
     Only computers whose ``general.reportDate`` is at or after the last successful run's
     watermark (the newest report date it saw), minus an overlap margin for clock skew
     and reports landing mid-sync. Its cost follows the number of changes, not the fleet.
     With no earlier successful run it reads everything, like a full sync that deletes
-    nothing. It never deletes.
+    nothing. It never deletes; without ``DELETE`` it detaches as a full sync does.
 
 Conflicts
     A known serial under a new Jamf id is either a re-enrolled device (the old Jamf
     record is gone or now holds another serial: the device follows the new id) or two
     live Jamf records sharing a serial (the newer one is skipped, with its reason). The
-    old id is looked up to tell which.
+    old id is looked up to tell which. This holds for a device registered by hand as
+    for the source's own, so two live ids never take turns rewriting one device. A
+    record whose report is older than the profile the device has (a webhook's read and
+    a page can cross) never overwrites it.
 
 Every run is recorded with its counts and writes one ``jamf.sync`` audit event; a
 failure is recorded with its one-line reason, and two failed runs in a row raise the
@@ -44,7 +52,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +82,8 @@ CONFIRM_BATCH = 200
 # Pages read ahead per fetch thread: the threads go on reading while the writer waits
 # for the database. Memory stays bounded: a mapped page of 500 is about 1 MB.
 PREFETCH = 2
+# A partial run that read more Jamf ids than this checks every device for ghosts.
+GHOST_CHECK_IDS = 5000
 # Devices created in a run before the first ANALYZE (PostgreSQL), then every 4x more.
 ANALYZE_FIRST = 2000
 
@@ -97,7 +107,11 @@ class Target:
     os_type: OSType
     # The RSQL field a partial sync narrows on: when the device last reported.
     report_field: str
-    page: Callable[[JamfClient, int, int, str], InventoryPage]
+    # The record's Jamf id: the RSQL and sort field keyset reads go by, and its key in
+    # a listed record.
+    id_field: str
+    # (client, page size, filter, sort) -> the first page of what the filter selects
+    page: Callable[[JamfClient, int, str, str], InventoryPage]
     lookup: Callable[[JamfClient, str], dict[str, Any] | None]
     # (record, the source's ignored usernames) -> device or skip
     map: Callable[[Mapping[str, Any], frozenset[str]], MappedDevice | Skipped]
@@ -110,7 +124,8 @@ COMPUTERS = Target(
     name="computers",
     os_type=OSType.MACOS,
     report_field="general.reportDate",
-    page=lambda c, n, size, q: c.computers_page(page=n, page_size=size, filter=q),
+    id_field="id",
+    page=lambda c, size, q, sort: c.computers_page(page=0, page_size=size, filter=q, sort=sort),
     lookup=lambda c, ext: c.computer(ext),
     map=map_computer,
 )
@@ -118,7 +133,10 @@ MOBILE_DEVICES = Target(
     name="mobile devices",
     os_type=OSType.IOS,
     report_field="lastInventoryUpdateDate",
-    page=lambda c, n, size, q: c.mobile_devices_page(page=n, page_size=size, filter=q),
+    id_field="mobileDeviceId",
+    page=lambda c, size, q, sort: c.mobile_devices_page(
+        page=0, page_size=size, filter=q, sort=sort
+    ),
     lookup=lambda c, ext: c.mobile_device(ext),
     map=map_mobile_device,
 )
@@ -148,7 +166,10 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass(frozen=True)
 class Page:
-    """One inventory page, mapped: the devices, the records skipped and why."""
+    """One inventory page, mapped: the devices, the records skipped and why.
+
+    ``number`` counts the pages of a listing as they arrive (from 0); ``total_count`` is
+    how many records Jamf reported for the whole listing when it began."""
 
     number: int
     total_count: int
@@ -170,6 +191,9 @@ class _Totals:
     deleted: int = 0
     replaced: int = 0
     kept_unseen: int = 0
+    detached: int = 0
+    stale: int = 0
+    listings: dict[str, dict[str, int]] = field(default_factory=dict)
     fetch_wait: float = 0.0
     write_time: float = 0.0
     skip_samples: list[str] = field(default_factory=list)
@@ -273,22 +297,53 @@ def bulk_gc() -> Iterator[None]:
                 gc.unfreeze()
 
 
-def page_fetcher(
-    client: JamfClient,
-    query: str,
-    page_size: int,
-    target: Target = COMPUTERS,
-    ignored_usernames: frozenset[str] = frozenset(),
-) -> Callable[[int], Page]:
-    """Fetch and map page ``n`` of the records ``query`` selects (in a pool thread)."""
-    read, convert = target.page, target.map
+class JamfIdError(DevtrustError):
+    """A listed record without a Jamf id a keyset read can go on from."""
 
-    def fetch(number: int) -> Page:
-        answer = read(client, number, page_size, query)
+
+@dataclass(frozen=True)
+class PageFetcher:
+    """The requests of one keyset listing (``query`` narrowed by id ranges), and the
+    mapping of what they return; called from the pool's threads."""
+
+    client: JamfClient
+    query: str
+    page_size: int
+    target: Target = COMPUTERS
+    ignored_usernames: frozenset[str] = frozenset()
+
+    def top(self) -> InventoryPage:
+        """One record, the highest id ``query`` selects; ``total_count`` is the listing's."""
+        field = self.target.id_field
+        return self.target.page(self.client, 1, self.query, f"{field}:desc")
+
+    def read(self, after: int, upto: int | None) -> InventoryPage:
+        """The first page of ``query`` among ids above ``after`` and at most ``upto``,
+        ascending; its ``total_count`` is how many that range still holds."""
+        field = self.target.id_field
+        terms = [f"({self.query})"] if self.query.strip() else []
+        terms.append(f"{field}>{after}")
+        if upto is not None:
+            terms.append(f"{field}<={upto}")
+        return self.target.page(self.client, self.page_size, ";".join(terms), f"{field}:asc")
+
+    def ident(self, raw: Mapping[str, Any]) -> int:
+        """A listed record's Jamf id as a number (Jamf sends it as a string)."""
+        value = raw.get(self.target.id_field, raw.get("id"))
+        try:
+            return int(str(value))
+        except ValueError:
+            raise JamfIdError(
+                f"Jamf listed a {self.target.name} record whose id is {value!r}, not a number: "
+                "the listing cannot go on from it"
+            ) from None
+
+    def page(self, number: int, total_count: int, records: Sequence[Mapping[str, Any]]) -> Page:
+        convert, ignored = self.target.map, self.ignored_usernames
         devices: list[MappedDevice] = []
         skipped: list[Skipped] = []
-        for raw in answer.results:
-            mapped = convert(raw, ignored_usernames)
+        for raw in records:
+            mapped = convert(raw, ignored)
             if isinstance(mapped, MappedDevice):
                 devices.append(mapped)
             else:
@@ -296,14 +351,23 @@ def page_fetcher(
         reports = [d.report_time for d in devices if d.report_time is not None]
         return Page(
             number=number,
-            total_count=answer.total_count,
-            raw_count=len(answer.results),
+            total_count=total_count,
+            raw_count=len(records),
             devices=devices,
             skipped=skipped,
             newest_report=max(reports, default=None),
         )
 
-    return fetch
+
+def page_fetcher(
+    client: JamfClient,
+    query: str,
+    page_size: int,
+    target: Target = COMPUTERS,
+    ignored_usernames: frozenset[str] = frozenset(),
+) -> PageFetcher:
+    """How to read the records ``query`` selects, a keyset page at a time (in pool threads)."""
+    return PageFetcher(client, query, page_size, target, ignored_usernames)
 
 
 def fetch_pages(
@@ -315,11 +379,12 @@ def fetch_pages(
     target: Target = COMPUTERS,
     ignored_usernames: frozenset[str] = frozenset(),
 ) -> Generator[Page, None, None]:
-    """Every page of ``query`` in order, fetched ahead; what a sync reads, without writing."""
+    """Every page of ``query``, fetched ahead, as they arrive; what a sync reads, without
+    writing."""
     with bulk_gc(), ThreadPoolExecutor(concurrency, thread_name_prefix="jamf-fetch") as pool:
-        fetch = page_fetcher(client, query, page_size, target, ignored_usernames)
-        reader = PageReader(pool, fetch)
-        yield from reader.pages(page_size, concurrency)
+        fetcher = page_fetcher(client, query, page_size, target, ignored_usernames)
+        reader = PageReader(pool, fetcher)
+        yield from reader.pages(PREFETCH * concurrency, concurrency)
 
 
 def partial_filter(filter_rsql: str, since: datetime, field: str = COMPUTERS.report_field) -> str:
@@ -360,6 +425,8 @@ class _Sync:
         self.mode = kind.value
         self.since: dict[str, datetime] = {}
         self.pool: ThreadPoolExecutor  # the run's fetch threads, set by run()
+        # The Jamf ids a partial run read, for its check for ghosts (None: look at all).
+        self.read_ids: set[tuple[str, str]] | None = set() if kind is Kind.PARTIAL else None
         # Refresh the planner's statistics as a first sync grows the table 4x at a time.
         self.analyze_at = ANALYZE_FIRST
 
@@ -379,6 +446,12 @@ class _Sync:
             details["replaced"] = t.replaced
         if t.kept_unseen:
             details["kept_unseen"] = t.kept_unseen
+        if t.detached:
+            details["detached"] = t.detached
+        if t.stale:
+            details["stale"] = t.stale
+        if t.listings:
+            details["listings"] = t.listings
         if t.skip_samples:
             details["skip_samples"] = t.skip_samples
         return details
@@ -408,14 +481,15 @@ class _Sync:
                     marks[target.name] = max(m for m in (mark, newest) if m is not None)
             if track_seen:
                 self._delete_missing()
+            elif spec.on_missing is not OnMissing.DELETE:
+                self._detach_ghosts()
+            # A partial sync of an entry that deletes leaves ghosts to the next full one.
         return marks
 
     def _read(self, target: Target, query: str, track_seen: bool) -> datetime | None:
         """Write every page of ``query`` as it arrives; the newest report date seen."""
         newest: datetime | None = None
-        fetch = page_fetcher(self.client, query, self.spec.page_size, target, self.ignored)
-        reader = PageReader(self.pool, fetch)
-        with closing(reader.pages(self.spec.page_size, self.window)) as pages:
+        with closing(self._pages(target, query)) as pages:
             while True:
                 started = time.perf_counter()
                 page = next(pages, None)
@@ -429,9 +503,38 @@ class _Sync:
                     newest = max(newest or page.newest_report, page.newest_report)
                 self._tell("fetch")
 
+    def _pages(self, target: Target, query: str) -> Generator[Page, None, None]:
+        """The pages of ``query``, read to the end of its id space (see ``PageReader``)."""
+        fetcher = page_fetcher(self.client, query, self.spec.page_size, target, self.ignored)
+        reader = PageReader(self.pool, fetcher)
+        yield from reader.pages(self.window, self.concurrency)
+        self._listed(target, reader.read_count, reader.reported_total)
+
+    def _listed(self, target: Target, read: int, reported: int) -> None:
+        """A listing read to its end: ``read`` records, of ``reported`` at its start.
+
+        Complete, for the deletion phase, means every range was read to its end without
+        an error (an error fails the run before any deletion). Fewer records read than
+        Jamf reported is then what records deleted during the read look like; it is
+        kept on the run (``details["listings"]``) and logged, and the deletion phase
+        treats each device the run did not see as it always does: within the cap, and
+        deleted only when Jamf confirms its id is gone or now another device's.
+        """
+        self.totals.listings[target.name] = {"read": read, "reported": reported}
+        if read < reported:
+            log.info(
+                "read %d %s of the %d Jamf reported at the start: %d deleted or moved out "
+                "of the filter during the read",
+                read, target.name, reported, reported - read,
+            )  # fmt: skip
+
     # -- writing pages --------------------------------------------------------------
 
     def _write(self, page: Page, track_seen: bool) -> None:
+        if self.read_ids is not None:
+            self.read_ids.update((d.os_type.value, d.external_id) for d in page.devices)
+            if len(self.read_ids) > GHOST_CHECK_IDS:
+                self.read_ids = None  # too many to name: the check looks at every device
         kept, duplicates = split_duplicates(page.devices)
         skipped = page.skipped + duplicates
         for skip in skipped:
@@ -474,6 +577,7 @@ class _Sync:
         t.created += outcome.created
         t.updated += outcome.updated
         t.unchanged += outcome.unchanged
+        t.stale += outcome.stale
         t.skipped += skipped_before
         for external_id, reason in outcome.skipped:
             self._skip(external_id, reason)
@@ -561,33 +665,82 @@ class _Sync:
             )
         log.info("%d devices were not seen; confirming each with Jamf before deleting", missing)
         after = ""
-        while batch := store.missing_batch(
+        while batch := store.missing_devices(
             uow(), self.run_id, source=self.source, inventory=spec.name, after=after,
             limit=CONFIRM_BATCH,
         ):  # fmt: skip
-            after = batch[-1][0]
+            after = batch[-1].device_id
             gone: list[str] = []
-            present: list[SourceRecord] = []
+            present: dict[str, SourceRecord] = {}
             for target in self.targets:
                 # A device of a kind this run does not read cannot be confirmed: kept.
-                mine = [(d, ext) for d, ext, os in batch if ext and os == target.os_type.value]
-                found = self._lookup(target, {ext for _, ext in mine})
-                gone += [device_id for device_id, ext in mine if found[ext] is None]
-                present += [
-                    mapped
-                    for record in found.values()
-                    if record is not None
-                    and isinstance(mapped := target.map(record, self.ignored), MappedDevice)
-                ]
+                mine = [d for d in batch if d.external_id and d.os_type == target.os_type.value]
+                found = self._lookup(target, {d.external_id for d in mine if d.external_id})
+                for device in mine:
+                    assert device.external_id is not None
+                    verdict = self._still_there(target, device, found[device.external_id])
+                    if verdict is None:
+                        gone.append(device.device_id)
+                    elif isinstance(verdict, MappedDevice):
+                        present[verdict.external_id] = verdict
             # Still in Jamf: a record the listing skipped, or one outside the filter now.
             self.totals.kept_unseen += len(batch) - len(gone)
             if present:
-                self._apply(present, True, fetched=0)
+                self._apply(list(present.values()), True, fetched=0)
             if gone:
                 self.totals.deleted += store.delete_gone(
                     uow(), self.run_id, gone, source=self.source, actor=f"{self.source}-sync"
                 )
             self._tell("delete")
+
+    def _still_there(
+        self, target: Target, device: store.SyncedDevice, found: dict[str, Any] | None
+    ) -> MappedDevice | Skipped | None:
+        """What Jamf's record at the device's id says: None when it is not that device's
+        any more (no such record, or one that carries another serial: a new device)."""
+        if found is None:
+            return None
+        mapped = target.map(found, self.ignored)
+        if isinstance(mapped, MappedDevice) and mapped.asset_tag != device.asset_tag:
+            log.info(
+                "Jamf id %s is now serial %s: device %s is no longer that record's",
+                device.external_id, mapped.asset_tag, device.asset_tag,
+            )  # fmt: skip
+            return None
+        return mapped
+
+    def _detach_ghosts(self) -> None:
+        """Devices of this source whose Jamf id now answers with another serial, found
+        where two devices claim one Jamf id: detached from the source (not deleted: the
+        entry does not delete). Their enrollment and profile stay; nothing links them
+        to Jamf any more, so they are the admin's, like a device registered by hand."""
+        for target in self.targets:
+            among = None
+            if self.read_ids is not None:
+                # A ghost is made by a read: the record now with another serial. A partial
+                # run looks only at the ids it read (a full one at every device).
+                among = {ext for os, ext in self.read_ids if os == target.os_type.value}
+                if not among:
+                    continue
+            shared = store.shared_external_ids(
+                self.db.uow(), source=self.source, inventory=self.spec.name,
+                os_type=target.os_type.value, among=among,
+            )  # fmt: skip
+            if not shared:
+                continue
+            found = self._lookup(target, set(shared))
+            ghosts: list[str] = []
+            for external_id, claimants in shared.items():
+                record = found[external_id]
+                if record is None:
+                    continue  # gone from Jamf: a full sync with on_missing DELETE decides
+                for device in claimants:
+                    if self._still_there(target, device, record) is None:
+                        ghosts.append(device.device_id)
+            if ghosts:
+                self.totals.detached += store.detach(
+                    self.db.uow(), ghosts, source=self.source, actor=f"{self.source}-sync"
+                )
 
     def _tell(self, phase: str) -> None:
         if self.progress is None:
@@ -611,37 +764,245 @@ class _Sync:
         )
 
 
-class PageReader:
-    """Pages in order, up to ``window`` of them fetched ahead by the pool.
+@dataclass
+class _Range:
+    """Ids above ``after`` and at most ``upto`` (None: no upper bound) not yet read."""
 
-    Reading stops at the first page shorter than the page size. How far to read ahead
-    follows the newest ``totalCount``, and a full page always asks for the next, so
-    computers added during the run are read too.
+    after: int
+    upto: int | None
+    busy: bool = False  # a request for it is on the way
+    done: bool = False
+
+
+class PageReader:
+    """Every record a listing selects, by keyset reads over id ranges fetched side by side.
+
+    Why keysets: an offset page (``page=N``) is a position in a list that moves when Jamf
+    deletes a record already read, so every later page shifts and a live record is
+    never read. A keyset page, ``filter=(<the listing's filter>);id>N`` sorted by id, is
+    defined by the last id read: a deletion anywhere changes nothing about which records
+    come next. So a record that exists for the whole read is always read.
+
+    Why ranges: keyset pages of one range follow each other (the next needs the last id
+    of the one before), so one range is one request at a time. To keep ``workers``
+    requests going (Jamf advises at most five connections), the reader first asks for
+    the highest id (``sort=id:desc``, one record, which also gives Jamf's ``totalCount``
+    at the start), splits ``0 .. top`` into ``workers`` ranges of equal id span, and
+    reads them side by side. The last range has no upper bound: computers enrolled
+    during the read get ids above ``top`` and are read too. When a range is done while
+    another still has a long way to go, the longest is split in two at the middle of
+    what it has left (work stealing), so an uneven fleet (old ids deleted, a filter
+    that selects clusters) does not leave one connection doing the tail alone. A
+    request already on the way for a range that was split meanwhile may return records
+    past its new end: they are dropped, the other half reads them.
+
+    When a range is done: a page is the last of its range when it is empty, or holds
+    every record the range still had (its ``totalCount``), or reaches past the range's
+    end. A short page is not the end: a record deleted while Jamf built the page makes
+    it short, and the range goes on from the page's last id. A run ends when every range
+    is done, that is, when the id space is exhausted.
+
+    Pages are yielded as they arrive, not in id order, ``window`` at most fetched or
+    waiting, so memory is bounded by the window, never the fleet. Each request is one
+    task in the pool (never a thread held for a whole range), so the sync's own lookups
+    share the pool without waiting for the listing to end.
+
+    After the pages are all read, ``reported_total`` is what Jamf reported at the
+    start and ``read_count`` the records read; fewer read than reported is expected when
+    records are deleted during the read, and the sync records it (see ``_Sync``).
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, fetch: Callable[[int], Page]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, fetcher: PageFetcher) -> None:
         self.pool = pool
-        self.fetch = fetch
+        self.fetcher = fetcher
+        self.reported_total = 0
+        self.read_count = 0
+        self._cond = threading.Condition()
+        self._ranges: list[_Range] = []
+        self._ready: deque[Page] = deque()
+        self._in_flight = 0
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._numbered = 0
+        self._splitting = False
+        self._top = 0
+        self._window = 1
+        self._workers = 1
+        self._context = contextvars.copy_context()
 
-    def pages(self, page_size: int, window: int) -> Generator[Page, None, None]:
-        pending: deque[Future[Page]] = deque()
-        next_page, limit = 0, 1
+    def pages(self, window: int, workers: int) -> Generator[Page, None, None]:
+        if window < 1 or workers < 1:
+            raise ValueError("the window and the workers must be at least 1")
+        # The fetch threads log with the caller's context (task id, inventory).
+        self._context = contextvars.copy_context()
+        self._window, self._workers = window, workers
+        # One range to begin with, read at once while the highest id is asked for; the
+        # answer splits what that range has left (a listing of one page never waits).
+        self._ranges = [_Range(after=0, upto=None)]
+        self._splitting = True
+        with self._cond:
+            self._in_flight += 1
+            self.pool.submit(self._context.copy().run, self._probe)
         try:
             while True:
-                while len(pending) < window and next_page < limit:
-                    # The fetch threads log with the caller's context (task id, inventory).
-                    context = contextvars.copy_context()
-                    pending.append(self.pool.submit(context.run, self.fetch, next_page))
-                    next_page += 1
-                if not pending:
-                    return
-                page = pending.popleft().result()
+                with self._cond:
+                    self._pump()
+                    while not self._ready and self._in_flight and self._error is None:
+                        self._cond.wait()
+                    if self._error is not None:
+                        raise self._error
+                    if not self._ready:
+                        return  # nothing on the way, nothing left to ask: all read
+                    page = self._ready.popleft()
+                    self._pump()
                 yield page
-                if page.raw_count < page_size:
-                    return
-                expected = math.ceil(page.total_count / page_size)
-                limit = max(limit, expected, page.number + 2)
         finally:
-            for future in pending:
-                future.cancel()
-            wait(pending)
+            with self._cond:
+                self._stopped = True
+                while self._in_flight:
+                    self._cond.wait()
+
+    def _probe(self) -> None:
+        """The highest id and Jamf's total at the start; then split the id space."""
+        try:
+            first = self.fetcher.top()
+            top = max((self.fetcher.ident(r) for r in first.results), default=0)
+        except BaseException as exc:
+            with self._cond:
+                self._in_flight -= 1
+                if self._error is None:
+                    self._error = exc
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._in_flight -= 1
+            self.reported_total, self._top = first.total_count, top
+            self._split(first.total_count, top)
+            self._splitting = False
+            self._pump()
+            self._cond.notify_all()
+
+    def _split(self, total: int, top: int) -> None:
+        """Share what the first range has left, up to ``top``, among the workers, each
+        range a whole number of pages as far as the ids' density tells (the last page
+        of a range is its short one: a range costs no more requests than it must)."""
+        first, size = self._ranges[0], self.fetcher.page_size
+        if first.done or top <= first.after or total <= size:
+            self._workers = 1 if total <= size else self._workers
+            return
+        span = top - first.after
+        left = total * span / top  # records the first range still has, about
+        pages = math.ceil(left / size)
+        ranges = max(1, min(self._workers, pages))
+        self._workers = ranges
+        if ranges == 1:
+            return
+        # Each range a whole number of pages at this density, a tenth of a page short so
+        # its last page is not pushed into one more by a few records (an uneven fleet is
+        # what stealing is for).
+        per_range = math.ceil(pages / ranges)
+        ids_per_range = max(1.0, (per_range * size - size / 10) * span / left)
+        bounds = [first.after + round(ids_per_range * n) for n in range(1, ranges)]
+        bounds = [b for b in bounds if b < top]
+        ends = [*bounds, None]
+        first.upto = ends[0]
+        self._ranges += [
+            _Range(after=low, upto=high) for low, high in zip(bounds, ends[1:], strict=True)
+        ]
+
+    # -- scheduling (under the condition's lock) ----------------------------------------
+
+    def _pump(self) -> None:
+        """Ask for the next page of each range that has none on the way, window allowing."""
+        while not self._stopped and self._error is None:
+            if self._in_flight + len(self._ready) >= self._window:
+                return
+            span = self._claim()
+            if span is None:
+                return
+            span.busy = True
+            self._in_flight += 1
+            after, upto = span.after, span.upto
+            context = self._context.copy()
+            try:
+                self.pool.submit(context.run, self._fetch, span, after, upto)
+            except RuntimeError as exc:  # the pool is shutting down
+                self._in_flight -= 1
+                span.busy = False
+                self._error = exc
+                return
+
+    def _claim(self) -> _Range | None:
+        """A range to read next: an idle one, or half of the longest one left."""
+        active = [r for r in self._ranges if not r.done]
+        for span in active:
+            if not span.busy:
+                return span
+        if self._splitting or len(active) >= self._workers or not active:
+            return None
+        longest = max(active, key=self._left)
+        left = self._left(longest)
+        # Records it has left, about, at the density the start showed: splitting what
+        # two pages hold saves nothing, and costs a short page more.
+        density = self.reported_total / self._top if self._top else 1.0
+        if left * min(density, 1.0) < 2 * self.fetcher.page_size:
+            return None
+        middle = longest.after + left // 2
+        half = _Range(after=middle, upto=longest.upto)
+        longest.upto = middle
+        self._ranges.append(half)
+        return half
+
+    def _left(self, span: _Range) -> int:
+        """Ids a range has left, as far as ``top`` for the one without an upper bound."""
+        end = span.upto if span.upto is not None else max(self._top, span.after)
+        return end - span.after
+
+    # -- one request (in a pool thread) -------------------------------------------------
+
+    def _fetch(self, span: _Range, after: int, upto: int | None) -> None:
+        try:
+            if self._stopped:
+                raise _Stopped
+            answer = self.fetcher.read(after, upto)
+            records = answer.results
+            idents = [self.fetcher.ident(r) for r in records]
+            with self._cond:
+                end = span.upto  # smaller than ``upto`` if the range was split meanwhile
+                kept = [r for r, i in zip(records, idents, strict=True) if end is None or i <= end]
+                beyond = len(kept) < len(records)
+                if not records or beyond or len(records) >= answer.total_count:
+                    span.done = True
+                elif max(idents) <= after:
+                    raise JamfIdError(
+                        f"Jamf answered a read of {self.fetcher.target.name} above id {after} "
+                        "with no record above it: the listing cannot go on"
+                    )
+                else:
+                    span.after = max(idents)
+                span.busy = False
+                number = self._numbered
+                if kept:
+                    self._numbered += 1
+                    self.read_count += len(kept)
+            page = self.fetcher.page(number, self.reported_total, kept) if kept else None
+        except _Stopped:
+            page = None
+        except BaseException as exc:
+            with self._cond:
+                self._in_flight -= 1
+                span.busy = False
+                if self._error is None:
+                    self._error = exc
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._in_flight -= 1
+            if page is not None:
+                self._ready.append(page)
+            self._pump()
+            self._cond.notify_all()
+
+
+class _Stopped(Exception):
+    """The reader was closed before this request was sent."""

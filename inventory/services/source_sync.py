@@ -52,6 +52,8 @@ class PageOutcome:
     # (record, external id the device is synced from now): the engine decides whether
     # the old Jamf record is gone (re-enrolled device) or still there (duplicate serial).
     conflicts: list[tuple[SourceRecord, str]] = field(default_factory=list)
+    # Records older than the device's profile, not written (within ``unchanged``).
+    stale: int = 0
 
 
 def start_run(uow: UnitOfWork, *, source: str, inventory: str, kind: str) -> int:
@@ -121,6 +123,7 @@ def apply_page(
                     DeviceRow.source_hash,
                     DeviceRow.sync_run_id,
                     DeviceRow.profile_external_id,
+                    DeviceRow.profile_update_time,
                 ).where(_tag_among(uow, sorted({k[0] for k in first})))
             )
         }
@@ -135,7 +138,10 @@ def apply_page(
                 inserts.append(_new_row(next(new_ids), record, source, inventory, run_id, now))
                 continue
             ours = row.source_name == source
-            if ours and row.profile_external_id not in (None, record.external_id):
+            # Another Jamf id already gives this device its profile, whether the device
+            # is the source's or one registered by hand: the same serial under two live
+            # ids must not take turns rewriting it.
+            if row.profile_external_id not in (None, record.external_id):
                 if row.sync_run_id == run_id:
                     outcome.skipped.append(
                         (
@@ -147,7 +153,11 @@ def apply_page(
                 if record.external_id not in replace_ids:
                     outcome.conflicts.append((record, row.profile_external_id))
                     continue
-            if row.source_hash == record.content_hash:
+            if row.source_hash == record.content_hash or _older(record, row.profile_update_time):
+                # An older report than the one the device has (a webhook's read and a
+                # page can cross) never overwrites it; it is counted as unchanged.
+                if row.source_hash != record.content_hash:
+                    outcome.stale += 1
                 outcome.unchanged += 1
                 if track_seen and row.sync_run_id != run_id:
                     seen.append(row.id)
@@ -173,6 +183,12 @@ def apply_page(
         uow.commit()
     outcome.created, outcome.updated = len(inserts), len(updates)
     return outcome
+
+
+def _older(record: SourceRecord, stored: datetime | None) -> bool:
+    """Whether the record reports from before the profile the device already has."""
+    reported = record.profile.update_time
+    return stored is not None and reported is not None and reported < stored
 
 
 def _tag_among(uow: UnitOfWork, tags: list[str]) -> ColumnElement[bool]:
@@ -401,6 +417,109 @@ def missing_batch(
             .limit(limit)
         ).all()
         return [(device_id, external_id, os_type) for device_id, external_id, os_type in rows]
+
+
+@dataclass(frozen=True)
+class SyncedDevice:
+    """A device a source synced, as the deletion phase checks it against the source."""
+
+    device_id: str
+    external_id: str | None
+    os_type: str
+    asset_tag: str
+
+
+def missing_devices(
+    uow: UnitOfWork, run_id: int, *, source: str, inventory: str, after: str, limit: int = 200
+) -> list[SyncedDevice]:
+    """The next devices not seen by the run, in id order, with their serials."""
+    with uow.read():
+        rows = uow.session.execute(
+            select(
+                DeviceRow.id, DeviceRow.profile_external_id, DeviceRow.os_type, DeviceRow.asset_tag
+            )
+            .where(*_missing(run_id, source, inventory), DeviceRow.id > after)
+            .order_by(DeviceRow.id)
+            .limit(limit)
+        ).all()
+        return [SyncedDevice(*row) for row in rows]
+
+
+def shared_external_ids(
+    uow: UnitOfWork,
+    *,
+    source: str,
+    inventory: str,
+    os_type: str,
+    among: set[str] | None = None,
+    limit: int = 1000,
+) -> dict[str, list[SyncedDevice]]:
+    """Jamf ids two devices claim (this source's, or registered by hand), with the
+    devices of this source and inventory that claim them: one of them at most is the
+    device Jamf's record now describes. Only ids ``among`` when given; at most ``limit``
+    ids a call."""
+    claimants = or_(DeviceRow.source_name == source, DeviceRow.source_name.is_(None))
+    ids = (
+        DeviceRow.profile_external_id.is_not(None)
+        if among is None
+        else DeviceRow.profile_external_id.in_(sorted(among))
+    )
+    shared = (
+        select(DeviceRow.profile_external_id)
+        .where(claimants, DeviceRow.os_type == os_type, ids)
+        .group_by(DeviceRow.profile_external_id)
+        .having(func.count() > 1)
+        .limit(limit)
+    )
+    with uow.read():
+        rows = uow.session.execute(
+            select(
+                DeviceRow.id, DeviceRow.profile_external_id, DeviceRow.os_type, DeviceRow.asset_tag
+            )
+            .where(
+                DeviceRow.source_name == source,
+                DeviceRow.source_inventory == inventory,
+                DeviceRow.os_type == os_type,
+                DeviceRow.profile_external_id.in_(shared),
+            )
+            .order_by(DeviceRow.id)
+        ).all()
+    out: dict[str, list[SyncedDevice]] = {}
+    for row in rows:
+        device = SyncedDevice(*row)
+        assert device.external_id is not None
+        out.setdefault(device.external_id, []).append(device)
+    return out
+
+
+def detach(uow: UnitOfWork, device_ids: Sequence[str], *, source: str, actor: str) -> int:
+    """Unlink devices from the source whose Jamf record now describes another device;
+    each one audited. Enrollment, owner and profile stay; the source, its Jamf id and
+    content hash go, so the source neither rewrites nor deletes the device again."""
+    detached = 0
+    with uow:
+        for device_id in device_ids:
+            row = uow.session.get(DeviceRow, device_id)
+            if row is None or row.source_name != source:
+                continue
+            external_id = row.profile_external_id
+            row.source_name = row.source_origin = row.source_inventory = None
+            row.profile_external_id = row.source_hash = None
+            row.sync_run_id = None
+            row.update_time = uow.now()
+            audit.record_within(
+                uow,
+                audit.DEVICE_UPDATE,
+                actor=actor,
+                message=(
+                    f"device {to_device(row).label} detached from {source}: its Jamf id "
+                    f"{external_id} now describes another serial"
+                ),
+                device=to_device(row),
+            )
+            detached += 1
+        uow.commit()
+    return detached
 
 
 def delete_gone(

@@ -9,6 +9,7 @@ filter over the fleet once per (filter, sort) and mutation, not once per page.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 from array import array
@@ -95,7 +96,9 @@ class Fleet:
         self._overrides: dict[int, Record] = {}
         self._revisions: dict[int, int] = {}
         self._live: tuple[int, Sequence[int]] | None = None
-        self._queries: OrderedDict[tuple[str, str], tuple[int, Sequence[int]]] = OrderedDict()
+        self._queries: OrderedDict[tuple[rsql.Node | None, str], tuple[int, Sequence[int]]] = (
+            OrderedDict()
+        )
         self._columns: dict[str, array[int]] | None = None
         self.version = 0
 
@@ -139,27 +142,42 @@ class Fleet:
     def query(self, filter_text: str, sort_text: str) -> Sequence[int]:
         """Ids matching the RSQL filter, in sort order (id ascending breaks ties).
 
+        Bounds on the id joined to the rest with ``;`` (``(...);id>500;id<=1000``, what a
+        keyset read sends, a new one each page) do not make a query of their own: the
+        rest is evaluated (and cached) once, and the bounds cut a slice of its answer,
+        as a database answers such a read from its primary key's index.
+
         Raises ``rsql.RsqlError`` or ``query.QueryError`` for a filter or sort it cannot use.
         """
-        key = (filter_text.strip(), sort_text.strip() or self.generator.default_sort)
+        sort_text = sort_text.strip() or self.generator.default_sort
+        keys = parse_sort(sort_text, self.generator.fields)
+        node = rsql.parse(filter_text) if filter_text.strip() else None
+        rest, low, high = id_bounds(node, self.generator.id_key)
+        if low is None and high is None:
+            return self._cached(node, sort_text, keys)
+        ids = self._cached(rest, sort_text, keys)
+        return _within(ids, keys, self.generator.id_key, low, high)
+
+    def _cached(
+        self, node: rsql.Node | None, sort_text: str, keys: tuple[SortKey, ...]
+    ) -> Sequence[int]:
+        key = (node, sort_text)
         with self._lock:
             cached = self._queries.get(key)
             if cached is not None and cached[0] == self.version:
                 self._queries.move_to_end(key)
                 return cached[1]
             version = self.version
-            ids = self._evaluate(*key)
+            ids = self._evaluate(node, keys)
             self._queries[key] = (version, ids)
             self._queries.move_to_end(key)
             while len(self._queries) > _CACHE_ENTRIES:
                 self._queries.popitem(last=False)
             return ids
 
-    def _evaluate(self, filter_text: str, sort_text: str) -> Sequence[int]:
+    def _evaluate(self, node: rsql.Node | None, keys: tuple[SortKey, ...]) -> Sequence[int]:
         generator = self.generator
         fields = generator.fields
-        keys = parse_sort(sort_text, fields)
-        node = rsql.parse(filter_text) if filter_text else None
         test = rsql.compile_filter(node, fields) if node is not None else None
         live = self.live_ids()
         if test is None and len(keys) == 1 and keys[0].name == generator.id_key:
@@ -256,6 +274,86 @@ class Fleet:
             self._revisions.pop(ident, None)
             self.version += 1
             return True
+
+
+def id_bounds(
+    node: rsql.Node | None, id_key: str
+) -> tuple[rsql.Node | None, int | None, int | None]:
+    """``node`` as (the rest, ids above, ids at most): the bounds a top-level ``;`` puts
+    on ``id_key`` (``>``, ``>=``, ``<``, ``<=``), taken out of the filter; the rest keeps
+    every other term, in order. Anything else (an ``,`` at the top, ``id==``) is all rest.
+    """
+    if node is None:
+        return None, None, None
+    terms = list(_conjuncts(node))
+    low: int | None = None
+    high: int | None = None
+    rest: list[rsql.Node] = []
+    for term in terms:
+        bound = _id_bound(term, id_key)
+        if bound is None:
+            rest.append(term)
+            continue
+        above, at_most = bound
+        if above is not None:
+            low = above if low is None else max(low, above)
+        if at_most is not None:
+            high = at_most if high is None else min(high, at_most)
+    if low is None and high is None:
+        return node, None, None
+    remaining = None if not rest else rest[0] if len(rest) == 1 else rsql.And(tuple(rest))
+    return remaining, low, high
+
+
+def _conjuncts(node: rsql.Node) -> Iterator[rsql.Node]:
+    if isinstance(node, rsql.And):
+        for child in node.children:
+            yield from _conjuncts(child)
+    else:
+        yield node
+
+
+def _id_bound(node: rsql.Node, id_key: str) -> tuple[int | None, int | None] | None:
+    """(ids above, ids at most) for ``id>n``-like terms, else None."""
+    if not isinstance(node, rsql.Comparison) or node.selector != id_key:
+        return None
+    if node.operator not in ("<", "<=", ">", ">="):
+        return None
+    try:
+        value = int(node.arguments[0])
+    except ValueError:
+        raise rsql.RsqlError(
+            f"invalid filter: {node.arguments[0]!r} is not a valid integer for field {id_key!r}"
+        ) from None
+    if node.operator == ">":
+        return value, None
+    if node.operator == ">=":
+        return value - 1, None
+    if node.operator == "<":
+        return None, value - 1
+    return None, value
+
+
+def _within(
+    ids: Sequence[int], keys: tuple[SortKey, ...], id_key: str, low: int | None, high: int | None
+) -> Sequence[int]:
+    """The ids of ``ids`` in ``(low, high]``: a slice when they are sorted by id."""
+    if len(keys) == 1 and keys[0].name == id_key:
+        if keys[0].descending:
+            start = 0 if high is None else bisect.bisect_left(ids, -high, key=_negated)
+            stop = len(ids) if low is None else bisect.bisect_left(ids, -low, key=_negated)
+        else:
+            start = 0 if low is None else bisect.bisect_right(ids, low)
+            stop = len(ids) if high is None else bisect.bisect_right(ids, high)
+        return ids[start : max(start, stop)]
+    return array(
+        "q",
+        (i for i in ids if (low is None or i > low) and (high is None or i <= high)),
+    )
+
+
+def _negated(ident: int) -> int:
+    return -ident
 
 
 def _without_id(overrides: Mapping[str, Any] | None, generator: Generator) -> Record:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +50,18 @@ def test_bench_sync_runs_every_measurement_on_both_backends() -> None:
             "full sync",
             "no-change full sync",
             "partial sync, 1% changed",
+            "full sync, keyset vs offset read",
             "peak RSS growth 500 -> 1500",
         }, result.stdout
     # The syncs did their work: nothing rewritten by the no-change sync, changes found.
     assert all(", 0 updated;" in line for line in lines if "no-change:" in line), result.stdout
     assert all("15 changed in Jamf" in line for line in lines if "partial:" in line), result.stdout
+    # Both reads, keyset and the old offset one, created the same devices.
+    reads = [line for line in lines if "full sync: keyset read" in line]
+    assert len(reads) == 2, result.stdout
+    for line in reads:
+        keyset, offset = re.findall(r"\((\d+) created\)", line)
+        assert keyset == offset and int(keyset) > 1000, line
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
 
 

@@ -148,20 +148,24 @@ def test_devices_added_and_deleted_during_a_full_sync_are_never_wrongly_deleted(
 
         run = run_sync(db, j.client, SOURCE, entry, kind=Kind.FULL, progress=meddle)
         assert run.status == store.SUCCEEDED, run.error
-        # The deletions shifted Jamf's offset pages: live devices the listing skipped
-        # were looked up, found, and kept.
-        assert run.details["kept_unseen"] > 0
+        # Keyset reads: the deletions moved nothing, so the listing read every device
+        # Jamf still has (the ones added during the run too, above the old top id) and
+        # no live device was left for the deletion phase to look up and keep.
+        assert "kept_unseen" not in run.details
         now = j.expected()
         inventory = synced(db)
-        # Nothing Jamf still has was deleted; everything Jamf still has that the listing
-        # was asked about is current.
-        assert set(now) <= set(inventory)
+        early = {_serial(j, i) for i in deleted_early if _managed(j, i)}
+        # Read before they were deleted: still there, until the next full sync.
+        assert {tag: inventory[tag] for tag in now} == now and set(inventory) - set(now) == early
         late = {_serial(j, i) for i in deleted_late} & set(inventory)
         assert not late, "devices gone before the listing reached them are deleted"
-        assert run.deleted >= len(deleted_late)
-        # The next full sync settles the rest: the inventory is the fleet.
+        assert run.deleted == sum(1 for i in deleted_late if _managed(j, i))
+        listing = run.details["listings"]["computers"]
+        assert listing["read"] == len(now) + len(early)
+        # The next full sync deletes those, and has nothing else to do.
         settle = run_sync(db, j.client, SOURCE, entry, kind=Kind.FULL)
         assert settle.status == store.SUCCEEDED and synced(db) == now
+        assert (settle.created, settle.updated, settle.deleted) == (0, 0, len(early))
 
 
 def _serial(j: Jamf, ident: int) -> str:

@@ -238,3 +238,54 @@ def test_fleet_query_on_columns_sees_changed_devices() -> None:
 
 def is_managed(record: dict[str, Any] | None) -> bool:
     return record is not None and record["general"]["remoteManagement"]["managed"]
+
+
+# -- keyset reads: id bounds -----------------------------------------------------------
+
+KEYSET_FILTERS = [
+    "id>9",
+    "id<=120",
+    "id>9;id<=120",
+    "(general.remoteManagement.managed==true);id>99;id<=250",
+    "general.remoteManagement.managed==true;id>=100;id<251",
+    "(general.remoteManagement.managed==true;id<=280);id>150",
+    "(hardware.serialNumber==C02*);id>40;id<=90",
+    "id>9;id<=5",
+]
+
+
+@pytest.mark.parametrize("text", KEYSET_FILTERS)
+@pytest.mark.parametrize("sort", ["id:asc", "id:desc", "general.name:asc"])
+def test_fleet_query_with_id_bounds_agrees_with_the_records(text: str, sort: str) -> None:
+    # A keyset read's bounds cut a slice of the cached rest of the filter: the answer is
+    # what the whole filter selects, compared as integers (id 100 is above id 99).
+    generator = ComputerGenerator(seed=7, reference_time=REFERENCE)
+    fleet = Fleet(generator, 300)
+    for ident in (5, 50, 100, 101, 200):
+        fleet.delete(ident)
+    fleet.change(120, {"general": {"remoteManagement": {"managed": False}}})
+    slow = predicate(text, FIELDS)
+    unbounded = fleet.query("", sort)
+    expected = [i for i in unbounded if slow(fleet.get(i) or {})]
+    assert list(fleet.query(text, sort)) == expected
+
+
+def test_id_bounds_compare_numerically_on_mobile_devices() -> None:
+    from jamf.simulator.mobile import FIELDS as MOBILE_FIELDS
+    from jamf.simulator.mobile import MobileDeviceGenerator
+
+    fleet = Fleet(MobileDeviceGenerator(seed=7, reference_time=REFERENCE), 120)
+    fleet.delete(100)
+    ids = fleet.query("mobileDeviceId>9;mobileDeviceId<=101", "mobileDeviceId:asc")
+    assert list(ids) == [i for i in range(10, 102) if i != 100]
+    managed = fleet.query("managed==true;mobileDeviceId>95", "mobileDeviceId:desc")
+    assert list(managed) == [
+        i for i in range(120, 95, -1) if i != 100 and (fleet.get(i) or {})["general"]["managed"]
+    ]
+    assert predicate("mobileDeviceId>9", MOBILE_FIELDS)({"mobileDeviceId": "17"})
+
+
+def test_a_bad_id_bound_is_refused_by_name() -> None:
+    fleet = Fleet(ComputerGenerator(seed=7, reference_time=REFERENCE), 10)
+    with pytest.raises(RsqlError, match="'x' is not a valid integer for field 'id'"):
+        fleet.query("general.remoteManagement.managed==true;id>x", "id:asc")
