@@ -25,8 +25,12 @@ from inventory.errors import InvalidArgument
 # against a hash computed from different fields.
 HASH_VERSION = "2"  # 2: posture, the raw record and the filtered usernames
 
-# One encoder for every hash: json.dumps with options builds a new one per call.
-_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
+# One encoder for every hash: json.dumps with options builds a new one per call. Keys
+# sorted: the same record is the same hash whatever order a server (or a route) lists
+# its keys in.
+_CANONICAL = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=repr
+)
 
 NO_ID = "no Jamf id"
 NO_SERIAL = "no serial number"

@@ -549,3 +549,11 @@ def test_the_mapping_never_changes_the_record_it_maps() -> None:
     mapped(map_computer(record))
 
     assert record == kept
+
+
+def test_the_hash_does_not_depend_on_the_order_jamf_lists_keys_in() -> None:
+    record = computer_record()
+    reordered = {key: record[key] for key in reversed(record)}
+    reordered["security"] = dict(reversed(list(record["security"].items())))
+
+    assert mapped(map_computer(reordered)).content_hash == mapped(map_computer(record)).content_hash
