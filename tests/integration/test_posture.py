@@ -174,7 +174,7 @@ def test_the_sync_leaves_the_ignored_and_management_accounts_out_of_every_profil
 
     with db.uow().read() as uow:
         query = select(DeviceRow.profile_external_id, DeviceRow.profile_os_usernames)
-        profiles = dict(uow.session.execute(query).tuples().all())
+        profiles = {ext: names for ext, names in uow.session.execute(query)}
     accounts = {
         name
         for ident in sim.computers.live_ids()
