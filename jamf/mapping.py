@@ -32,6 +32,8 @@ _CANONICAL = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=repr
 )
 
+_AS_GIVEN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
+
 NO_ID = "no Jamf id"
 NO_SERIAL = "no serial number"
 
@@ -232,7 +234,10 @@ def profile_hash(
         None if record is None else _steady(record),
     ]
     # JSON, not a joined string: no choice of separator can make two profiles collide.
-    canonical = _CANONICAL.encode(fields)
+    try:
+        canonical = _CANONICAL.encode(fields)
+    except TypeError:  # keys that do not sort (never from JSON): hash them as they come
+        canonical = _AS_GIVEN.encode(fields)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

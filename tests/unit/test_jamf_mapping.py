@@ -557,3 +557,10 @@ def test_the_hash_does_not_depend_on_the_order_jamf_lists_keys_in() -> None:
     reordered["security"] = dict(reversed(list(record["security"].items())))
 
     assert mapped(map_computer(reordered)).content_hash == mapped(map_computer(record)).content_hash
+
+
+def test_a_record_built_in_code_with_keys_that_do_not_sort_still_maps() -> None:
+    record: dict[Any, Any] = computer_record()
+    record["security"] = {1: "one", "two": 2}
+
+    assert isinstance(map_computer(record), MappedDevice)
