@@ -306,10 +306,10 @@ class SourceRecord:
     external_id: str
     profile: Profile
     content_hash: str
-    # The MDM's record as it came (parsed JSON), stored size-capped for ``devices get
-    # --raw``; its content is in ``content_hash``. Not compared: it is the source of the
-    # fields above, not a field of its own.
-    raw: Any = field(default=None, compare=False, hash=False, repr=False)
+    # The MDM's record as it came, as compact JSON text, stored size-capped for ``devices
+    # get --raw``; its content is in ``content_hash``. Not compared: it is the source of
+    # the fields above, not a field of its own.
+    raw: str | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)

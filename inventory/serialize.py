@@ -64,6 +64,13 @@ def device_to_dict(device: Device) -> dict[str, Any]:
     }
 
 
+def capped_raw(text: str, limit: int = RAW_RECORD_LIMIT) -> str:
+    """``raw_record_text`` of a record already encoded as JSON: as it is when it fits."""
+    if len(text) * 4 <= limit or len(text.encode()) <= limit:  # UTF-8: at most 4 bytes each
+        return text
+    return raw_record_text(json.loads(text), limit)  # the rare record over the limit
+
+
 def raw_record_text(record: Any, limit: int = RAW_RECORD_LIMIT) -> str:
     """The MDM's record as compact JSON of at most ``limit`` bytes (UTF-8).
 

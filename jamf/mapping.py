@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +60,8 @@ def map_computer(
 ) -> MappedDevice | Skipped:
     """A ``computers-inventory`` record (sections GENERAL, HARDWARE, OPERATING_SYSTEM,
     USER_AND_LOCATION, LOCAL_USER_ACCOUNTS, SECURITY, DISK_ENCRYPTION) as a macOS device
-    with its posture; the record itself goes along (``raw``) and into the content hash.
+    with its posture; the record itself goes along (``raw``, as compact JSON) and into
+    the content hash.
 
     ``ignored_usernames`` (the ``jamf_ignored_usernames`` setting) are accounts that are
     no one's: they never become one of the profile's usernames."""
@@ -90,7 +91,17 @@ def map_computer(
     if isinstance(mapped, Skipped):
         return mapped
     digest = profile_hash(mapped.asset_tag, mapped.os_type, profile, record=record)
-    return replace(mapped, content_hash=digest, raw=record)
+    # As text, not the parsed record: a page in flight holds 500 of them (the text is a
+    # fifth of the dict's memory), and the write needs the text anyway.
+    return MappedDevice(  # not dataclasses.replace: this runs for every record of a sync
+        asset_tag=mapped.asset_tag,
+        os_type=mapped.os_type,
+        external_id=mapped.external_id,
+        profile=profile,
+        content_hash=digest,
+        raw=_AS_GIVEN.encode(record),
+        report_time=report_time,
+    )
 
 
 def computer_usernames(
@@ -108,24 +119,23 @@ def computer_usernames(
     general = _section(record, "general")
     management = _text(_section(general, "remoteManagement"), "managementUsername")
     nobody = _folded(ignored_usernames)
-    if management is not None:
-        nobody = nobody | {management.casefold()}
+    manager = management.casefold() if management is not None else None
     user_of_record = _text(_section(record, "userAndLocation"), "username")
-    names = [user_of_record if _anyones(user_of_record, nobody) else None]
-    for account in _list(record, "localUserAccounts"):
-        name = _person(_mapping(account), management)
-        names.append(name if _anyones(name, nobody) else None)
-    return _unique(names)
+    names = [user_of_record]
+    names += [_person(_mapping(a), management) for a in _list(record, "localUserAccounts")]
+    return _unique(
+        name
+        for name in names
+        if name is not None
+        and not name.startswith("_")
+        and (folded := name.casefold()) != manager
+        and folded not in nobody
+    )
 
 
 @functools.lru_cache(maxsize=8)  # one set per source: the same frozenset every record
 def _folded(names: frozenset[str]) -> frozenset[str]:
     return frozenset(n.strip().casefold() for n in names if n.strip())
-
-
-def _anyones(name: str | None, nobody: frozenset[str]) -> bool:
-    """Whether ``name`` may be a person's: given, not a system name, not in ``nobody``."""
-    return name is not None and not name.startswith("_") and name.casefold() not in nobody
 
 
 # partitionFileVault2State values with the boot volume encrypted (OPTIMIZING comes after

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from inventory.db import UnitOfWork
 from inventory.domain import EnrollStatus, Posture, SourceOrigin, SourceRecord, SyncRun
 from inventory.models import DeviceRow, SyncRunRow, UTCDateTime
-from inventory.serialize import raw_record_text
+from inventory.serialize import capped_raw
 from inventory.services import audit
 from inventory.services.devices import to_device
 
@@ -300,8 +300,7 @@ def _profile_values(record: SourceRecord) -> dict[str, Any]:
         "posture_activation_lock": posture.activation_lock,
         "posture_lockdown_mode": posture.lockdown_mode,
         "posture_last_contact_time": posture.last_contact_time,
-        # Encoded here, only for the rows a page writes: an unchanged device costs nothing.
-        "source_record": None if record.raw is None else raw_record_text(record.raw),
+        "source_record": None if record.raw is None else capped_raw(record.raw),
         "source_hash": record.content_hash,
     }
 

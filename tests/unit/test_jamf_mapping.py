@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,9 +138,10 @@ def test_a_realistic_computer_maps_to_its_profile() -> None:
         update_time=report_time,
         posture=POSTURE,
     )
-    assert device.raw is not None and device.raw["id"] == "117"  # the record itself goes along
+    assert device.raw is not None  # the record itself goes along, as JSON
+    assert json.loads(device.raw) == computer_record()
     assert device.content_hash == profile_hash(
-        device.asset_tag, OSType.MACOS, device.profile, record=device.raw
+        device.asset_tag, OSType.MACOS, device.profile, record=computer_record()
     )
 
 

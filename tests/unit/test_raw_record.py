@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inventory.serialize import TRUNCATED, pretty_raw, raw_record_text
+from inventory.serialize import TRUNCATED, capped_raw, pretty_raw, raw_record_text
 
 _json: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=40),
@@ -57,3 +57,10 @@ def test_unicode_counts_in_bytes_and_prints_readably() -> None:
 
     assert "Zoë Åström" in text and "Zoë Åström" in pretty_raw(text)
     assert pretty_raw(text).splitlines()[1] == '  "id": "1",'
+
+
+@given(record=_json, limit=st.integers(min_value=1, max_value=600))
+def test_an_encoded_record_is_capped_the_same_way(record: Any, limit: int) -> None:
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+    assert json.loads(capped_raw(text, limit)) == json.loads(raw_record_text(record, limit))
