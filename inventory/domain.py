@@ -184,6 +184,45 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Posture:
+    """The device's security state as the MDM last reported it; None: not reported.
+
+    Booleans are the state itself (``filevault``: the boot volume is encrypted); the
+    strings are the MDM's own values (Jamf: ``gatekeeper`` ``APP_STORE``, ``secure_boot_level``
+    ``FULL_SECURITY``, ``filevault_state`` ``ENCRYPTING``), never translated.
+    """
+
+    filevault: bool | None = None
+    filevault_state: str | None = None
+    sip: bool | None = None
+    gatekeeper: str | None = None
+    firewall: bool | None = None
+    secure_boot_level: str | None = None
+    activation_lock: bool | None = None
+    lockdown_mode: bool | None = None
+    # When the device last checked in with the MDM (not its last inventory report).
+    last_contact_time: datetime | None = None
+
+    @property
+    def reported(self) -> bool:
+        """Whether the MDM reported anything at all."""
+        return any(getattr(self, name) is not None for name in POSTURE_FIELDS)
+
+
+POSTURE_FIELDS = (
+    "filevault",
+    "filevault_state",
+    "sip",
+    "gatekeeper",
+    "firewall",
+    "secure_boot_level",
+    "activation_lock",
+    "lockdown_mode",
+    "last_contact_time",
+)
+
+
+@dataclass(frozen=True)
 class Profile:
     """What the MDM says about a device."""
 
@@ -195,6 +234,7 @@ class Profile:
     jamf_binary_version: str | None = None
     external_id: str | None = None
     update_time: datetime | None = None
+    posture: Posture | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +343,10 @@ class SourceRecord:
     external_id: str
     profile: Profile
     content_hash: str
+    # The MDM's record as it came, as compact JSON text, stored size-capped for ``devices
+    # get --raw``; its content is in ``content_hash``. Not compared: it is the source of
+    # the fields above, not a field of its own.
+    raw: str | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,21 @@ class Field:
     profile: str | None
     problem: str | None = None  # None: the field passes
     advice: str | None = None
+    # False: the MDM profile does not have the field, so nothing was compared. Such a
+    # field fails nothing, but it passed no check either: never shown as ``ok``.
+    checked: bool = True
 
     @property
     def ok(self) -> bool:
+        """The field does not fail (checked and equal, or not checked)."""
         return self.problem is None
+
+    @property
+    def verdict(self) -> str:
+        """The check column of ``devtrust devices diff``."""
+        if not self.checked:
+            return NOT_CHECKED
+        return "ok" if self.ok else f"FAIL: {self.problem}"
 
     def __str__(self) -> str:
         """The field with both values: for admins (audit log, ``devices diff``) only."""
@@ -70,6 +81,13 @@ class Field:
     def refusal(self) -> str:
         """The field and its problem, without either value: what the device is told."""
         return f"{self.name} {self.problem}"
+
+
+NOT_CHECKED = "not in the MDM profile: not checked"
+
+
+def _unchecked(name: str, collected: str | None) -> Field:
+    return Field(name, collected, None, checked=False)
 
 
 def _shown(value: str | None) -> str:
@@ -85,7 +103,7 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 def _version(collected: str | None, profile: str | None) -> Field:
     name = "os_version"
     if profile is None:
-        return Field(name, collected, profile)
+        return _unchecked(name, collected)
     if collected is None:
         return Field(name, collected, profile, "is missing", WAIT_FOR_SYNC)
     if collected.strip() == profile.strip():
@@ -96,7 +114,9 @@ def _version(collected: str | None, profile: str | None) -> Field:
 
 
 def _equal(name: str, collected: str | None, profile: str | None, advice: str) -> Field:
-    if profile is None or collected == profile:
+    if profile is None:
+        return _unchecked(name, collected)
+    if collected == profile:
         return Field(name, collected, profile)
     return Field(name, collected, profile, "differs", advice)
 
@@ -113,8 +133,10 @@ def compare(device: Device, collected: CollectedData) -> list[Field]:
         _version(collected.os_version, profile.os_version),
     ]
     builds = [b for b in (profile.os_build, profile.os_build_supplemental) if b]
-    shown_builds = " or ".join(builds) if builds else None
-    if builds and collected.os_build not in builds:
+    shown_builds = " or ".join(builds)
+    if not builds:
+        fields.append(_unchecked("os_build", collected.os_build))
+    elif collected.os_build not in builds:
         fields.append(Field("os_build", collected.os_build, shown_builds, "differs", WAIT_FOR_SYNC))
     else:
         fields.append(Field("os_build", collected.os_build, shown_builds))
@@ -126,8 +148,11 @@ def compare(device: Device, collected: CollectedData) -> list[Field]:
             WAIT_FOR_SYNC,
         )
     )
-    users = ", ".join(profile.os_usernames) if profile.os_usernames else None
-    if profile.os_usernames and collected.os_login_user not in profile.os_usernames:
+    usernames = profile_usernames(profile)
+    users = ", ".join(usernames)
+    if not usernames:
+        fields.append(_unchecked("os_login_user", collected.os_login_user))
+    elif collected.os_login_user not in usernames:
         fields.append(
             Field(
                 "os_login_user",
@@ -194,7 +219,7 @@ def check_user_of_device(device: Device, collected: CollectedData, user: User) -
                 f"(assigned to {device.assigned_user})",
             )
     else:
-        usernames = tuple(u for u in device.profile.os_usernames if is_a_person(u))
+        usernames = profile_usernames(device.profile)
         if not usernames:
             raise AutoEnrollRefused(
                 f"device {device.label}'s MDM profile names no user: assign the device "
@@ -227,6 +252,14 @@ _SYSTEM_ACCOUNTS = frozenset({"root", "daemon", "nobody"})
 def is_a_person(username: str) -> bool:
     """Whether a profile username can be a person's: not a system account."""
     return not username.startswith("_") and username not in _SYSTEM_ACCOUNTS
+
+
+def profile_usernames(profile: Profile) -> tuple[str, ...]:
+    """Who uses the device by its MDM profile: the one list both auto-enrollment's user
+    check and the ``os_login_user`` field of the comparison use. The sync already left
+    out the accounts that are no one's (``jamf.mapping.computer_usernames``); this
+    also guards profiles written before it did."""
+    return tuple(u for u in profile.os_usernames if is_a_person(u))
 
 
 def mismatch(failed: Sequence[Field]) -> str:

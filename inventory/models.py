@@ -95,6 +95,22 @@ class DeviceRow(Base):
     profile_jamf_binary_version: Mapped[str | None] = mapped_column(String(64))
     profile_external_id: Mapped[str | None] = mapped_column(String(128))
     profile_update_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The device's security state as the MDM reports it (``domain.Posture``); null: not
+    # reported. Columns, not a JSON document, so a query can find the unencrypted Macs.
+    posture_filevault: Mapped[bool | None] = mapped_column(Boolean)
+    posture_filevault_state: Mapped[str | None] = mapped_column(String(32))
+    posture_sip: Mapped[bool | None] = mapped_column(Boolean)
+    posture_gatekeeper: Mapped[str | None] = mapped_column(String(64))
+    posture_firewall: Mapped[bool | None] = mapped_column(Boolean)
+    posture_secure_boot_level: Mapped[str | None] = mapped_column(String(32))
+    posture_activation_lock: Mapped[bool | None] = mapped_column(Boolean)
+    posture_lockdown_mode: Mapped[bool | None] = mapped_column(Boolean)
+    posture_last_contact_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The MDM's record as of the sync that last wrote the device: compact JSON, at most
+    # ``serialize.RAW_RECORD_LIMIT`` bytes (a larger one is cut down to a marker that
+    # says so, never broken JSON). Text, not JSON: it is shown as it came.
+    # Deferred: listing devices never reads it.
+    source_record: Mapped[str | None] = mapped_column(Text, deferred=True)
     # The user an admin assigned to a device registered by hand (no MDM profile): the
     # only user it auto-enrolls for. No foreign key: removing the user only stops that.
     assigned_user: Mapped[str | None] = mapped_column(String(64))

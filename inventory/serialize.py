@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime
 from typing import Any
 
-from inventory.domain import AuditEvent, CollectedData, Device, SyncRun, User
+from inventory.domain import AuditEvent, CollectedData, Device, Posture, SyncRun, User
+
+#: The most a device's raw MDM record takes in the inventory, in bytes of compact JSON.
+RAW_RECORD_LIMIT = 64 * 1024
+#: The key a cut-down raw record carries: what was left out and why.
+TRUNCATED = "devtrust_truncated"
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
+# Kept in a cut-down record whatever its size: they say which record it is.
+_IDENTITY = ("id", "udid", "mobileDeviceId")
 
 
 def _time(value: datetime | None) -> str | None:
@@ -48,8 +57,67 @@ def device_to_dict(device: Device) -> dict[str, Any]:
             "external_id": profile.external_id,
             "update_time": _time(profile.update_time),
         },
+        # The MDM's view of the device's security (part of its profile), null: none.
+        "posture": posture_to_dict(profile.posture if profile is not None else None),
         "create_time": _time(device.create_time),
         "update_time": _time(device.update_time),
+    }
+
+
+def capped_raw(text: str, limit: int = RAW_RECORD_LIMIT) -> str:
+    """``raw_record_text`` of a record already encoded as JSON: as it is when it fits."""
+    if len(text) * 4 <= limit or len(text.encode()) <= limit:  # UTF-8: at most 4 bytes each
+        return text
+    return raw_record_text(json.loads(text), limit)  # the rare record over the limit
+
+
+def raw_record_text(record: Any, limit: int = RAW_RECORD_LIMIT) -> str:
+    """The MDM's record as compact JSON of at most ``limit`` bytes (UTF-8).
+
+    A larger record loses its largest sections, whole, until it fits, and says so under
+    ``devtrust_truncated`` (its size, the limit, the sections left out): always valid
+    JSON, and what is kept is exactly as the MDM sent it.
+    """
+    text = _COMPACT.encode(record)
+    size = len(text.encode())
+    if size <= limit:
+        return text
+    kept = dict(record) if isinstance(record, dict) else {}
+    kept.pop(TRUNCATED, None)
+    dropped = [] if isinstance(record, dict) else ["(the record: not a JSON object)"]
+    sizes = {key: len(_COMPACT.encode(value).encode()) for key, value in kept.items()}
+    # Largest first; the keys that say which record it is go last.
+    order = sorted(kept, key=lambda k: (k in _IDENTITY, -sizes[k], k))
+    for key in [*order, None]:
+        marker = {TRUNCATED: {"bytes": size, "limit": limit, "sections_left_out": dropped}}
+        candidate = _COMPACT.encode(marker | kept)
+        if len(candidate.encode()) <= limit or key is None:
+            break
+        dropped = [*dropped, key]
+        kept.pop(key)
+    if len(candidate.encode()) > limit:  # a limit smaller than the marker itself
+        candidate = _COMPACT.encode({TRUNCATED: {"bytes": size, "limit": limit}})
+    return candidate
+
+
+def pretty_raw(text: str) -> str:
+    """A stored raw record as indented JSON, to paste into a ticket."""
+    return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+
+
+def posture_to_dict(posture: Posture | None) -> dict[str, Any] | None:
+    if posture is None:
+        return None
+    return {
+        "filevault": posture.filevault,
+        "filevault_state": posture.filevault_state,
+        "sip": posture.sip,
+        "gatekeeper": posture.gatekeeper,
+        "firewall": posture.firewall,
+        "secure_boot_level": posture.secure_boot_level,
+        "activation_lock": posture.activation_lock,
+        "lockdown_mode": posture.lockdown_mode,
+        "last_contact_time": _time(posture.last_contact_time),
     }
 
 

@@ -7,16 +7,19 @@ variables, the TOML file named by ``DEVTRUST_CONFIG``, the defaults below.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -96,9 +99,11 @@ class Settings(BaseSettings):
         None, description="inventory entries: name, filter_rsql, sync periods, on_missing, ..."
     )
     jamf_mobile_devices: bool = Field(False, description="also sync iOS devices")
-    jamf_ignored_usernames: list[str] = Field(
+    # NoDecode: the environment gives "casper, itadmin" (or a JSON list), parsed below.
+    jamf_ignored_usernames: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="accounts that are no one's (shared admin accounts): never a device's users",
+        description="accounts that are no one's (shared admin accounts): never a device's "
+        "users; a list, or names separated by commas",
     )
     jamf_api_version: int | None = Field(
         None, description="computers-inventory version (1 to 4); default: probed, newest first"
@@ -153,6 +158,11 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("jamf_ignored_usernames", mode="before")
+    @classmethod
+    def _usernames(cls, value: Any) -> list[str]:
+        return parse_usernames(value)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -193,6 +203,54 @@ class Settings(BaseSettings):
 
             make_directory(directory, "the data directory (DEVTRUST_DATA_DIR)")
         return f"sqlite:///{directory / 'devtrust.db'}"
+
+
+# A login name: no spaces, commas or control characters (an email address is one).
+_USERNAME = re.compile(r"[^\s,\x00-\x1f\x7f]{1,255}")
+
+
+def parse_usernames(value: Any) -> list[str]:
+    """``jamf_ignored_usernames`` as a list of names: a TOML or JSON list, or text with
+    the names separated by commas (``casper, itadmin``). Each is trimmed, blanks and
+    repeats are dropped; anything that cannot be a login name is refused by name."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PydanticCustomError(
+                    "usernames",
+                    "not a JSON list ({error}): write names separated by commas",
+                    {"error": exc.msg},
+                ) from None
+        else:
+            value = text.split(",")
+    if not isinstance(value, list | tuple):
+        raise PydanticCustomError(
+            "usernames", "expected a list of names or names separated by commas"
+        )
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise PydanticCustomError(
+                "usernames", "{item} is not a name: write each name as text", {"item": repr(item)}
+            )
+        name = item.strip()
+        if not name:
+            continue
+        if not _USERNAME.fullmatch(name):
+            raise PydanticCustomError(
+                "usernames",
+                "{name} is not a login name: no spaces, commas or control characters, "
+                "at most 255 characters",
+                {"name": quoted(name)},
+            )
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def load_settings(**overrides: Any) -> Settings:

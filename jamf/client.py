@@ -49,6 +49,9 @@ DEFAULT_SECTIONS = (
     "OPERATING_SYSTEM",
     "USER_AND_LOCATION",
     "LOCAL_USER_ACCOUNTS",
+    # Posture: FileVault, SIP, Gatekeeper, firewall, secure boot, activation lock.
+    "SECURITY",
+    "DISK_ENCRYPTION",
 )
 MOBILE_SECTIONS = ("GENERAL", "HARDWARE", "USER_AND_LOCATION")
 MAX_PAGE_SIZE = 2000

@@ -10,6 +10,7 @@ missing piece maps to None rather than to an error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 
 from inventory.domain import (
     OSType,
+    Posture,
     Profile,
     SourceRecord,
     is_placeholder_serial,
@@ -28,10 +30,16 @@ from inventory.errors import InvalidArgument
 
 # Bump when the hashed fields change, so every device is rewritten once, not compared
 # against a hash computed from different fields.
-HASH_VERSION = "1"
+HASH_VERSION = "2"  # 2: posture, the raw record and the filtered usernames
 
-# One encoder for every hash: json.dumps with options builds a new one per call.
-_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# One encoder for every hash: json.dumps with options builds a new one per call. Keys
+# sorted: the same record is the same hash whatever order a server (or a route) lists
+# its keys in.
+_CANONICAL = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=repr
+)
+
+_AS_GIVEN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
 
 NO_ID = "no Jamf id"
 NO_SERIAL = "no serial number"
@@ -58,34 +66,131 @@ def map_computer(
     record: Mapping[str, Any], ignored_usernames: frozenset[str] = frozenset()
 ) -> MappedDevice | Skipped:
     """A ``computers-inventory`` record (sections GENERAL, HARDWARE, OPERATING_SYSTEM,
-    USER_AND_LOCATION, LOCAL_USER_ACCOUNTS) as a macOS device.
+    USER_AND_LOCATION, LOCAL_USER_ACCOUNTS, SECURITY, DISK_ENCRYPTION) as a macOS device
+    with its posture; the record itself goes along (``raw``, as compact JSON) and into
+    the content hash.
 
     ``ignored_usernames`` (the ``jamf_ignored_usernames`` setting) are accounts that are
     no one's: they never become one of the profile's usernames."""
     general = _section(record, "general")
     hardware = _section(record, "hardware")
     system = _section(record, "operatingSystem")
-    user = _section(record, "userAndLocation")
-    management = _text(_section(general, "remoteManagement"), "managementUsername")
-    local_names = [_person(_mapping(a), management) for a in _list(record, "localUserAccounts")]
     report_time = parse_jamf_time(general.get("reportDate"))
     external_id = _text(record, "id")
-    return _mapped(
+    profile = Profile(
+        model_identifier=_text(hardware, "modelIdentifier"),
+        os_version=_text(system, "version"),
+        os_build=_text(system, "build"),
+        os_build_supplemental=_text(system, "supplementalBuildVersion"),
+        os_usernames=computer_usernames(record, ignored_usernames),
+        jamf_binary_version=_text(general, "jamfBinaryVersion"),
+        external_id=external_id,
+        update_time=report_time,
+        posture=computer_posture(record),
+    )
+    mapped = _mapped(
         external_id=external_id,
         serial=_text(hardware, "serialNumber"),
         os_type=OSType.MACOS,
-        profile=Profile(
-            model_identifier=_text(hardware, "modelIdentifier"),
-            os_version=_text(system, "version"),
-            os_build=_text(system, "build"),
-            os_build_supplemental=_text(system, "supplementalBuildVersion"),
-            os_usernames=_unique([_text(user, "username"), *local_names]),
-            jamf_binary_version=_text(general, "jamfBinaryVersion"),
-            external_id=external_id,
-            update_time=report_time,
-        ),
+        profile=profile,
         report_time=report_time,
     )
+    if isinstance(mapped, Skipped):
+        return mapped
+    digest = profile_hash(mapped.asset_tag, mapped.os_type, profile, record=record)
+    # As text, not the parsed record: a page in flight holds 500 of them (the text is a
+    # fifth of the dict's memory), and the write needs the text anyway.
+    return MappedDevice(  # not dataclasses.replace: this runs for every record of a sync
+        asset_tag=mapped.asset_tag,
+        os_type=mapped.os_type,
+        external_id=mapped.external_id,
+        profile=profile,
+        content_hash=digest,
+        raw=_AS_GIVEN.encode(record),
+        report_time=report_time,
+    )
+
+
+def computer_usernames(
+    record: Mapping[str, Any], ignored_usernames: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """Who uses the Mac: the user of record (``userAndLocation.username``) and the local
+    accounts that are people's, in that order, each once.
+
+    Never a person's: system accounts (underscore names, uids below 500), the account
+    Jamf manages the Mac with (``general.remoteManagement.managementUsername``; current
+    Jamf Pro versions report it as null, so list it in ``jamf_ignored_usernames``), and
+    the names in ``ignored_usernames``, compared without case (macOS logs ``Casper`` in
+    as ``casper``). Auto-enrollment and ``devtrust devices diff`` check against this list.
+    """
+    general = _section(record, "general")
+    management = _text(_section(general, "remoteManagement"), "managementUsername")
+    nobody = _folded(ignored_usernames)
+    manager = management.casefold() if management is not None else None
+    user_of_record = _text(_section(record, "userAndLocation"), "username")
+    names = [user_of_record]
+    names += [_person(_mapping(a), management) for a in _list(record, "localUserAccounts")]
+    return _unique(
+        name
+        for name in names
+        if name is not None
+        and not name.startswith("_")
+        and (folded := name.casefold()) != manager
+        and folded not in nobody
+    )
+
+
+@functools.lru_cache(maxsize=8)  # one set per source: the same frozenset every record
+def _folded(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(n.strip().casefold() for n in names if n.strip())
+
+
+# partitionFileVault2State values with the boot volume encrypted (OPTIMIZING comes after
+# the encryption itself); UNKNOWN says nothing; every other value means not (yet).
+_ENCRYPTED_STATES = frozenset({"ENCRYPTED", "OPTIMIZING"})
+_UNKNOWN_STATES = frozenset({"UNKNOWN"})
+# operatingSystem.fileVault2Status, read when the DISK_ENCRYPTION section is not there.
+_OS_FILEVAULT = {"ALL_ENCRYPTED": True, "BOOT_ENCRYPTED": True, "NOT_ENCRYPTED": False}
+_SIP = {"ENABLED": True, "DISABLED": False}  # NOT_COLLECTED, NOT_AVAILABLE: not reported
+
+
+def computer_posture(record: Mapping[str, Any]) -> Posture | None:
+    """The Mac's security state from the SECURITY, DISK_ENCRYPTION and GENERAL sections.
+
+    A value Jamf did not collect (``NOT_COLLECTED``, ``UNKNOWN``, a missing section or
+    field) is None, never a guess. ``lockdown_mode`` is read from
+    ``security.lockdownModeEnabled`` when a server reports it (Jamf Pro's documented
+    schema has no such field yet, so it is usually None).
+    """
+    security = _section(record, "security")
+    disk = _section(_section(record, "diskEncryption"), "bootPartitionEncryptionDetails")
+    state = _text(disk, "partitionFileVault2State")
+    if state is not None:
+        state = state.upper()
+        filevault = None if state in _UNKNOWN_STATES else state in _ENCRYPTED_STATES
+    else:
+        status = _text(_section(record, "operatingSystem"), "fileVault2Status")
+        filevault = _OS_FILEVAULT.get(status.upper()) if status else None
+    sip = _text(security, "sipStatus")
+    gatekeeper = _text(security, "gatekeeperStatus")
+    boot_level = _text(security, "secureBootLevel")
+    posture = Posture(
+        filevault=filevault,
+        filevault_state=state,
+        sip=_SIP.get(sip.upper()) if sip else None,
+        gatekeeper=None if gatekeeper in (None, "NOT_COLLECTED") else gatekeeper,
+        firewall=_flag(security, "firewallEnabled"),
+        secure_boot_level=None if boot_level in (None, "UNKNOWN") else boot_level,
+        activation_lock=_flag(security, "activationLockEnabled"),
+        lockdown_mode=_flag(security, "lockdownModeEnabled"),
+        last_contact_time=parse_jamf_time(_section(record, "general").get("lastContactTime")),
+    )
+    return posture if posture.reported else None
+
+
+def _flag(section: Mapping[str, Any], key: str) -> bool | None:
+    value = section.get(key)
+    return value if isinstance(value, bool) else None
 
 
 def map_mobile_device(
@@ -134,13 +239,24 @@ def map_mobile_device(
     )
 
 
-def profile_hash(asset_tag: str, os_type: OSType, profile: Profile) -> str:
-    """sha256 over what a sync writes, except ``update_time``.
+def profile_hash(
+    asset_tag: str,
+    os_type: OSType,
+    profile: Profile,
+    *,
+    record: Mapping[str, Any] | None = None,
+) -> str:
+    """sha256 over what a sync writes, except what moves without anything changing.
 
-    Every inventory report moves ``reportDate`` even when nothing else changed; leaving
-    it out is what lets a no-change full sync write nothing.
+    Every inventory report moves ``reportDate`` (``update_time``) even when nothing else
+    changed, and every check-in moves ``lastContactTime``: leaving them out is what lets
+    a no-change full sync write nothing. The last contact counts by its UTC day, so a
+    device that keeps checking in is rewritten once a day at most, and its stored last
+    contact is never more than a day (and a sync) behind. ``record``, the raw Jamf
+    record, counts without its ``VOLATILE`` telemetry.
     """
-    fields = [
+    posture = profile.posture
+    fields: list[Any] = [
         HASH_VERSION,
         asset_tag,
         os_type.value,
@@ -151,10 +267,76 @@ def profile_hash(asset_tag: str, os_type: OSType, profile: Profile) -> str:
         list(profile.os_usernames),
         profile.jamf_binary_version,
         profile.external_id,
+        None if posture is None else _posture_fields(posture),
+        None if record is None else _steady(record),
     ]
     # JSON, not a joined string: no choice of separator can make two profiles collide.
-    canonical = _CANONICAL.encode(fields)
+    try:
+        canonical = _CANONICAL.encode(fields)
+    except TypeError:  # keys that do not sort (never from JSON): hash them as they come
+        canonical = _AS_GIVEN.encode(fields)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _posture_fields(posture: Posture) -> list[Any]:
+    contact = posture.last_contact_time
+    return [
+        posture.filevault,
+        posture.filevault_state,
+        posture.sip,
+        posture.gatekeeper,
+        posture.firewall,
+        posture.secure_boot_level,
+        posture.activation_lock,
+        posture.lockdown_mode,
+        None if contact is None else contact.date().isoformat(),
+    ]
+
+
+#: Fields of a computers-inventory record that move with every report or check-in
+#: without any change of state: left out of the content hash (the stored raw record
+#: keeps them, as of the device's last write). section -> keys; "localUserAccounts"
+#: names keys of each account.
+VOLATILE: dict[str, frozenset[str]] = {
+    "general": frozenset(
+        {
+            "reportDate",
+            "lastContactTime",
+            "lastIpAddress",
+            "lastReportedIp",
+            "lastReportedIpV4",
+            "lastReportedIpV6",
+            "lastCloudBackupDate",
+            "lastLoggedInUsernameSelfServiceTimestamp",
+            "lastLoggedInUsernameBinaryTimestamp",
+        }
+    ),
+    "hardware": frozenset({"batteryCapacityPercent"}),
+    "localUserAccounts": frozenset({"homeDirectorySizeMb"}),
+    "security": frozenset({"lastAttestationAttempt", "lastSuccessfulAttestation"}),
+}
+
+
+def _steady(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record without its ``VOLATILE`` fields (copies only what it trims)."""
+    out = dict(record)
+    for section, keys in VOLATILE.items():
+        value = out.get(section)
+        if type(value) is dict:
+            out[section] = _without(value, keys)
+        elif type(value) is list:
+            out[section] = [_without(v, keys) if type(v) is dict else v for v in value]
+    return out
+
+
+def _without(values: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    present = keys.intersection(values)
+    if not present:
+        return values
+    copy = values.copy()  # a C-level copy, then a few deletions: the cheap way
+    for key in present:
+        del copy[key]
+    return copy
 
 
 def split_duplicates(

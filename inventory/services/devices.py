@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork, inserting
 from inventory.domain import (
+    POSTURE_FIELDS,
     AttestationType,
     CollectedData,
     Credential,
@@ -22,6 +23,7 @@ from inventory.domain import (
     EnrollStatus,
     OSType,
     Page,
+    Posture,
     Profile,
     Source,
     SourceOrigin,
@@ -340,6 +342,25 @@ def _apply_profile(row: DeviceRow, profile: Profile) -> None:
     row.profile_jamf_binary_version = profile.jamf_binary_version
     row.profile_external_id = profile.external_id
     row.profile_update_time = profile.update_time
+    posture = profile.posture or Posture()
+    for name in POSTURE_FIELDS:
+        setattr(row, f"posture_{name}", getattr(posture, name))
+
+
+def _posture(row: Any) -> Posture | None:
+    """The posture the row's ``posture_*`` columns hold; None when they hold nothing."""
+    posture = Posture(**{name: getattr(row, f"posture_{name}", None) for name in POSTURE_FIELDS})
+    return posture if posture.reported else None
+
+
+def raw_record(
+    uow: UnitOfWork, ref: str, *, os_type: OSType | None = None
+) -> tuple[Device, str | None]:
+    """The device ``ref`` names and its MDM's raw record as last written (compact JSON,
+    size-capped), None when no MDM sync has written one."""
+    with uow.read():
+        row = row_by_ref_within(uow, ref, os_type=os_type)
+        return to_device(row), row.source_record
 
 
 def to_device(row: Any) -> Device:
@@ -366,6 +387,7 @@ def to_device(row: Any) -> Device:
             jamf_binary_version=row.profile_jamf_binary_version,
             external_id=row.profile_external_id,
             update_time=row.profile_update_time,
+            posture=_posture(row),
         )
     return Device(
         id=row.id,

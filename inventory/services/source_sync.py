@@ -31,8 +31,9 @@ from sqlalchemy import (
 )
 
 from inventory.db import UnitOfWork
-from inventory.domain import EnrollStatus, SourceOrigin, SourceRecord, SyncRun
+from inventory.domain import EnrollStatus, Posture, SourceOrigin, SourceRecord, SyncRun
 from inventory.models import DeviceRow, SyncRunRow, UTCDateTime
+from inventory.serialize import capped_raw
 from inventory.services import audit
 from inventory.services.devices import to_device
 
@@ -296,6 +297,7 @@ def _update_by_id(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
 
 def _profile_values(record: SourceRecord) -> dict[str, Any]:
     p = record.profile
+    posture = p.posture or _NO_POSTURE
     return {
         "profile_model_identifier": p.model_identifier,
         "profile_os_version": p.os_version,
@@ -305,8 +307,21 @@ def _profile_values(record: SourceRecord) -> dict[str, Any]:
         "profile_jamf_binary_version": p.jamf_binary_version,
         "profile_external_id": record.external_id,
         "profile_update_time": p.update_time,
+        "posture_filevault": posture.filevault,
+        "posture_filevault_state": posture.filevault_state,
+        "posture_sip": posture.sip,
+        "posture_gatekeeper": posture.gatekeeper,
+        "posture_firewall": posture.firewall,
+        "posture_secure_boot_level": posture.secure_boot_level,
+        "posture_activation_lock": posture.activation_lock,
+        "posture_lockdown_mode": posture.lockdown_mode,
+        "posture_last_contact_time": posture.last_contact_time,
+        "source_record": None if record.raw is None else capped_raw(record.raw),
         "source_hash": record.content_hash,
     }
+
+
+_NO_POSTURE = Posture()
 
 
 def _new_row(

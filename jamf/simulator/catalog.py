@@ -125,6 +125,18 @@ POSITIONS = (
 
 MANAGEMENT_USERNAMES = ("jamfadmin", "casper", "jamfmanage")
 
+#: The SECURITY section's values as Jamf Pro's computers-inventory reports them, weighted.
+SIP_STATUSES_WEIGHTED = (("ENABLED", 96), ("DISABLED", 3), ("NOT_COLLECTED", 1))
+GATEKEEPER_WEIGHTED = (
+    ("APP_STORE_AND_IDENTIFIED_DEVELOPERS", 88),
+    ("APP_STORE", 8),
+    ("DISABLED", 3),
+    ("NOT_COLLECTED", 1),
+)
+SIP_STATUSES = tuple(value for value, _ in SIP_STATUSES_WEIGHTED)
+GATEKEEPER_STATUSES = tuple(value for value, _ in GATEKEEPER_WEIGHTED)
+XPROTECT_VERSIONS = ("5284", "5287", "5291", "5297")
+
 
 def cumulative(weights: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
     """Cumulative weights and their total, for drawing with one random number."""

@@ -66,6 +66,10 @@ _FIELD_TYPES: dict[str, FieldType] = {
     "userAndLocation.realname": TEXT,
     "userAndLocation.email": TEXT,
     "userAndLocation.position": TEXT,
+    "security.activationLockEnabled": BOOL,
+    "security.recoveryLockEnabled": BOOL,
+    "security.firewallEnabled": BOOL,
+    "diskEncryption.fileVault2Enabled": BOOL,
 }
 FIELDS: dict[str, Field] = {name: Field.at(name, kind) for name, kind in _FIELD_TYPES.items()}
 CORE_FIELDS = frozenset(
@@ -96,10 +100,11 @@ SECTIONS: dict[str, str] = {
     "OPERATING_SYSTEM": "operatingSystem",
     "USER_AND_LOCATION": "userAndLocation",
     "LOCAL_USER_ACCOUNTS": "localUserAccounts",
+    "SECURITY": "security",
+    "DISK_ENCRYPTION": "diskEncryption",
 }
 #: Sections Jamf Pro also accepts; requested, they come back empty (null or []).
 OTHER_SECTIONS: dict[str, tuple[str, Any]] = {
-    "DISK_ENCRYPTION": ("diskEncryption", None),
     "PURCHASING": ("purchasing", None),
     "APPLICATIONS": ("applications", []),
     "STORAGE": ("storage", None),
@@ -111,7 +116,6 @@ OTHER_SECTIONS: dict[str, tuple[str, Any]] = {
     "PLUGINS": ("plugins", []),
     "PACKAGE_RECEIPTS": ("packageReceipts", None),
     "FONTS": ("fonts", []),
-    "SECURITY": ("security", None),
     "LICENSED_SOFTWARE": ("licensedSoftware", []),
     "IBEACONS": ("ibeacons", []),
     "SOFTWARE_UPDATES": ("softwareUpdates", []),
@@ -124,6 +128,8 @@ ALL_SECTIONS = frozenset(SECTIONS) | frozenset(OTHER_SECTIONS)
 _MODELS_CUM, _MODELS_TOTAL = catalog.cumulative(tuple(m.weight for m in catalog.MAC_MODELS))
 _OS_CUM, _OS_TOTAL = catalog.cumulative(tuple(r.weight for r in catalog.MACOS_RELEASES))
 _OS_INDEX = {r.version: n for n, r in enumerate(catalog.MACOS_RELEASES)}
+_SIP_CUM, _SIP_TOTAL = catalog.cumulative(tuple(w for _, w in catalog.SIP_STATUSES_WEIGHTED))
+_GK_CUM, _GK_TOTAL = catalog.cumulative(tuple(w for _, w in catalog.GATEKEEPER_WEIGHTED))
 
 
 class ComputerGenerator:
@@ -239,10 +245,11 @@ class ComputerGenerator:
                 ),
             }
         )
+        encrypted = chance(w[11], 0.9)
         core["operatingSystem"].update(
             {
                 "activeDirectoryStatus": "Not Bound",
-                "fileVault2Status": "ALL_ENCRYPTED" if chance(w[11], 0.9) else "NOT_ENCRYPTED",
+                "fileVault2Status": "ALL_ENCRYPTED" if encrypted else "NOT_ENCRYPTED",
             }
         )
         user.update(
@@ -259,6 +266,9 @@ class ComputerGenerator:
         core["localUserAccounts"] = _local_accounts(
             username, realname, management_username, w[15], ids[8:] + w[0:4]
         )
+        posture = words(self.seed, ident, b"security")
+        core["security"] = _security(posture, apple_silicon, managed)
+        core["diskEncryption"] = _disk_encryption(posture, encrypted, username)
         return core
 
     def added(self, ident: int, now: datetime) -> dict[str, Any]:
@@ -318,6 +328,57 @@ class ComputerGenerator:
             if section in wanted:
                 out[key] = empty
         return out
+
+
+def _security(w: tuple[int, ...], apple_silicon: bool, managed: bool) -> dict[str, Any]:
+    """The SECURITY section: mostly a well-kept fleet, with the odd Mac that is not.
+
+    Every Intel model in the catalog has a T2 chip, so every Mac has a secure boot level.
+    """
+    sip = pick_weighted(catalog.SIP_STATUSES, _SIP_CUM, _SIP_TOTAL, w[0])
+    gatekeeper = pick_weighted(catalog.GATEKEEPER_STATUSES, _GK_CUM, _GK_TOTAL, w[1])
+    return {
+        "sipStatus": sip,
+        "gatekeeperStatus": gatekeeper,
+        "xprotectVersion": pick(catalog.XPROTECT_VERSIONS, w[2]),
+        "autoLoginDisabled": chance(w[3], 0.95),
+        "remoteDesktopEnabled": chance(w[4], 0.1),
+        "activationLockEnabled": chance(w[5], 0.3),
+        "recoveryLockEnabled": apple_silicon and chance(w[6], 0.4),
+        "firewallEnabled": chance(w[7], 0.85),
+        "secureBootLevel": "FULL_SECURITY" if chance(w[8], 0.95) else "MEDIUM_SECURITY",
+        "externalBootLevel": (
+            "NOT_SUPPORTED" if apple_silicon else "DISALLOW_BOOTING_FROM_EXTERNAL_MEDIA"
+        ),
+        "bootstrapTokenAllowed": apple_silicon,
+        "bootstrapTokenEscrowedStatus": (
+            "ESCROWED" if managed and chance(w[9], 0.85) else "NOT_ESCROWED"
+        ),
+    }
+
+
+def _disk_encryption(w: tuple[int, ...], encrypted: bool, username: str) -> dict[str, Any]:
+    """The DISK_ENCRYPTION section, agreeing with ``operatingSystem.fileVault2Status``:
+    an unencrypted Mac is now and then part way through encrypting."""
+    if encrypted:
+        state, percent = "ENCRYPTED", 100
+    elif chance(w[10], 0.2):
+        state, percent = "ENCRYPTING", 5 + w[11] % 90
+    else:
+        state, percent = "UNENCRYPTED", 0
+    return {
+        "bootPartitionEncryptionDetails": {
+            "partitionName": "Macintosh HD (Boot Partition)",
+            "partitionFileVault2State": state,
+            "partitionFileVault2Percent": percent,
+        },
+        "individualRecoveryKeyValidityStatus": "VALID" if encrypted else "NOT_APPLICABLE",
+        "institutionalRecoveryKeyPresent": False,
+        "diskEncryptionConfigurationName": "FileVault" if encrypted else None,
+        "fileVault2Enabled": encrypted,
+        "fileVault2EnabledUserNames": [username] if encrypted else [],
+        "fileVault2EligibilityMessage": "Eligible",
+    }
 
 
 def _local_accounts(

@@ -99,3 +99,13 @@ def test_secrets_carry_at_least_128_bits_and_are_kept_as_sha256() -> None:
     assert len(stored) == 64 and secret not in stored
     assert secret_matches(secret, stored)
     assert not secret_matches(secret + "x", stored)
+
+
+def test_a_posture_is_reported_when_any_field_is_even_a_false_one() -> None:
+    from dataclasses import fields as dataclass_fields
+
+    from inventory.domain import POSTURE_FIELDS, Posture
+
+    assert not Posture().reported
+    assert Posture(firewall=False).reported and Posture(sip=False).reported
+    assert tuple(f.name for f in dataclass_fields(Posture)) == POSTURE_FIELDS

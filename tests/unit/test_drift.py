@@ -189,6 +189,37 @@ def test_fields_the_profile_does_not_have_are_not_compared() -> None:
     assert drift(bare, replace(COLLECTED, os_login_user=None, model_identifier="x")) == []
 
 
+def test_a_field_the_profile_does_not_have_is_not_checked_never_ok() -> None:
+    # No OS build and no usernames in the MDM profile: nothing to compare the device with.
+    bare = replace(DEVICE, profile=Profile(os_version="14.2.1", model_identifier="MacBookPro18,3"))
+
+    verdicts = {f.name: (f.checked, f.verdict) for f in compare(bare, COLLECTED)}
+
+    unchecked = (False, "not in the MDM profile: not checked")
+    assert verdicts == {
+        "os_type": (True, "ok"),
+        "serial_number": (True, "ok"),
+        "model_identifier": (True, "ok"),
+        "os_version": (True, "ok"),
+        "os_build": unchecked,
+        "jamf_binary_version": unchecked,
+        "os_login_user": unchecked,
+    }
+    assert all(f.checked for f in compare(DEVICE, COLLECTED))  # a full profile: all checked
+
+
+def test_the_comparison_and_the_user_check_use_one_list_of_usernames() -> None:
+    # A profile written before the sync left system accounts out: neither names them.
+    old = replace(DEVICE, profile=replace(PROFILE, os_usernames=("_mbsetupuser", "root")))
+    claimed = replace(COLLECTED, os_login_user="_mbsetupuser")
+
+    [login] = [f for f in compare(old, claimed) if f.name == "os_login_user"]
+
+    assert (login.checked, login.profile) == (False, None)
+    with pytest.raises(AutoEnrollRefused, match="MDM profile names no user"):
+        check_auto_enroll([old], claimed, user("mallory", "_mbsetupuser"))
+
+
 def test_versions_compare_numerically() -> None:
     assert _version_key("14.10") > _version_key("14.9")
     assert _version_key("14.2") < _version_key("14.2.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from inventory.domain import OSType, Profile, SourceRecord, is_placeholder_serial
+from inventory.domain import OSType, Posture, Profile, SourceRecord, is_placeholder_serial
 from jamf.mapping import (
     MappedDevice,
     Skipped,
@@ -57,9 +58,41 @@ def computer_record(**overrides: Any) -> dict[str, Any]:
             {"uid": "502", "username": "jamfadmin", "admin": True},
             {"uid": "503", "username": "", "admin": False},
         ],
+        "security": {
+            "sipStatus": "ENABLED",
+            "gatekeeperStatus": "APP_STORE_AND_IDENTIFIED_DEVELOPERS",
+            "xprotectVersion": "5297",
+            "activationLockEnabled": False,
+            "recoveryLockEnabled": True,
+            "firewallEnabled": True,
+            "secureBootLevel": "FULL_SECURITY",
+            "externalBootLevel": "NOT_SUPPORTED",
+            "bootstrapTokenEscrowedStatus": "ESCROWED",
+        },
+        "diskEncryption": {
+            "bootPartitionEncryptionDetails": {
+                "partitionName": "Macintosh HD (Boot Partition)",
+                "partitionFileVault2State": "ENCRYPTED",
+                "partitionFileVault2Percent": 100,
+            },
+            "fileVault2Enabled": True,
+        },
     }
     record.update(overrides)
     return record
+
+
+POSTURE = Posture(
+    filevault=True,
+    filevault_state="ENCRYPTED",
+    sip=True,
+    gatekeeper="APP_STORE_AND_IDENTIFIED_DEVELOPERS",
+    firewall=True,
+    secure_boot_level="FULL_SECURITY",
+    activation_lock=False,
+    lockdown_mode=None,  # Jamf's schema has no such field: not reported
+    last_contact_time=datetime(2026, 11, 26, 7, 59, 41, tzinfo=UTC),
+)
 
 
 def mobile_record(**overrides: Any) -> dict[str, Any]:
@@ -103,8 +136,13 @@ def test_a_realistic_computer_maps_to_its_profile() -> None:
         jamf_binary_version="11.4.1-t1712591696",
         external_id="117",
         update_time=report_time,
+        posture=POSTURE,
     )
-    assert device.content_hash == profile_hash(device.asset_tag, OSType.MACOS, device.profile)
+    assert device.raw is not None  # the record itself goes along, as JSON
+    assert json.loads(device.raw) == computer_record()
+    assert device.content_hash == profile_hash(
+        device.asset_tag, OSType.MACOS, device.profile, record=computer_record()
+    )
 
 
 def test_only_local_accounts_that_can_be_people_are_the_profiles_usernames() -> None:
@@ -304,6 +342,15 @@ _keys = st.sampled_from(
         "version",
         "username",
         "reportDate",
+        "remoteManagement",
+        "managementUsername",
+        "security",
+        "sipStatus",
+        "firewallEnabled",
+        "diskEncryption",
+        "bootPartitionEncryptionDetails",
+        "partitionFileVault2State",
+        "lastContactTime",
     ]
 )
 _json = st.recursive(
@@ -352,3 +399,184 @@ def test_the_same_serial_on_a_computer_and_a_mobile_device_is_not_a_duplicate() 
     phone = mapped(map_mobile_device(mobile_record(hardware={"serialNumber": "SAME1"})))
 
     assert split_duplicates([mac, phone]) == ([mac, phone], [])
+
+
+# -- who uses the Mac --------------------------------------------------------------------
+
+
+def test_the_management_account_and_ignored_accounts_are_no_ones_whatever_their_case() -> None:
+    record = computer_record(
+        localUserAccounts=[
+            {"uid": "501", "username": "alice"},
+            {"uid": "502", "username": "casper"},  # the simulator's management account
+            {"uid": "503", "username": "ITAdmin"},
+            {"uid": "504", "username": "kiosk"},
+            {"uid": "505", "username": "carol"},
+        ]
+    )
+    record["general"]["remoteManagement"]["managementUsername"] = "Casper"
+
+    device = mapped(map_computer(record, frozenset({"itadmin", " Kiosk "})))
+
+    assert device.profile.os_usernames == ("alice", "carol")
+
+
+def test_the_user_of_record_is_kept_unless_it_is_no_ones() -> None:
+    # Jamf admins type the user of record; an ignored or management name is still no one.
+    for name in ("kiosk", "jamfadmin", "_mbsetupuser"):
+        record = computer_record(userAndLocation={"username": name}, localUserAccounts=[])
+        assert mapped(map_computer(record, frozenset({"kiosk"}))).profile.os_usernames == ()
+    record = computer_record(userAndLocation={"username": "bob@example.com"}, localUserAccounts=[])
+    assert mapped(map_computer(record)).profile.os_usernames == ("bob@example.com",)
+
+
+def test_ignored_usernames_change_the_hash_only_through_the_usernames() -> None:
+    plain = mapped(map_computer(computer_record()))
+    unrelated = mapped(map_computer(computer_record(), frozenset({"nobody-here"})))
+    dropped = mapped(map_computer(computer_record(), frozenset({"alice"})))
+
+    assert unrelated.content_hash == plain.content_hash
+    assert dropped.profile.os_usernames == () and dropped.content_hash != plain.content_hash
+
+
+# -- posture -------------------------------------------------------------------------------
+
+
+def test_posture_values_jamf_did_not_collect_are_not_reported() -> None:
+    record = computer_record(
+        security={
+            "sipStatus": "NOT_COLLECTED",
+            "gatekeeperStatus": "NOT_COLLECTED",
+            "secureBootLevel": "UNKNOWN",
+            "firewallEnabled": None,
+            "activationLockEnabled": "yes",  # not a boolean: not trusted
+        },
+        diskEncryption={"bootPartitionEncryptionDetails": {"partitionFileVault2State": "UNKNOWN"}},
+    )
+
+    posture = mapped(map_computer(record)).profile.posture
+
+    assert posture == Posture(
+        filevault_state="UNKNOWN", last_contact_time=POSTURE.last_contact_time
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "filevault"),
+    [
+        ("ENCRYPTED", True),
+        ("OPTIMIZING", True),
+        ("ENCRYPTING", False),
+        ("RESTART_NEEDED", False),
+        ("UNENCRYPTED", False),
+        ("DECRYPTED", False),
+        ("INELIGIBLE", False),
+        ("UNKNOWN", None),
+    ],
+)
+def test_filevault_is_whether_the_boot_partition_is_encrypted(
+    state: str, filevault: bool | None
+) -> None:
+    record = computer_record(
+        diskEncryption={"bootPartitionEncryptionDetails": {"partitionFileVault2State": state}}
+    )
+
+    posture = mapped(map_computer(record)).profile.posture
+
+    assert posture is not None
+    assert (posture.filevault, posture.filevault_state) == (filevault, state)
+
+
+def test_without_disk_encryption_filevault_comes_from_the_os_section() -> None:
+    record = computer_record()
+    del record["diskEncryption"]
+    record["operatingSystem"]["fileVault2Status"] = "NOT_ENCRYPTED"
+
+    posture = mapped(map_computer(record)).profile.posture
+
+    assert posture is not None and (posture.filevault, posture.filevault_state) == (False, None)
+
+
+def test_lockdown_mode_is_read_when_jamf_reports_it() -> None:
+    record = computer_record()
+    record["security"]["lockdownModeEnabled"] = True
+
+    posture = mapped(map_computer(record)).profile.posture
+
+    assert posture is not None and posture.lockdown_mode is True
+
+
+def test_a_record_without_posture_sections_has_no_posture() -> None:
+    record = computer_record()
+    for key in ("security", "diskEncryption"):
+        del record[key]
+    del record["general"]["lastContactTime"]
+
+    assert mapped(map_computer(record)).profile.posture is None
+
+
+def test_hash_changes_when_a_posture_field_changes() -> None:
+    before = mapped(map_computer(computer_record()))
+    record = computer_record()
+    record["security"]["firewallEnabled"] = False
+
+    after = mapped(map_computer(record))
+
+    assert after.profile.posture is not None and after.profile.posture.firewall is False
+    assert after.content_hash != before.content_hash
+
+
+def test_hash_changes_when_an_unmapped_field_of_the_record_changes() -> None:
+    # The raw record is kept for admins: a new one (a new XProtect) must be written.
+    before = mapped(map_computer(computer_record()))
+    record = computer_record()
+    record["security"]["xprotectVersion"] = "5301"
+
+    assert mapped(map_computer(record)).content_hash != before.content_hash
+
+
+def test_last_contact_counts_by_its_day_and_check_in_telemetry_not_at_all() -> None:
+    before = mapped(map_computer(computer_record()))
+    record = computer_record()
+    record["general"] |= {
+        "lastContactTime": "2026-11-26T23:59:59.000Z",  # later the same UTC day
+        "reportDate": "2026-11-26T23:00:00.000Z",
+        "lastIpAddress": "10.9.9.9",
+        "lastReportedIp": "192.168.7.7",
+    }
+    record["localUserAccounts"][0]["homeDirectorySizeMb"] = 51234
+    record["hardware"]["batteryCapacityPercent"] = 42
+    same_day = mapped(map_computer(record))
+    record["general"]["lastContactTime"] = "2026-11-27T00:00:01.000Z"
+    next_day = mapped(map_computer(record))
+
+    assert same_day.content_hash == before.content_hash
+    assert next_day.content_hash != before.content_hash
+    assert next_day.profile.posture is not None
+    assert next_day.profile.posture.last_contact_time == datetime(2026, 11, 27, 0, 0, 1, tzinfo=UTC)
+
+
+def test_the_mapping_never_changes_the_record_it_maps() -> None:
+    record = computer_record()
+    record["general"]["lastIpAddress"] = "10.1.1.1"
+    record["localUserAccounts"][0]["homeDirectorySizeMb"] = 10
+    kept = copy.deepcopy(record)
+
+    mapped(map_computer(record))
+
+    assert record == kept
+
+
+def test_the_hash_does_not_depend_on_the_order_jamf_lists_keys_in() -> None:
+    record = computer_record()
+    reordered = {key: record[key] for key in reversed(record)}
+    reordered["security"] = dict(reversed(list(record["security"].items())))
+
+    assert mapped(map_computer(reordered)).content_hash == mapped(map_computer(record)).content_hash
+
+
+def test_a_record_built_in_code_with_keys_that_do_not_sort_still_maps() -> None:
+    record: dict[Any, Any] = computer_record()
+    record["security"] = {1: "one", "two": 2}
+
+    assert isinstance(map_computer(record), MappedDevice)

@@ -12,7 +12,7 @@ import typer
 from inventory.domain import CollectedData, Device, OSType, Page, TokenKind, normalize_asset_tag
 from inventory.durations import format_duration, parse_duration
 from inventory.errors import InvalidArgument
-from inventory.serialize import device_to_dict
+from inventory.serialize import device_to_dict, pretty_raw
 from inventory.services import devices as device_service
 from inventory.services import tokens as token_service
 from inventory.services.tokens import MAX_TTL, MIN_TTL
@@ -141,10 +141,21 @@ def get(
     asset_tag: AssetTag = None,
     device_id: DeviceId = None,
     os: OS = None,
-    format: Annotated[Format, typer.Option("--format", help="yaml, json or text")] = Format.YAML,
+    format: Annotated[
+        Format | None, typer.Option("--format", help="yaml (the default), json or text")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="print the MDM's own record of the device (JSON)")
+    ] = False,
 ) -> None:
-    """Show one device with its profile and credential."""
+    """Show one device with its profile, posture and credential."""
     name, os_type = _address(ref, asset_tag, device_id, os)
+    if raw:
+        if format not in (None, Format.JSON):
+            raise InvalidArgument(f"--raw prints JSON: leave out --format {format.value}")
+        _print_raw(name, os_type)
+        return
+    format = format or Format.YAML
     device = device_service.get_device(database().uow(), name, os_type=os_type)
     data = device_to_dict(device)
     if format is Format.JSON:
@@ -156,6 +167,22 @@ def get(
         width = max(len(key) for key, _ in lines)
         for key, value in lines:
             typer.echo(f"{key:>{width}}: {value}")
+
+
+def _print_raw(name: str, os_type: OSType | None) -> None:
+    """The record the MDM sent when a sync last wrote the device, as indented JSON."""
+    device, text = device_service.raw_record(database().uow(), name, os_type=os_type)
+    if text is None:
+        raise InvalidArgument(
+            f"device {device.label} has no MDM record: none is kept until an MDM sync "
+            "writes the device (`devtrust jamf sync`)"
+        )
+    typer.echo(pretty_raw(text))
+    source = device.source.name if device.source else "the MDM"
+    info(
+        f"(the record {source} sent when a sync last changed the device: a newer one that "
+        "moved only check-in times, IP addresses or sizes is not stored)"
+    )
 
 
 def _text_lines(data: dict[str, object], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -270,9 +297,11 @@ def diff(
             {
                 "device": device_to_dict(device),
                 "collect_time": _when(history[0].record_time or history[0].collect_time),
+                # A field the profile lacks is "checked": false, "ok": null: it passed nothing.
                 "fields": [
                     {"field": f.name, "collected": f.collected, "profile": f.profile,
-                     "ok": f.ok, "problem": f.problem, "advice": f.advice}
+                     "checked": f.checked, "ok": f.ok if f.checked else None,
+                     "check": f.verdict, "problem": f.problem, "advice": f.advice}
                     for f in fields
                 ],
             }
@@ -297,16 +326,21 @@ def _print_diff(
     else:
         mdm = f"MDM profile from {_when(profile_time) or 'an unknown time'}"
     typer.echo(f"Device {device.label}: collected {reported}, {mdm}")
-    rows = [
-        (f.name, f.collected or "-", f.profile or "-", "ok" if f.ok else f"FAIL: {f.problem}")
-        for f in fields
-    ]
+    rows = [(f.name, f.collected or "-", f.profile or "-", f.verdict) for f in fields]
     for line in format_rows(("Field", "Collected", "MDM Profile", "Check"), rows):
         typer.echo(line)
     if device.profile is None:
         typer.echo("The device has no MDM profile: auto-enrollment refuses it; enroll it by hand.")
+    unchecked = [f.name for f in fields if not f.checked]
     if not failed:
-        if device.profile is not None:
+        if device.profile is None:
+            return
+        if unchecked:
+            typer.echo(
+                f"Every field the MDM profile has matches; not checked, as the profile does "
+                f"not have them: {', '.join(unchecked)}."
+            )
+        else:
             typer.echo("Every field matches: auto-enrollment would accept this data.")
         return
     typer.echo(f"{len(failed)} field(s) would fail auto-enrollment:")
