@@ -195,6 +195,9 @@ def parse(body: bytes) -> tuple[str, str | None, str | None]:
     webhook = value.get("webhook")
     if not isinstance(webhook, dict):
         raise InvalidArgument("webhook: missing or not an object")
+    for field, expected in (("id", int), ("eventTimestamp", int), ("name", str)):
+        if field in webhook and not _is(webhook[field], expected):
+            raise InvalidArgument(f"webhook.{field}: must be {_WHAT[expected]}")
     name = webhook.get("webhookEvent")
     if not isinstance(name, str) or not name.strip():
         raise InvalidArgument("webhook.webhookEvent: missing or not a string")
@@ -203,22 +206,35 @@ def parse(body: bytes) -> tuple[str, str | None, str | None]:
     event = value.get("event")
     if not isinstance(event, dict):
         raise InvalidArgument("event: missing or not an object")
+    jss_id = _jss_id(event, "event")
+    computer = event.get("computer", {})
+    if not isinstance(computer, dict):
+        raise InvalidArgument("event.computer: must be an object")
+    nested = _jss_id(computer, "event.computer")
     kind = SYNC_EVENTS.get(name)
     if kind is None:
         return name, None, None
-    if "jssID" in event:
-        return name, kind, _jss_id(event["jssID"], "event.jssID")
-    computer = event.get("computer")
-    if isinstance(computer, dict) and "jssID" in computer:
-        return name, kind, _jss_id(computer["jssID"], "event.computer.jssID")
-    raise InvalidArgument(f"event.jssID: missing: a {name} webhook names its device by jssID")
+    if jss_id is None and nested is None:
+        raise InvalidArgument(f"event.jssID: missing: a {name} webhook names its device by jssID")
+    return name, kind, jss_id or nested
 
 
-def _jss_id(value: object, where: str) -> str:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_JSS_ID:
-        raise InvalidArgument(f"{where}: must be a positive integer, not {quoted(str(value))}")
+_WHAT = {int: "an integer", str: "a string"}
+
+
+def _is(value: object, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _jss_id(holder: dict[str, Any], where: str) -> str | None:
+    """``holder["jssID"]``: a positive integer, as Jamf Pro sends it; None when absent."""
+    if "jssID" not in holder:
+        return None
+    value = holder["jssID"]
+    if not _is(value, int) or not 0 < value <= MAX_JSS_ID:
+        raise InvalidArgument(
+            f"{where}.jssID: must be a positive integer, not {quoted(json.dumps(value))}"
+        )
     return str(value)
 
 

@@ -39,6 +39,7 @@ NOOP_TASK = "devtrust.noop"
 DEVICE_SYNC_TASK = "devtrust.jamf.device_sync"
 PURGE_EVERY = timedelta(hours=1)
 QUEUE = "devtrust"
+EMBEDDED_POLLING_INTERVAL = 0.1
 
 
 def embedded_paths(data_dir: Path) -> dict[str, Path]:
@@ -73,6 +74,10 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(paths["out"]),
             "processed_folder": str(paths["processed"]),
             "store_processed": False,
+            # How long the worker sleeps when it finds no message (kombu: 1 s). Each message
+            # costs one such sleep, so at 1 s a burst of webhooks drained at one a second;
+            # a tenth of that is a directory listing ten times a second when idle.
+            "polling_interval": EMBEDDED_POLLING_INTERVAL,
         },
         "result_backend": settings.result_backend or f"file://{paths['results']}",
     }

@@ -177,21 +177,23 @@ def purge_challenges(settings: Settings) -> int:
 
 
 _databases: dict[tuple[int, str], Database] = {}
-_device_sync: dict[int, tuple[Database, JamfClient, Coalescer]] = {}
+_device_sync: dict[tuple[Any, ...], tuple[Database, JamfClient, Coalescer]] = {}
 
 
 def _device_sync_tools(settings: Settings) -> tuple[Database, JamfClient, Coalescer]:
     """The database, Jamf client (and its token) and coalescing marks a worker process's
     device syncs share: a webhook's sync is one record, and must not pay for a pool and
     a Jamf token each time. Per process id: a forked child opens its own."""
-    tools = _device_sync.get(os.getpid())
+    key = (os.getpid(), settings.database_url_value, settings.jamf_url,
+           settings.jamf_client_id, settings.jamf_username)  # fmt: skip
+    tools = _device_sync.get(key)
     if tools is None:
         db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
         coalescer = coalescer_for(
             settings.broker_url, settings.data_dir, redis_url=settings.lock_url
         )
         tools = (db, client_from_settings(settings), coalescer)
-        _device_sync[os.getpid()] = tools
+        _device_sync[key] = tools
     return tools
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -193,6 +194,10 @@ def test_a_missing_or_wrong_credential_is_401_and_queues_nothing(
             b'{"jssID": -4}}}',
             "event.computer.jssID: must be a positive integer, not '-4'",
         ),
+        (
+            b'{"webhook": {"webhookEvent": "ComputerAdded"}, "event": {"jssID": "12"}}',
+            """event.jssID: must be a positive integer, not '"12"'""",
+        ),
     ],
 )
 def test_a_malformed_body_is_400_in_one_line_and_queues_nothing(
@@ -223,7 +228,7 @@ def test_a_burst_for_one_device_queues_one_sync(stack: Stack) -> None:
     ]  # fmt: skip
     assert answers == ["queued", "coalesced", "coalesced", "coalesced"]
     assert stack.queued() == before + 1
-    assert stack.post(webhook("ComputerAdded", "6")).json()["status"] == "queued"  # another
+    assert stack.post(webhook("ComputerAdded", 6)).json()["status"] == "queued"  # another
     assert stack.queued() == before + 2
 
 
@@ -270,3 +275,48 @@ def test_changes_made_in_jamf_reach_the_inventory_within_seconds_with_no_partial
     assert stats["failed"] == stats["dropped"] == 0 and stats["sent"] >= 3
     deleted = audit.list_events(stack.db.uow(), type=audit.DEVICE_DELETE)
     assert len(deleted) == 2
+
+
+# -- the job alone, with no broker: what a device run does to the scheduled runs ---------
+
+
+def test_device_runs_keep_out_of_watermarks_and_alert_and_no_change_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from inventory.services import source_sync as store
+    from jamf.simulator import SimulatorConfig, running_simulator
+
+    inventory = [{"name": "default", "on_missing": "NOOP"}]
+    with running_simulator(SimulatorConfig(devices=30)) as jamf:
+        settings = load_settings(
+            data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'd.db'}",
+            jamf_url=jamf, jamf_client_id="devtrust", jamf_client_secret="devtrust-secret",
+            jamf_inventory=inventory,
+        )  # fmt: skip
+        assert jobs.sync_inventory(settings, kind="partial")["status"] == "succeeded"
+        db = Database.connect(settings.database_url_value)
+        try:
+            marks = store.last_watermarks(db.uow(), "default")
+            target = next(d for d in httpx.get(f"{jamf}/_sim/fleet").json() if d["managed"])["id"]
+            # Nothing changed in Jamf: no run, nothing written.
+            done = jobs.sync_device(settings, kind="computer", jamf_id=target)
+            assert done["result"] == "unchanged" and done["run_id"] is None
+            httpx.patch(f"{jamf}/_sim/devices/{target}").raise_for_status()
+            assert jobs.sync_device(settings, kind="computer", jamf_id=target)["result"] == (
+                "updated"
+            )
+            # Gone from Jamf with on_missing NOOP: kept, and no run.
+            httpx.delete(f"{jamf}/_sim/devices/{target}").raise_for_status()
+            kept = jobs.sync_device(settings, kind="computer", jamf_id=target)
+            assert (kept["result"], kept["run_id"]) == ("kept", None)
+            # Two device runs that fail (Jamf refuses the client) raise no alert.
+            refused = settings.model_copy(update={"jamf_client_id": "nobody"})
+            for _ in range(2):
+                failed = jobs.sync_device(refused, kind="computer", jamf_id="2")
+                assert failed["status"] == "failed" and "nobody" not in failed["reason"]
+            every = store.recent_runs(db.uow(), "default", kinds=None)
+            assert [r.kind for r in every] == ["device", "device", "device", "partial"]
+            assert not store.alert(store.recent_runs(db.uow(), "default"))
+            assert store.last_watermarks(db.uow(), "default") == marks
+        finally:
+            db.close()
