@@ -263,7 +263,8 @@ def test_changes_made_in_jamf_reach_the_inventory_within_seconds_with_no_partial
               f"mobile device {phone['id']} is deleted")  # fmt: skip
 
         # A computer deleted in Jamf (which sends no webhook for it), then named by one.
-        gone = next(d for d in sim(stack, "GET", "fleet") if d["managed"])["id"]
+        gone = [d for d in sim(stack, "GET", "fleet") if d["managed"]][1]["id"]
+        assert gone != target
         assert stack.device(gone) is not None
         sim(stack, "DELETE", f"devices/{gone}")
         assert stack.post(webhook("ComputerCheckIn", int(gone), nested=True)).status_code == 202
@@ -271,6 +272,8 @@ def test_changes_made_in_jamf_reach_the_inventory_within_seconds_with_no_partial
     assert "Traceback" not in w.output()
     assert (stack.runs("partial"), stack.runs("full")) == (partial, full)
     assert stack.runs("device") >= 4  # each change is a run of its own, audited
+    synced = audit.list_events(stack.db.uow(), type=audit.JAMF_SYNC)
+    assert any(e.message.startswith("device sync of jamf/default succeeded") for e in synced)
     stats = httpx.get(f"{stack.jamf}/_sim/stats", timeout=10).json()["webhooks"]
     assert stats["failed"] == stats["dropped"] == 0 and stats["sent"] >= 3
     deleted = audit.list_events(stack.db.uow(), type=audit.DEVICE_DELETE)
@@ -320,3 +323,23 @@ def test_device_runs_keep_out_of_watermarks_and_alert_and_no_change_writes_nothi
             assert store.last_watermarks(db.uow(), "default") == marks
         finally:
             db.close()
+
+
+def test_a_sync_that_has_started_lets_exactly_one_more_be_queued(tmp_path: Path) -> None:
+    from jamf.device_sync import FileCoalescer, RedisCoalescer
+
+    for marks in (RedisCoalescer(REDIS_URL), FileCoalescer(tmp_path / "pending")):
+        try:
+            key = "jamf:computer:41"
+            assert marks.claim(key)  # the first webhook queues the sync
+            assert not marks.claim(key)  # while it is queued, the next ones do not
+            marks.release(key)  # the worker starts it
+            assert marks.claim(key)  # one arriving now queues exactly one more
+            assert not marks.claim(key)
+            assert marks.claim("jamf:computer:42")  # another device is its own
+        finally:
+            marks.release("jamf:computer:41")
+            marks.release("jamf:computer:42")
+            marks.close()
+    stale = FileCoalescer(tmp_path / "stale", ttl=0.0)  # a mark whose sync was lost
+    assert stale.claim("jamf:computer:7") and stale.claim("jamf:computer:7")
