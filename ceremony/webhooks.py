@@ -162,8 +162,9 @@ class JamfWebhooks:
             raise QueueUnavailable(
                 f"cannot queue the device's sync: {one_line(exc, limit=200)}"
             ) from None
-        log.info("Jamf webhook %s for %s %s: %s", event_name, kind, jamf_id,
-                 "queued" if queued else "coalesced")  # fmt: skip
+        # A coalesced one is routine (every check-in of a busy Mac): not worth a line.
+        log.log(logging.INFO if queued else logging.DEBUG, "Jamf webhook %s for %s %s: %s",
+                event_name, kind, jamf_id, "queued" if queued else "coalesced")  # fmt: skip
         return WebhookAccepted(status="queued" if queued else "coalesced", event=event_name,
                                kind=kind, jamf_id=jamf_id)  # fmt: skip
 

@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inventory.db import Database
 from inventory.domain import OSType, SourceRecord
+from inventory.errors import DevtrustError, one_line
 from inventory.models import DeviceRow
 from inventory.services import source_sync as store
 from jamf.client import JamfClient
@@ -102,8 +103,8 @@ def _narrowed(filter_rsql: str, clause: str) -> str:
 @dataclass
 class DeviceOutcome:
     """What one device sync did: ``created``, ``updated``, ``unchanged``, ``deleted``,
-    ``kept`` (gone from Jamf, on_missing NOOP), ``skipped`` (with ``reason``) or
-    ``ignored`` (in no inventory entry)."""
+    ``kept`` (gone from Jamf, on_missing NOOP), ``skipped`` (with ``reason``),
+    ``ignored`` (in no inventory entry) or ``failed`` (recorded on its run)."""
 
     result: str
     ref: DeviceRef
@@ -113,7 +114,7 @@ class DeviceOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": "succeeded",
+            "status": store.FAILED if self.result == "failed" else store.SUCCEEDED,
             "result": self.result,
             "kind": self.ref.kind.value,
             "jamf_id": self.ref.jamf_id,
@@ -155,10 +156,16 @@ def sync_device(
         details["event"] = event
     try:
         result, reason = _apply(db, client, source, spec, ref, run_id, mapped)
+    except DevtrustError as exc:  # Jamf failed a conflict's lookup: recorded, not raised
+        error = one_line(exc, limit=500)
+        store.finish_run(db.uow(), run_id, status=store.FAILED, actor=actor, error=error,
+                         details=details)  # fmt: skip
+        log.error("the sync of Jamf %s failed: %s", ref, error)
+        return DeviceOutcome("failed", ref, inventory=spec.name, run_id=run_id, reason=error)
     except BaseException as exc:
         store.finish_run(
             db.uow(), run_id, status=store.FAILED, actor=actor,
-            error=f"{type(exc).__name__}: {exc}"[:500], details=details,
+            error=f"interrupted: {type(exc).__name__}: {exc}"[:500], details=details,
         )  # fmt: skip
         raise
     if reason:
@@ -186,8 +193,9 @@ def _apply(
     try:
         outcome = page()
     except IntegrityError:
-        # A sync wrote the same new device between our look and our write: look again.
-        outcome = page(fetched=0)
+        # A sync wrote the same new device between our look and our write (the page's
+        # transaction rolled back whole): write it again, as the update it now is.
+        outcome = page()
     for record, old_id in outcome.conflicts:
         if _still_holds(client, ref, old_id, record, source.ignored_usernames):
             reason = f"serial {record.asset_tag} also on Jamf id {old_id}"

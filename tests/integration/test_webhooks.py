@@ -283,7 +283,7 @@ def test_changes_made_in_jamf_reach_the_inventory_within_seconds_with_no_partial
 # -- the job alone, with no broker: what a device run does to the scheduled runs ---------
 
 
-def test_device_runs_keep_out_of_watermarks_and_alert_and_no_change_writes_nothing(
+def test_the_device_job_follows_the_source_rules_and_keeps_out_of_watermarks_and_alert(
     tmp_path: Path,
 ) -> None:
     from inventory.services import source_sync as store
@@ -308,7 +308,34 @@ def test_device_runs_keep_out_of_watermarks_and_alert_and_no_change_writes_nothi
             assert jobs.sync_device(settings, kind="computer", jamf_id=target)["result"] == (
                 "updated"
             )
+            # A new computer outside the entry's filter (unmanaged) is not added.
+            add = f"{jamf}/_sim/devices"
+            body = {"general": {"remoteManagement": {"managed": False}}}
+            unmanaged = httpx.post(add, json=body).raise_for_status().json()["id"]
+            ignored = jobs.sync_device(settings, kind="computer", jamf_id=unmanaged)
+            assert ignored["result"] == "ignored"
+            # A serial on a second live Jamf record is skipped; once the first is gone
+            # (a wiped and re-enrolled Mac), the device follows the new id.
+            first = httpx.get(f"{jamf}/_sim/devices/{target}").json()
+            serial = {"hardware": {"serialNumber": first["hardware"]["serialNumber"]}}
+            body = {"general": {"remoteManagement": {"managed": True}}, **serial}
+            twin = httpx.post(add, json=body).raise_for_status().json()["id"]
+            skipped = jobs.sync_device(settings, kind="computer", jamf_id=twin)
+            assert (
+                skipped["result"] == "skipped" and f"also on Jamf id {target}" in skipped["reason"]
+            )
+            httpx.delete(f"{jamf}/_sim/devices/{target}").raise_for_status()
+            moved = jobs.sync_device(settings, kind="computer", jamf_id=twin)
+            assert moved["result"] == "updated"
+            with db.uow().read() as uow:
+                held = uow.session.scalars(
+                    select(DeviceRow.profile_external_id).where(
+                        DeviceRow.asset_tag == first["hardware"]["serialNumber"]
+                    )
+                ).all()
+            assert held == [twin]
             # Gone from Jamf with on_missing NOOP: kept, and no run.
+            target = twin
             httpx.delete(f"{jamf}/_sim/devices/{target}").raise_for_status()
             kept = jobs.sync_device(settings, kind="computer", jamf_id=target)
             assert (kept["result"], kept["run_id"]) == ("kept", None)
@@ -318,7 +345,8 @@ def test_device_runs_keep_out_of_watermarks_and_alert_and_no_change_writes_nothi
                 failed = jobs.sync_device(refused, kind="computer", jamf_id="2")
                 assert failed["status"] == "failed" and "nobody" not in failed["reason"]
             every = store.recent_runs(db.uow(), "default", kinds=None)
-            assert [r.kind for r in every] == ["device", "device", "device", "partial"]
+            assert {r.kind for r in every} == {"device", "partial"}
+            assert [r.status for r in every[:2]] == ["failed", "failed"]
             assert not store.alert(store.recent_runs(db.uow(), "default"))
             assert store.last_watermarks(db.uow(), "default") == marks
         finally:
