@@ -30,6 +30,7 @@ the webhook alone: no partial or full sync runs meanwhile (checked and printed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -119,6 +120,9 @@ def bench_queue(queue: str, args: argparse.Namespace) -> Figures:
     script = str(devtrust_script())
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-webhooks-")))
+        # The processes run in it: the embedded queue's worker keeps its control files in
+        # its working directory, which must not be the repository.
+        stack.enter_context(contextlib.chdir(tmp))
         url = stack.enter_context(DATABASES[args.backend]())
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
         port = free_port()
