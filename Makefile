@@ -44,6 +44,7 @@ demo: setup
 bench: setup services
 	$(PY) -m bench.bench_devices_ls
 	$(PY) -m bench.sync
+	$(PY) -m bench.webhooks
 	$(PY) -m bench.auto_enroll
 	$(PY) -m bench.ceremony
 

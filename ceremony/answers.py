@@ -17,14 +17,14 @@ Responses = dict[int | str, dict[str, Any]]
 
 WHY: dict[int, str] = {
     400: "The request is malformed: the message names the field and what is wrong",
-    401: "No user credential, or one that is not valid",
+    401: "No credential, or one that is not valid",
     403: "Refused: the role, token, proof or device check that failed is named",
-    404: "The device, challenge or check named is not known",
+    404: "The device, challenge or check named is not known (or Jamf webhooks are off)",
     409: "The device is not in the state this step needs (not enrolled, already enrolled)",
     413: "The request body is larger than the service reads",
     429: "Too many attempts: retry after Retry-After seconds",
     431: "The request has too many headers, or headers too large",
-    503: "The inventory database (or the rate-limit server) is unavailable; try again",
+    503: "The inventory database (or the rate-limit server, or the queue) is unavailable",
 }
 HEADERS: dict[int, dict[str, Any]] = {
     429: {
@@ -73,3 +73,6 @@ AUTO_ENROLLMENT = {**refusals(*AUTHENTICATED, 403, 404, 409, 429), **PENDING}
 AUTHENTICATION = refusals(*AUTHENTICATED, 403, 404, 409)
 # /v1/whoami: only the credential.
 IDENTITY = refusals(*AUTHENTICATED)
+# /v1/webhooks/jamf: Jamf Pro's own credential (Basic or a header), the body, webhooks off
+# (404 naming the settings), the queue down (503).
+WEBHOOKS = refusals(*AUTHENTICATED, 404)

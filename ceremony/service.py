@@ -11,6 +11,8 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
 - ``POST /v1/authenticate/init`` and ``/complete``: an enrolled device proves itself again
   (a quote or a signature over a nonce) and the user gets a short-lived certificate
   bound to it; ``GET /v1/whoami`` names the user a credential belongs to;
+- ``POST /v1/webhooks/jamf``: Jamf Pro's webhooks, each queueing a sync of the one
+  device it names on the worker (``ceremony.webhooks``);
 - ``GET /healthz``: whether the database and the broker answer.
 
 Every refusal is a 4xx whose body is ``{"error": "<one line>"}``, and every status a
@@ -59,6 +61,7 @@ from ceremony.protocol import (
     WhoAmI,
 )
 from ceremony.ratelimit import RateLimited
+from ceremony.webhooks import JamfWebhooks, webhook_routes
 from inventory.db import create_db_engine
 from inventory.errors import DevtrustError, Unauthenticated, one_line
 from inventory.serialize import device_to_dict
@@ -176,6 +179,7 @@ def create_app(
     ceremony: EnrollmentCeremony | None = None,
     auto_enrollment: AutoEnrollment | None = None,
     authentication: DeviceAuthentication | None = None,
+    webhooks: JamfWebhooks | None = None,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
 
@@ -221,6 +225,8 @@ def create_app(
         _auto_enrollment_routes(app, auto_enrollment)
     if authentication is not None:
         _authentication_routes(app, authentication)
+    if webhooks is not None:
+        webhook_routes(app, webhooks)
 
     @app.get(
         "/healthz",

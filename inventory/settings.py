@@ -117,6 +117,18 @@ class Settings(BaseSettings):
     jamf_sync_lock_ttl: str = Field(
         "60s", description="a dead worker's sync lock frees itself after this long"
     )
+    jamf_webhook_username: str = Field(
+        "jamf", description="the Basic auth user Jamf Pro's webhooks send (with the password)"
+    )
+    jamf_webhook_password: SecretStr | None = Field(
+        None, description="Basic auth password of POST /v1/webhooks/jamf; unset: no Basic auth"
+    )
+    jamf_webhook_header: str = Field(
+        "X-Devtrust-Webhook-Token", description="the header Jamf Pro's header auth sends"
+    )
+    jamf_webhook_token: SecretStr | None = Field(
+        None, description="the value of jamf_webhook_header; unset: no header auth"
+    )
     lock_url: str | None = Field(
         None, description="Redis for the sync locks; default: the broker's, when it is Redis"
     )

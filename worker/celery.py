@@ -36,8 +36,10 @@ SYNC_TASK = "devtrust.jamf.sync"
 PURGE_TASK = "devtrust.ceremony.purge"
 AUTO_ENROLL_TASK = "devtrust.ceremony.auto_enroll"
 NOOP_TASK = "devtrust.noop"
+DEVICE_SYNC_TASK = "devtrust.jamf.device_sync"
 PURGE_EVERY = timedelta(hours=1)
 QUEUE = "devtrust"
+EMBEDDED_POLLING_INTERVAL = 0.1
 
 
 def embedded_paths(data_dir: Path) -> dict[str, Path]:
@@ -72,6 +74,10 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(paths["out"]),
             "processed_folder": str(paths["processed"]),
             "store_processed": False,
+            # How long the worker sleeps when it finds no message (kombu: 1 s). Each message
+            # costs one such sleep, so at 1 s a burst of webhooks drained at one a second;
+            # a tenth of that is a directory listing ten times a second when idle.
+            "polling_interval": EMBEDDED_POLLING_INTERVAL,
         },
         "result_backend": settings.result_backend or f"file://{paths['results']}",
     }
@@ -295,6 +301,39 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         self.app.conf.beat_schedule = beat_schedule(self.app.conf.devtrust_settings, self.app)
         super().setup_schedule()
+
+
+class DeviceSyncQueue:
+    """How ``devtrust serve`` queues one device's sync for a Jamf webhook: coalesced, one
+    queued sync per device at a time (``jamf.device_sync.Coalescer``)."""
+
+    def __init__(self, celery: Celery, settings: Settings) -> None:
+        from jamf.device_sync import coalescer_for
+
+        self.app = celery
+        self.source = settings.jamf_source_name.strip() or "jamf"
+        self.coalescer = coalescer_for(
+            settings.broker_url, settings.data_dir, redis_url=settings.lock_url
+        )
+
+    def submit(self, kind: str, jamf_id: str, event: str) -> bool:
+        """Queue the device's sync; False when one is queued already (coalesced)."""
+        from jamf.device_sync import DeviceKind, DeviceRef, pending_key
+
+        key = pending_key(self.source, DeviceRef(DeviceKind(kind), jamf_id))
+        if not self.coalescer.claim(key):
+            return False
+        try:
+            self.app.send_task(
+                DEVICE_SYNC_TASK,
+                kwargs={"kind": kind, "jamf_id": jamf_id, "event": event},
+                queue=QUEUE,
+                retry=False,
+            )
+        except BaseException:
+            self.coalescer.release(key)  # nothing is queued: the next webhook queues it
+            raise
+        return True
 
 
 app = create_app()

@@ -20,7 +20,11 @@ from inventory.serialize import run_to_dict
 from inventory.services import auto_enroll, challenges
 from inventory.services import source_sync as store
 from inventory.settings import Settings
+from jamf import device_sync
+from jamf.client import JamfClient
 from jamf.config import client_from_settings, source_from_settings
+from jamf.device_sync import Coalescer, DeviceKind, DeviceRef, coalescer_for, pending_key
+from jamf.errors import JamfError
 from jamf.sync import Kind, ProgressCallback, run_sync
 from worker.locks import Locks, LockState, locks_for
 
@@ -173,6 +177,62 @@ def purge_challenges(settings: Settings) -> int:
 
 
 _databases: dict[tuple[int, str], Database] = {}
+_device_sync: dict[tuple[Any, ...], tuple[Database, JamfClient, Coalescer]] = {}
+
+
+def _device_sync_tools(settings: Settings) -> tuple[Database, JamfClient, Coalescer]:
+    """The database, Jamf client (and its token) and coalescing marks a worker process's
+    device syncs share: a webhook's sync is one record, and must not pay for a pool and
+    a Jamf token each time. Per process id: a forked child opens its own."""
+    key = (os.getpid(), settings.database_url_value, settings.jamf_url,
+           settings.jamf_client_id, settings.jamf_username)  # fmt: skip
+    tools = _device_sync.get(key)
+    if tools is None:
+        db = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+        coalescer = coalescer_for(
+            settings.broker_url, settings.data_dir, redis_url=settings.lock_url
+        )
+        tools = (db, client_from_settings(settings), coalescer)
+        _device_sync[key] = tools
+    return tools
+
+
+def sync_device(
+    settings: Settings, *, kind: str, jamf_id: str, event: str | None = None
+) -> dict[str, Any]:
+    """The sync of one Jamf record a webhook asked for (``jamf.device_sync``).
+
+    Its pending mark is cleared first, so a webhook arriving from now on queues one more
+    sync. A sync the settings cannot start, or that Jamf fails, is recorded as a failed
+    run of kind ``device`` with its reason (audited), and not retried: the next webhook
+    or scheduled sync reads the device again."""
+    try:
+        ref = DeviceRef(DeviceKind(kind), str(jamf_id).strip())
+    except ValueError:
+        return {"status": store.FAILED, "reason": f"unknown device kind {kind!r}"}
+    source_name = settings.jamf_source_name.strip() or "jamf"
+    try:
+        source = source_from_settings(settings)
+        db, client, coalescer = _device_sync_tools(settings)
+        coalescer.release(pending_key(source.name, ref))
+        if ref.kind is DeviceKind.MOBILE_DEVICE and not source.mobile_devices:
+            raise ConfigurationError(
+                "mobile devices are not synced: set DEVTRUST_JAMF_MOBILE_DEVICES=true"
+            )
+        outcome = device_sync.sync_device(db, client, source, ref, event=event)
+    except (ConfigurationError, InvalidArgument, JamfError) as exc:
+        reason = f"the sync of Jamf {ref} failed: {one_line(exc, limit=300)}"
+        log.error("%s", reason)
+        failed = Database.connect(settings.database_url_value, migrate=settings.auto_migrate)
+        try:
+            run = store.record_not_started(
+                failed.uow(), source=source_name, inventory=_first_inventory(settings),
+                kind=device_sync.DEVICE_RUN, actor="jamf-webhook", error=reason,
+            )  # fmt: skip
+        finally:
+            failed.close()
+        return {"status": run.status, "reason": reason, "run": run_to_dict(run)}
+    return outcome.to_dict()
 
 
 def database_for(settings: Settings) -> Database:

@@ -14,7 +14,14 @@ from inventory.errors import DatabaseUnavailable
 from inventory.services import auto_enroll as auto_enroll_service
 from jamf.sync import Progress
 from worker import jobs
-from worker.celery import AUTO_ENROLL_TASK, NOOP_TASK, PURGE_TASK, SYNC_TASK, app
+from worker.celery import (
+    AUTO_ENROLL_TASK,
+    DEVICE_SYNC_TASK,
+    NOOP_TASK,
+    PURGE_TASK,
+    SYNC_TASK,
+    app,
+)
 from worker.locks import LockUnavailable
 
 log = logging.getLogger("devtrust.worker")
@@ -70,6 +77,19 @@ def sync(
         log.info("sync trying again in %d s, when the dead sync's lock frees", countdown)
         raise self.retry(countdown=countdown)
     return outcome
+
+
+@app.task(
+    name=DEVICE_SYNC_TASK,
+    autoretry_for=(DatabaseUnavailable,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=5,
+)
+def sync_device(kind: str, jamf_id: str, event: str | None = None) -> dict[str, Any]:
+    """Sync the one Jamf record a webhook named (``kind``: computer or mobile-device)."""
+    return jobs.sync_device(app.conf.devtrust_settings, kind=kind, jamf_id=jamf_id, event=event)
 
 
 @app.task(name=PURGE_TASK, autoretry_for=(DatabaseUnavailable,), max_retries=3)

@@ -660,15 +660,26 @@ def abandon_running(uow: UnitOfWork, inventory: str, *, actor: str) -> list[int]
     return ids
 
 
-def recent_runs(uow: UnitOfWork, inventory: str, *, limit: int = 20) -> list[SyncRun]:
-    """The inventory's newest runs, newest first."""
+# The runs of an inventory entry's schedule. A webhook's one-device sync is recorded as a
+# run of kind "device" (``jamf.device_sync``): audited like any run, but it neither moves
+# a partial sync's watermark nor counts towards the alert, and `jamf status` lists the
+# scheduled runs, which thousands of device runs a day would otherwise push out.
+SCHEDULED_KINDS = ("full", "partial")
+
+
+def recent_runs(
+    uow: UnitOfWork,
+    inventory: str,
+    *,
+    limit: int = 20,
+    kinds: Sequence[str] | None = SCHEDULED_KINDS,
+) -> list[SyncRun]:
+    """The inventory's newest runs of ``kinds`` (None: every kind), newest first."""
     with uow.read():
-        rows = uow.session.scalars(
-            select(SyncRunRow)
-            .where(SyncRunRow.inventory == inventory)
-            .order_by(SyncRunRow.id.desc())
-            .limit(limit)
-        ).all()
+        query = select(SyncRunRow).where(SyncRunRow.inventory == inventory)
+        if kinds is not None:
+            query = query.where(SyncRunRow.kind.in_(list(kinds)))
+        rows = uow.session.scalars(query.order_by(SyncRunRow.id.desc()).limit(limit)).all()
         return [to_run(r) for r in rows]
 
 
@@ -685,11 +696,16 @@ def last_success(uow: UnitOfWork, inventory: str) -> SyncRun | None:
 
 def last_watermarks(uow: UnitOfWork, inventory: str) -> dict[str, datetime]:
     """Where the next partial sync starts, per kind of record ("computers", ...): the
-    newest successful run's watermarks (``details["watermarks"]``, else its column)."""
+    newest successful full or partial run's watermarks (``details["watermarks"]``, else
+    its column). A device run (a webhook's) has none and moves nothing."""
     with uow.read():
         row = uow.session.scalars(
             select(SyncRunRow)
-            .where(SyncRunRow.inventory == inventory, SyncRunRow.status == SUCCEEDED)
+            .where(
+                SyncRunRow.inventory == inventory,
+                SyncRunRow.status == SUCCEEDED,
+                SyncRunRow.kind.in_(SCHEDULED_KINDS),
+            )
             .order_by(SyncRunRow.id.desc())
             .limit(1)
         ).one_or_none()
@@ -702,8 +718,9 @@ def last_watermarks(uow: UnitOfWork, inventory: str) -> dict[str, datetime]:
 
 
 def alert(runs: Sequence[SyncRun]) -> bool:
-    """Two failed runs in a row (newest first, finished runs only) raise the alert."""
-    finished = [r for r in runs if r.status != RUNNING][:2]
+    """Two failed runs in a row (newest first, finished full and partial runs only)
+    raise the alert; a device run, failed or not, neither raises nor clears it."""
+    finished = [r for r in runs if r.status != RUNNING and r.kind in SCHEDULED_KINDS][:2]
     return len(finished) == 2 and all(r.status == FAILED for r in finished)
 
 

@@ -11,7 +11,10 @@ No authentication: these exist for tests, demos and benchmarks on loopback.
     GET    /_sim/faults, PUT /_sim/faults   fault_rate, latency_ms, fault_seed,
                                             fault_kinds, token_ttl
     DELETE /_sim/tokens               expire every token now
-    GET    /_sim/stats                requests by endpoint and status, faults, tokens
+    GET    /_sim/stats                requests by endpoint and status, faults, tokens,
+                                      webhooks sent
+With ``--webhook-url``, every add, change and delete made here is posted as the Jamf Pro
+webhook it stands for, in the background (``jamf.simulator.webhooks``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .faults import parse_faults
 from .fleet import Fleet
 from .responses import BadRequest, dumps, jamf_error, json_array, json_response
 from .state import Simulator
+from .webhooks import WebhookSender
 
 _KINDS = {"devices": "computers", "computers": "computers", "mobile-devices": "mobile-devices"}
 
@@ -56,6 +60,21 @@ async def _body(request: Request) -> dict[str, Any]:
     return value
 
 
+def _webhooks(request: Request) -> WebhookSender | None:
+    """The app's webhook sender, started on the first change (None: no --webhook-url)."""
+    state = request.app.state
+    sender: WebhookSender | None = getattr(state, "webhooks", None)
+    if sender is None and _sim(request).config.webhook_url:
+        sender = state.webhooks = WebhookSender(_sim(request).config)
+    return sender
+
+
+def _changed(request: Request, action: str, record: dict[str, Any] | None) -> None:
+    sender = _webhooks(request)
+    if sender is not None and record is not None:
+        sender.changed(_KINDS[request.path_params["kind"]], action, record)
+
+
 def _ident(request: Request) -> int:
     raw = request.path_params["ident"]
     return int(raw) if raw.isdigit() else 0
@@ -63,16 +82,22 @@ def _ident(request: Request) -> int:
 
 async def add_device(request: Request) -> Response:
     fleet = _fleet(request, request.path_params["kind"])
-    return json_response(fleet.add(await _body(request)), 201)
+    record = fleet.add(await _body(request))
+    _changed(request, "add", record)
+    return json_response(record, 201)
 
 
 async def device(request: Request) -> Response:
     fleet, ident = _fleet(request, request.path_params["kind"]), _ident(request)
     if request.method == "DELETE":
+        before = fleet.get(ident)
         found = fleet.delete(ident)
+        if found:
+            _changed(request, "delete", before)
         return Response(status_code=204) if found else _missing(ident)
     if request.method == "PATCH":
         record = fleet.change(ident, await _body(request))
+        _changed(request, "change", record)
     else:
         record = fleet.get(ident)
     return _missing(ident) if record is None else json_response(record)
@@ -144,6 +169,8 @@ async def stats(request: Request) -> Response:
         "computers_version": sim.computers.version,
         "mobile_devices_version": sim.mobile_devices.version,
     }
+    sender: WebhookSender | None = getattr(request.app.state, "webhooks", None)
+    snapshot["webhooks"] = sender.stats() if sender else None
     return json_response(snapshot)
 
 

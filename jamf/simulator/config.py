@@ -50,6 +50,13 @@ class SimulatorConfig:
     reference_time: datetime = field(default_factory=_start_of_today)
     #: The time a mutation (add, change) stamps on a device.
     clock: Callable[[], datetime] = _now
+    #: Where every change made through /_sim/ is posted as a Jamf Pro webhook (None: off).
+    webhook_url: str | None = None
+    #: Basic auth for the webhooks, as Jamf Pro's "Basic Authentication" (None: none).
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    #: A header sent with every webhook, "Name: value" (Jamf Pro's header authentication).
+    webhook_header: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.devices <= MAX_DEVICES:
@@ -78,6 +85,14 @@ class SimulatorConfig:
         except ValueError as exc:
             known = ", ".join(f.value for f in Fault)
             raise InvalidArgument(f"fault kinds: {exc} (known: {known})") from None
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise InvalidArgument(f"--webhook-url must be an http(s) URL, not {self.webhook_url!r}")
+        if (self.webhook_username is None) != (self.webhook_password is None):
+            raise InvalidArgument("--webhook-username and --webhook-password go together")
+        if self.webhook_header is not None and not self.webhook_header.partition(":")[2].strip():
+            raise InvalidArgument("--webhook-header must be 'Name: value'")
         if self.reference_time.tzinfo is None:
             self.reference_time = self.reference_time.replace(tzinfo=UTC)
 

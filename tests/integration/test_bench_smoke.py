@@ -116,3 +116,17 @@ def test_bench_auto_enroll_prints_every_figure_for_both_backends() -> None:
         names = {line.split(":")[0].split(None, 1)[1] for line in mine if " ratio " in line}
         assert names == {"checks / no-op throughput", "p99 latency at 20 checks/s"}, mine
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
+
+
+def test_bench_webhooks_prints_its_figures_on_both_queues() -> None:
+    result = run_bench("webhooks", "--changes", "10", "--devices", "100", timeout=300)
+    lines = result.stdout.splitlines()
+    for queue in ("embedded", "redis"):
+        [ratio] = [line for line in lines if line.startswith(queue) and " ratio " in line]
+        assert "webhook latency p99:" in ratio, result.stdout
+        # Every change reached the inventory through a device run of its own.
+        assert any(
+            line.startswith(queue) and "10 changes: p50" in line and "'device': 10" in line
+            for line in lines
+        ), result.stdout
+    assert lines[-1] in ("PASS", "FAIL"), result.stdout

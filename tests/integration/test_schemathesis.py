@@ -7,11 +7,14 @@ credential of a user holding every human role, so requests get past authenticati
 the routes' own checks. Auto-enrollment is on, its queue the embedded broker with no
 worker behind it, and the service does not wait for verdicts: checks answer 202 at once
 and their polls stay pending (``test_auto_enroll_service`` covers the worker's side).
+Jamf webhooks are on with header auth, and the run with a credential sends that header
+too, so webhook bodies get past authentication; their syncs pile up unread in the same
+queue (``test_webhooks`` covers the rest).
 
 The number of examples is bounded so that the four runs take under a minute in all.
 Any failure is a disagreement between the document and the service; its output (with
 the seed and a curl command to reproduce each one) is the test's failure message.
-``schemathesis.toml`` beside this file says why four routes may answer 400 to requests
+``schemathesis.toml`` beside this file says why five routes may answer 400 to requests
 their schema accepts.
 """
 
@@ -23,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from inventory.db import Database
 from inventory.domain import Role
 from inventory.preference import DeviceTrust
@@ -31,6 +36,7 @@ from tests.processes import DEVTRUST, free_port, started
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+WEBHOOK_HEADER, WEBHOOK_TOKEN = "X-Webhook-Token", "schemathesis-webhook-token"
 EXAMPLES = 10  # per operation in the fuzzing and stateful phases; the coverage phase's
 # cases (about a thousand, its own count) take most of the time: a run takes 10 to 20 s
 
@@ -70,7 +76,8 @@ def test_schemathesis_finds_nothing_with_or_without_a_credential(
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
     env = {**clean, "DEVTRUST_DATA_DIR": str(tmp_path / "data"), "DEVTRUST_DATABASE_URL": db_url,
-           "DEVTRUST_AUTO_ENROLL_WAIT": "0"}  # fmt: skip
+           "DEVTRUST_AUTO_ENROLL_WAIT": "0", "DEVTRUST_JAMF_WEBHOOK_HEADER": WEBHOOK_HEADER,
+           "DEVTRUST_JAMF_WEBHOOK_TOKEN": WEBHOOK_TOKEN}  # fmt: skip
     with started([DEVTRUST, "serve", "--port", str(port)], env, "serve") as server:
         server.wait_for("Uvicorn running", timeout=30)
         url = f"http://127.0.0.1:{port}/openapi.json"
@@ -78,7 +85,12 @@ def test_schemathesis_finds_nothing_with_or_without_a_credential(
         # two cores.
         started_runs = {
             "without a credential": schemathesis(url, tmp_path),
-            "with a credential": schemathesis(url, tmp_path, f"Authorization: Bearer {credential}"),
+            "with a credential": schemathesis(
+                url,
+                tmp_path,
+                f"Authorization: Bearer {credential}",
+                f"{WEBHOOK_HEADER}: {WEBHOOK_TOKEN}",
+            ),
         }
         runs = {name: finished(run) for name, run in started_runs.items()}
     failed = {name: findings(run) for name, run in runs.items() if run.returncode != 0}
@@ -86,5 +98,22 @@ def test_schemathesis_finds_nothing_with_or_without_a_credential(
     for run in runs.values():  # it did test every operation the document has
         selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", run.stdout)
         assert selected, run.stdout[-3000:]
-        assert len(set(selected.groups())) == 1 and int(selected[1]) >= 9, selected.group()
+        assert len(set(selected.groups())) == 1 and int(selected[1]) >= 10, selected.group()
         assert re.search(r"\d+ generated, \d+ passed", run.stdout), run.stdout[-3000:]
+
+
+def test_jamf_webhooks_are_404_naming_the_settings_when_no_credential_is_set(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+    env = {**clean, "DEVTRUST_DATA_DIR": str(tmp_path / "data")}
+    with started([DEVTRUST, "serve", "--port", str(port)], env, "serve") as server:
+        server.wait_for("Uvicorn running", timeout=30)
+        body = {"webhook": {"webhookEvent": "ComputerAdded"}, "event": {"jssID": 1}}
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/webhooks/jamf", json=body, timeout=10)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "Jamf webhooks are off: set DEVTRUST_JAMF_WEBHOOK_PASSWORD (Basic auth) or "
+        "DEVTRUST_JAMF_WEBHOOK_TOKEN (header auth) to take them"
+    }

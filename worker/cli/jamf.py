@@ -198,6 +198,19 @@ def simulator(
     mobile_devices: Annotated[
         int | None, typer.Option(help="iOS devices (default: a tenth of --devices)")
     ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(help="post a Jamf Pro webhook here for every change made through /_sim/"),
+    ] = None,
+    webhook_username: Annotated[
+        str | None, typer.Option(help="Basic auth user of the webhooks")
+    ] = None,
+    webhook_password: Annotated[
+        str | None, typer.Option(help="Basic auth password of the webhooks")
+    ] = None,
+    webhook_header: Annotated[
+        str | None, typer.Option(help="a header sent with every webhook, 'Name: value'")
+    ] = None,
 ) -> None:
     """Serve a Jamf Pro-compatible API over a generated fleet until interrupted."""
     from jamf.simulator import SimulatorConfig, serve
@@ -216,6 +229,10 @@ def simulator(
         client_secret=client_secret,
         username=username,
         password=password,
+        webhook_url=webhook_url,
+        webhook_username=webhook_username,
+        webhook_password=webhook_password,
+        webhook_header=webhook_header,
     )
 
     def ready(url: str) -> None:

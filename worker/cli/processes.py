@@ -118,9 +118,8 @@ def serve(
         window,
         "auto-enrollment attempts",
     )
-    auto = AutoEnrollment(
-        database(), CeleryCheckQueue(create_celery(current)), limiter, current.auto_enroll_wait
-    )
+    celery = create_celery(current)
+    auto = AutoEnrollment(database(), CeleryCheckQueue(celery), limiter, current.auto_enroll_wait)
     try:
         ca = DeviceCA.load_or_create(
             current.data_dir / "device-ca",
@@ -143,6 +142,10 @@ def serve(
     # Bound once first: a port taken is one error line, not uvicorn's among its start-up logs.
     bind(host, port).close()
     configure_logging("INFO")
-    app = create_app(current, checks, ceremony, auto, authentication)
+    from ceremony.webhooks import JamfWebhooks
+    from worker.celery import DeviceSyncQueue
+
+    webhooks = JamfWebhooks(current, DeviceSyncQueue(celery, current).submit)
+    app = create_app(current, checks, ceremony, auto, authentication, webhooks)
     # h11 with bounded headers, not httptools: see ceremony.limits.
     uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)
