@@ -10,6 +10,7 @@ missing piece maps to None rather than to an error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -220,7 +221,8 @@ def map_mobile_device(
     if report_time is None:
         report_time = parse_jamf_time(record.get("lastInventoryUpdateTimestamp"))
     external_id = _text(record, "mobileDeviceId") or _text(record, "id")
-    return _mapped(
+    nobody = _folded(ignored_usernames)
+    mapped = _mapped(
         external_id=external_id,
         serial=field(hardware, "serialNumber"),
         os_type=OSType.IOS,
@@ -230,13 +232,18 @@ def map_mobile_device(
             os_build=field(general, "osBuild"),
             os_build_supplemental=field(general, "osSupplementalBuildVersion"),
             os_usernames=tuple(
-                name for name in _unique([_text(user, "username")]) if name not in ignored_usernames
+                name for name in _unique([_text(user, "username")]) if name.casefold() not in nobody
             ),
             external_id=external_id,
             update_time=report_time,
         ),
         report_time=report_time,
     )
+    if isinstance(mapped, Skipped):
+        return mapped
+    # The record goes along for ``devices get --raw`` but stays out of the hash: the
+    # list shape and the detail shape of one device must hash the same.
+    return dataclasses.replace(mapped, raw=_AS_GIVEN.encode(record))
 
 
 def profile_hash(

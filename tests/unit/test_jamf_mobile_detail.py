@@ -6,6 +6,7 @@ level, the user under ``location``, the model under the object ``type`` names (`
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,3 +141,19 @@ def test_an_ignored_username_is_not_one_of_the_profiles() -> None:
     ignored = frozenset({"ana.silva"})
     assert mapped(map_mobile_device(detail_record(), ignored)).profile.os_usernames == ()
     assert mapped(map_mobile_device(list_item(), ignored)).profile.os_usernames == ()
+
+
+def test_both_shapes_carry_their_record_for_devices_get_raw_and_hash_alike() -> None:
+    detail, item = map_mobile_device(detail_record()), map_mobile_device(list_item())
+    assert isinstance(detail, MappedDevice) and isinstance(item, MappedDevice)
+
+    assert detail.raw is not None and json.loads(detail.raw) == detail_record()
+    assert item.raw is not None and json.loads(item.raw) == list_item()
+    assert detail.content_hash == item.content_hash
+
+
+def test_the_ignored_usernames_are_compared_without_case() -> None:
+    mapped = map_mobile_device(detail_record(), frozenset({"Ana.Silva"}))
+
+    assert isinstance(mapped, MappedDevice)
+    assert mapped.profile.os_usernames == ()
