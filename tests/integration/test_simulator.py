@@ -350,7 +350,7 @@ def test_single_records_honour_sections_and_default_like_jamf(jamf: Jamf) -> Non
     assert asked["general"] == everything["general"]
     assert asked["operatingSystem"] == everything["operatingSystem"]
     assert asked["hardware"] is None and asked["localUserAccounts"] == []
-    assert "diskEncryption" not in asked
+    assert asked["diskEncryption"] is None and asked["security"] is None
     refused = jamf.get(detail, section=["COLOUR"])
     assert refused.status_code == 400
     assert refused.json()["errors"][0]["field"] == "section"
