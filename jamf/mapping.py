@@ -89,27 +89,29 @@ def map_computer(
         update_time=report_time,
         posture=computer_posture(record),
     )
-    mapped = _mapped(
+    # One encoding of the record serves the hash and the kept copy (``raw``): as text,
+    # not the parsed record, since a page in flight holds 500 of them (the text is a
+    # fifth of the dict's memory) and the write needs the text anyway. It is the record
+    # without its VOLATILE telemetry: what changes it is a change, and what is kept is
+    # never a stale copy of what moves on every report (times are in the posture).
+    return _mapped(
         external_id=external_id,
         serial=_text(hardware, "serialNumber"),
         os_type=OSType.MACOS,
         profile=profile,
         report_time=report_time,
+        record_text=record_text(record),
     )
-    if isinstance(mapped, Skipped):
-        return mapped
-    digest = profile_hash(mapped.asset_tag, mapped.os_type, profile, record=record)
-    # As text, not the parsed record: a page in flight holds 500 of them (the text is a
-    # fifth of the dict's memory), and the write needs the text anyway.
-    return MappedDevice(  # not dataclasses.replace: this runs for every record of a sync
-        asset_tag=mapped.asset_tag,
-        os_type=mapped.os_type,
-        external_id=mapped.external_id,
-        profile=profile,
-        content_hash=digest,
-        raw=_AS_GIVEN.encode(record),
-        report_time=report_time,
-    )
+
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """The record without its ``VOLATILE`` fields as compact JSON, keys sorted: the same
+    record is the same text whatever order a server (or a route) lists its keys in."""
+    steady = _steady(record)
+    try:
+        return _CANONICAL.encode(steady)
+    except TypeError:  # keys that do not sort (never from JSON): as they come
+        return _AS_GIVEN.encode(steady)
 
 
 def computer_usernames(
@@ -251,7 +253,7 @@ def profile_hash(
     os_type: OSType,
     profile: Profile,
     *,
-    record: Mapping[str, Any] | None = None,
+    record_text: str | None = None,
 ) -> str:
     """sha256 over what a sync writes, except what moves without anything changing.
 
@@ -259,8 +261,8 @@ def profile_hash(
     changed, and every check-in moves ``lastContactTime``: leaving them out is what lets
     a no-change full sync write nothing. The last contact counts by its UTC day, so a
     device that keeps checking in is rewritten once a day at most, and its stored last
-    contact is never more than a day (and a sync) behind. ``record``, the raw Jamf
-    record, counts without its ``VOLATILE`` telemetry.
+    contact is never more than a day (and a sync) behind. ``record_text`` is the Jamf
+    record without its ``VOLATILE`` telemetry (``record_text()``).
     """
     posture = profile.posture
     fields: list[Any] = [
@@ -275,14 +277,14 @@ def profile_hash(
         profile.jamf_binary_version,
         profile.external_id,
         None if posture is None else _posture_fields(posture),
-        None if record is None else _steady(record),
     ]
-    # JSON, not a joined string: no choice of separator can make two profiles collide.
-    try:
-        canonical = _CANONICAL.encode(fields)
-    except TypeError:  # keys that do not sort (never from JSON): hash them as they come
-        canonical = _AS_GIVEN.encode(fields)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # JSON, not a joined string: no choice of separator can make two profiles collide
+    # (the record's text is JSON too, after a separator JSON cannot hold unescaped).
+    digest = hashlib.sha256(_CANONICAL.encode(fields).encode())
+    if record_text is not None:
+        digest.update(b"\n")
+        digest.update(record_text.encode())
+    return digest.hexdigest()
 
 
 def _posture_fields(posture: Posture) -> list[Any]:
@@ -301,8 +303,8 @@ def _posture_fields(posture: Posture) -> list[Any]:
 
 
 #: Fields of a computers-inventory record that move with every report or check-in
-#: without any change of state: left out of the content hash (the stored raw record
-#: keeps them, as of the device's last write). section -> keys; "localUserAccounts"
+#: without any change of state: left out of the content hash and of the kept record
+#: (``devices get --raw``). section -> keys; "localUserAccounts"
 #: names keys of each account.
 VOLATILE: dict[str, frozenset[str]] = {
     "general": frozenset(
@@ -393,6 +395,7 @@ def _mapped(
     os_type: OSType,
     profile: Profile,
     report_time: datetime | None,
+    record_text: str | None = None,
 ) -> MappedDevice | Skipped:
     if external_id is None:
         return Skipped(None, NO_ID)
@@ -408,7 +411,8 @@ def _mapped(
         external_id=external_id,
         profile=profile,
         report_time=report_time,
-        content_hash=profile_hash(asset_tag, os_type, profile),
+        content_hash=profile_hash(asset_tag, os_type, profile, record_text=record_text),
+        raw=record_text,
     )
 
 
