@@ -16,7 +16,6 @@ Token values and secrets never reach a log line, an exception message or a repr.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from jamf.errors import (
     JamfBadResponse,
@@ -97,8 +97,8 @@ def read_json(response: httpx.Response, path: str) -> Any:
     if "html" in content_type.lower():
         raise JamfBadResponse(path, f"HTTP {response.status_code} with an HTML page, not JSON")
     try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(response.content)
+    except (ValueError, UnicodeDecodeError):  # orjson.JSONDecodeError is a ValueError
         size = len(response.content)
         raise JamfBadResponse(
             path, f"HTTP {response.status_code} with a body that is not valid JSON ({size} bytes)"

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from inventory.domain import (
     OSType,
     Posture,
@@ -109,8 +111,8 @@ def record_text(record: Mapping[str, Any]) -> str:
     record is the same text whatever order a server (or a route) lists its keys in."""
     steady = _steady(record)
     try:
-        return _CANONICAL.encode(steady)
-    except TypeError:  # keys that do not sort (never from JSON): as they come
+        return orjson.dumps(steady, option=orjson.OPT_SORT_KEYS, default=repr).decode()
+    except TypeError:  # keys that are not text (never from JSON): the stdlib, as they come
         return _AS_GIVEN.encode(steady)
 
 
