@@ -862,17 +862,23 @@ class PageReader:
                 while self._in_flight:
                     self._cond.wait()
 
+    def _failed(self, exc: BaseException, span: _Range | None = None) -> None:
+        """A request's failure: the first one is the read's error, and the reader wakes."""
+        with self._cond:
+            self._in_flight -= 1
+            if span is not None:
+                span.busy = False
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
     def _probe(self) -> None:
         """The highest id and Jamf's total at the start; then split the id space."""
         try:
             first = self.fetcher.top()
             top = max((self.fetcher.ident(r) for r in first.results), default=0)
         except BaseException as exc:
-            with self._cond:
-                self._in_flight -= 1
-                if self._error is None:
-                    self._error = exc
-                self._cond.notify_all()
+            self._failed(exc)
             return
         with self._cond:
             self._in_flight -= 1
@@ -989,12 +995,7 @@ class PageReader:
         except _Stopped:
             page = None
         except BaseException as exc:
-            with self._cond:
-                self._in_flight -= 1
-                span.busy = False
-                if self._error is None:
-                    self._error = exc
-                self._cond.notify_all()
+            self._failed(exc, span)
             return
         with self._cond:
             self._in_flight -= 1

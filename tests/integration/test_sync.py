@@ -30,23 +30,27 @@ REFERENCE = datetime(2026, 11, 1, tzinfo=UTC)
 FAST_RETRY = RetryPolicy(attempts=12, initial_wait=0.005, max_wait=0.1, total_timeout=60)
 
 
+def expected_fleet(sim: Simulator) -> dict[str, tuple[str, str]]:
+    """serial -> (Jamf id, content hash) of every managed computer the fleet has now."""
+    fleet = sim.computers
+    out: dict[str, tuple[str, str]] = {}
+    for ident in list(fleet.live_ids()):
+        record = fleet.get(ident)
+        if record is None or not record["general"]["remoteManagement"]["managed"]:
+            continue
+        mapped = map_computer(record)
+        assert isinstance(mapped, MappedDevice)
+        out[mapped.asset_tag] = (mapped.external_id, mapped.content_hash)
+    return out
+
+
 @dataclass
 class Jamf:
     sim: Simulator
     client: JamfClient
 
     def expected(self) -> dict[str, tuple[str, str]]:
-        """serial -> (Jamf id, content hash) of every managed computer the fleet has now."""
-        fleet = self.sim.computers
-        out: dict[str, tuple[str, str]] = {}
-        for ident in list(fleet.live_ids()):
-            record = fleet.get(ident)
-            if record is None or not record["general"]["remoteManagement"]["managed"]:
-                continue
-            mapped = map_computer(record)
-            assert isinstance(mapped, MappedDevice)
-            out[mapped.asset_tag] = (mapped.external_id, mapped.content_hash)
-        return out
+        return expected_fleet(self.sim)
 
 
 @contextmanager

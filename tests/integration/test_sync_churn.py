@@ -24,9 +24,9 @@ from inventory.services import devices
 from inventory.services import source_sync as store
 from jamf.client import JamfClient, RetryPolicy
 from jamf.config import InventorySpec, OnMissing, SourceSpec
-from jamf.mapping import MappedDevice, map_computer
 from jamf.simulator import Simulator, SimulatorConfig, create_app, running_simulator
 from jamf.sync import Kind, Progress, run_sync
+from tests.integration.test_sync import expected_fleet
 
 FAST_RETRY = RetryPolicy(attempts=12, initial_wait=0.005, max_wait=0.1, total_timeout=60)
 SOURCE = SourceSpec()
@@ -64,17 +64,7 @@ class Jamf:
     transport: CountingTransport
 
     def expected(self) -> dict[str, tuple[str, str]]:
-        """serial -> (Jamf id, content hash) of every managed computer the fleet has now."""
-        fleet = self.sim.computers
-        out: dict[str, tuple[str, str]] = {}
-        for ident in list(fleet.live_ids()):
-            record = fleet.get(ident)
-            if record is None or not record["general"]["remoteManagement"]["managed"]:
-                continue
-            mapped = map_computer(record)
-            assert isinstance(mapped, MappedDevice)
-            out[mapped.asset_tag] = (mapped.external_id, mapped.content_hash)
-        return out
+        return expected_fleet(self.sim)
 
     def serial(self, ident: int) -> str:
         record = self.sim.computers.get(ident) or self.sim.computers.generator.record(ident)
