@@ -54,6 +54,7 @@ from inventory.errors import (
     NotFound,
 )
 from inventory.models import DeviceRow
+from inventory.preference import check_attestation
 from inventory.serialize import device_to_dict
 from inventory.services import audit, challenges, users
 from inventory.services.devices import (
@@ -61,6 +62,7 @@ from inventory.services.devices import (
     row_by_tag_within,
     to_device,
 )
+from inventory.services.preference import get_preference_within
 
 TPM_KIND = "auth-tpm"
 MACOS_KIND = "auth-macos"
@@ -123,6 +125,12 @@ class DeviceAuthentication:
                 raise DeviceNotEnrolled(
                     f"device {device.label} is enrolled, but not by {user.name}"
                 )
+            # Read at every login: raising the minimum refuses devices enrolled below it.
+            check_attestation(
+                device.credential.attestation_type.level,
+                get_preference_within(uow).device_trust.min_attestation,
+                what=f"device {device.label} is enrolled",
+            )
             failed = drift(device, collected) if device.profile is not None else []
             if failed:
                 raise DeviceDrifted(mismatch(failed), for_audit=mismatch_in_full(failed))

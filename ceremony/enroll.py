@@ -15,6 +15,7 @@ TPM devices (Linux, Windows) prove with credential activation and a quote
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -22,7 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from ceremony.attestation import macos, tpm_verify
+from ceremony.attestation.ek_cert import ek_public_from_certificate, parse_ek_certificate
+from ceremony.errors import AttestationError, KeyProofError
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,
@@ -47,8 +52,10 @@ from inventory.domain import (
     OSType,
     Role,
     TokenKind,
+    TrustLevel,
 )
 from inventory.errors import AccessDenied, InvalidArgument, NotFound, TokenInvalid
+from inventory.preference import check_attestation
 from inventory.services import audit, challenges, devices, enrollment, tokens, users
 from inventory.services.enrollment import check_collected_matches
 
@@ -108,6 +115,11 @@ class EnrollmentCeremony:
                 raise TokenInvalid(f"device {device.label} is already enrolled: unenroll it first")
             _check_flow(device, tpm=request.tpm is not None)
             assert draft is not None  # None only for what the checks above refuse
+            if start.bound_to is not None:  # one TPM, one device
+                raise enrollment.bound_elsewhere(start.bound_to, tpm=request.tpm is not None)
+            check_attestation(
+                _expected_level(draft, start), start.min_attestation, what="this device enrolls"
+            )
             if seen.challenge is None:
                 seen.challenge = enrollment.issue_drafted_within(
                     uow, draft, start, seen.user, self.config.challenge_ttl
@@ -142,6 +154,7 @@ class EnrollmentCeremony:
                 "secret": _b64(secrets.token_bytes(tpm_verify.SECRET_SIZE)),
                 "nonce": _b64(secrets.token_bytes(tpm_verify.NONCE_SIZE)),
                 "ek_cert_serial": tpm_verify.ek_cert_serial(sent.ek_cert),
+                "binding": ek_binding(sent),
             }
             attestation_type = "tpm_ekcert" if sent.ek_cert is not None else "tpm_ekpub"
         else:
@@ -150,6 +163,7 @@ class EnrollmentCeremony:
             state |= {
                 "public_key": _b64(request.macos.public_key),
                 "challenge": _b64(macos.new_challenge()),
+                "binding": enclave_key_binding(request.macos.public_key),
             }
         return enrollment.Draft(
             id=challenges.new_id(),
@@ -195,6 +209,7 @@ class EnrollmentCeremony:
                 collected=collected,
                 user=seen.user.name,
                 history_limit=self.config.history_limit,
+                binding=_binding(state),
             )
             uow.commit()
         return enrolled
@@ -233,6 +248,48 @@ class EnrollmentCeremony:
             ttl=SELF_TOKEN_TTL,
             user=user.name,
         )
+
+
+def key_binding(key: tpm_verify.PublicKey) -> str:
+    """What binds a key to one enrolled device (``credential_binding``): the SHA-256 of
+    its DER SubjectPublicKeyInfo, the same however the device framed the key."""
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def ek_binding(sent: TPMAttestation) -> str | None:
+    """The binding of the EK the challenge is made for: the EK public area's key when one
+    was sent (``examine_ek`` checks it is the certificate's), else the certificate's.
+    None when neither reads, which ``examine_ek`` then refuses with the reason."""
+    try:
+        if sent.ek_public is not None:
+            return key_binding(tpm_verify.ek_public_key(bytes(sent.ek_public)))
+        if sent.ek_cert is not None:
+            return key_binding(ek_public_from_certificate(parse_ek_certificate(sent.ek_cert)))
+    except AttestationError:
+        pass
+    return None
+
+
+def enclave_key_binding(public_key: bytes) -> str | None:
+    """The binding of a macOS key; None when it does not parse (``begin`` says why)."""
+    try:
+        return key_binding(macos.parse_public_key(public_key))
+    except KeyProofError:
+        return None
+
+
+def _binding(state: dict[str, Any]) -> str:
+    binding = state.get("binding")
+    if not isinstance(binding, str):  # a challenge stored before bindings existed
+        raise InvalidArgument("the challenge is from an older server: start the enrollment again")
+    return binding
+
+
+def _expected_level(draft: enrollment.Draft, start: enrollment.Start) -> TrustLevel:
+    """The trust level the enrollment reaches if its proof verifies."""
+    stored = draft.stored_state(start).get("attestation_type")
+    return AttestationType(stored).level if stored is not None else TrustLevel.SOFTWARE_KEY
 
 
 def collected_data(data: Collected) -> CollectedData:

@@ -55,10 +55,36 @@ class EnrollStatus(StrEnum):
 
 
 class AttestationType(StrEnum):
+    """What an enrollment proved, as stored. ``none`` (a macOS key, which no hardware
+    vouches for) stays the stored value, as audit events and API clients already read it;
+    it is shown as its trust level, ``software_key``."""
+
     NONE = "none"
     TPM_EKPUB = "tpm_ekpub"
     TPM_EKCERT = "tpm_ekcert"
     TPM_EKCERT_TRUSTED = "tpm_ekcert_trusted"
+
+    @property
+    def level(self) -> TrustLevel:
+        return TrustLevel.SOFTWARE_KEY if self is AttestationType.NONE else TrustLevel(self.value)
+
+
+class TrustLevel(StrEnum):
+    """How much an enrolled device proved, weakest first: ``software_key`` (a key no
+    hardware vouches for), ``tpm_ekpub`` (a TPM's EK, no certificate), ``tpm_ekcert``
+    (its certificate, unchecked), ``tpm_ekcert_trusted`` (chained to an allowed CA)."""
+
+    SOFTWARE_KEY = "software_key"
+    TPM_EKPUB = "tpm_ekpub"
+    TPM_EKCERT = "tpm_ekcert"
+    TPM_EKCERT_TRUSTED = "tpm_ekcert_trusted"
+
+    @property
+    def rank(self) -> int:
+        return list(TrustLevel).index(self)
+
+    def at_least(self, other: TrustLevel) -> bool:
+        return self.rank >= other.rank
 
 
 class SourceOrigin(StrEnum):

@@ -65,6 +65,8 @@ class DeviceRow(Base):
     __table_args__ = (
         UniqueConstraint("asset_tag", "os_type"),
         Index("ix_devices_source_name_source_inventory", "source_name", "source_inventory"),
+        # One TPM (or one enclave key), one enrolled device: decided by the database.
+        Index("ix_devices_credential_binding", "credential_binding", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -77,6 +79,10 @@ class DeviceRow(Base):
     credential_public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     credential_ek_cert_serial: Mapped[str | None] = mapped_column(String(128))
     credential_attestation_type: Mapped[str | None] = mapped_column(String(32))
+    # While enrolled: the SHA-256 (hex) of the EK's public key (a TPM device) or of the
+    # enclave key (macOS), as DER SubjectPublicKeyInfo; NULL otherwise, and for devices
+    # enrolled before migration 0006 (their EK was never stored). Unique, NULLs apart.
+    credential_binding: Mapped[str | None] = mapped_column(String(64))
 
     source_name: Mapped[str | None] = mapped_column(String(64))
     source_origin: Mapped[str | None] = mapped_column(String(16))
@@ -211,6 +217,8 @@ class ClusterPreferenceRow(Base):
     mode: Mapped[str] = mapped_column(String(32))
     auto_enroll: Mapped[bool] = mapped_column(Boolean)
     ekcert_allowed_cas: Mapped[list[str]] = mapped_column(JSON)
+    # A ``domain.TrustLevel``; NULL: any.
+    min_attestation: Mapped[str | None] = mapped_column(String(32))
     revision: Mapped[int] = mapped_column(Integer)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
 

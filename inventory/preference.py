@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from inventory.errors import InvalidPreference, quoted
+from inventory.domain import TrustLevel
+from inventory.errors import AccessDenied, InvalidPreference, quoted
 
 KIND = "cluster_auth_preference"
 VERSION = "v2"
@@ -33,6 +34,12 @@ class DeviceTrust:
     mode: DeviceTrustMode = DeviceTrustMode.OPTIONAL
     auto_enroll: bool = False
     ekcert_allowed_cas: tuple[str, ...] = ()
+    # The weakest trust level a device may enroll or authenticate with; None: any.
+    min_attestation: TrustLevel | None = None
+
+
+#: How ``min_attestation`` is written when it is not set.
+ANY = "any"
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class Preference:
     update_time: datetime | None = None
 
 
-_FIELDS = ("mode", "auto_enroll", "ekcert_allowed_cas")
+_FIELDS = ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
 
 
 def to_resource(pref: Preference) -> dict[str, Any]:
@@ -56,6 +63,7 @@ def to_resource(pref: Preference) -> dict[str, Any]:
                 "mode": dt.mode.value,
                 "auto_enroll": dt.auto_enroll,
                 "ekcert_allowed_cas": list(dt.ekcert_allowed_cas),
+                "min_attestation": min_attestation_text(dt.min_attestation),
             }
         },
     }
@@ -107,7 +115,54 @@ def parse_device_trust(
             result,
             ekcert_allowed_cas=_cas(values["ekcert_allowed_cas"], f"{prefix}.ekcert_allowed_cas"),
         )
+    if "min_attestation" in values:
+        result = replace(
+            result,
+            min_attestation=_min_attestation(
+                values["min_attestation"], f"{prefix}.min_attestation"
+            ),
+        )
     return result
+
+
+def min_attestation_text(level: TrustLevel | None) -> str:
+    return ANY if level is None else level.value
+
+
+def parse_min_attestation(value: object) -> TrustLevel | None:
+    """A stored ``min_attestation``: None or "any" is any."""
+    return None if value is None or value == ANY else TrustLevel(str(value))
+
+
+def _min_attestation(value: object, field: str) -> TrustLevel | None:
+    try:
+        return parse_min_attestation(value)
+    except ValueError:
+        choices = ", ".join([ANY, *(level.value for level in TrustLevel)])
+        raise InvalidPreference(
+            f"invalid {field}: {quoted(value)} is not one of {choices}"
+        ) from None
+
+
+def check_attestation(level: TrustLevel, minimum: TrustLevel | None, *, what: str) -> None:
+    """Refuse when ``level`` is below ``minimum``: "<what> at trust level X, but ..."
+    naming both and how to reach the minimum."""
+    if minimum is None or level.at_least(minimum):
+        return
+    raise AccessDenied(
+        f"{what} at trust level {level.value}, but device_trust.min_attestation needs "
+        f"{minimum.value}: {_REACHING[minimum]}, or ask an admin to lower the minimum"
+    )
+
+
+_REACHING = {
+    TrustLevel.SOFTWARE_KEY: "enroll the device",
+    TrustLevel.TPM_EKPUB: "enroll from a device with a TPM",
+    TrustLevel.TPM_EKCERT: "enroll from a TPM that has an EK certificate",
+    TrustLevel.TPM_EKCERT_TRUSTED: (
+        "enroll from a TPM whose EK certificate chains to a CA in device_trust.ekcert_allowed_cas"
+    ),
+}
 
 
 def with_value(current: DeviceTrust, path: str, raw: str) -> DeviceTrust:
@@ -117,8 +172,8 @@ def with_value(current: DeviceTrust, path: str, raw: str) -> DeviceTrust:
         parts = parts[1:]
     if len(parts) != 2 or parts[0] != "device_trust":
         raise InvalidPreference(
-            f"unknown setting {quoted(path)}: use device_trust.mode, device_trust.auto_enroll "
-            "or device_trust.ekcert_allowed_cas"
+            f"unknown setting {quoted(path)}: use device_trust.mode, device_trust.auto_enroll, "
+            "device_trust.ekcert_allowed_cas or device_trust.min_attestation"
         )
     field = parts[1]
     value: Any

@@ -41,6 +41,9 @@ def device_to_dict(device: Device) -> dict[str, Any]:
             else None,
             "ek_cert_serial": credential.ek_cert_serial,
             "attestation_type": credential.attestation_type.value,
+            # What it proved, weakest first: software_key < tpm_ekpub < tpm_ekcert <
+            # tpm_ekcert_trusted (``none`` is a software_key).
+            "trust_level": credential.attestation_type.level.value,
         },
         "source": None
         if device.source is None

@@ -267,6 +267,7 @@ def unenroll_device(
         row.credential_public_key = None
         row.credential_ek_cert_serial = None
         row.credential_attestation_type = None
+        row.credential_binding = None  # the TPM (or enclave key) may enroll another device
         row.update_time = uow.now()
         device = to_device(row)
         audit.record_within(

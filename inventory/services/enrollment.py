@@ -18,18 +18,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from sqlalchemy.exc import IntegrityError
+
 from inventory.db import UnitOfWork, unlabelled
 from inventory.domain import (
     CollectedData,
     Credential,
     Device,
     EnrollStatus,
+    OSType,
     TokenKind,
+    TrustLevel,
     User,
     device_label,
 )
-from inventory.errors import DevtrustError, TokenInvalid
+from inventory.errors import AlreadyExists, DevtrustError, TokenInvalid
 from inventory.preference import NAME as PREFERENCE_NAME
+from inventory.preference import parse_min_attestation
 from inventory.services import audit, challenges, devices, tokens, users
 from inventory.services import enrollment_statements as sql
 from inventory.services.devices import collected_params, record_collected_data_within, to_device
@@ -101,6 +106,7 @@ def enroll_device_within(
             "new_public_key": credential.public_key,
             "new_ek_cert_serial": credential.ek_cert_serial,
             "new_attestation_type": credential.attestation_type.value,
+            "new_binding": None,
             "now": uow.now(),
         },
     ).one()
@@ -131,6 +137,17 @@ class Start:
     token_hash: str
     token_kind: TokenKind
     ekcert_allowed_cas: tuple[str, ...]
+    min_attestation: TrustLevel | None = None
+    # The asset tag of another device enrolled with the same EK (or enclave key).
+    bound_to: str | None = None
+
+
+def bound_elsewhere(asset_tag: str, *, tpm: bool) -> AlreadyExists:
+    """The refusal of a second device for one TPM (or one enclave key)."""
+    what = "the TPM's EK" if tpm else "the device's Secure Enclave key"
+    return AlreadyExists(
+        f"{what} is already enrolled as device {asset_tag}: remove or unenroll that device first"
+    )
 
 
 def find_start_within(uow: UnitOfWork, credential: str, token: str) -> tuple[User, Any]:
@@ -178,6 +195,7 @@ def start_within(
         "user_hash": users.credential_hash(credential),
         "token_hash": tokens.hash_token(token),
         "preference": PREFERENCE_NAME,
+        "binding": draft.state.get("binding") if draft is not None else None,
     }
     if draft is None or uow.dialect != "postgresql":
         row = uow.first(sql.START, params)
@@ -240,6 +258,8 @@ def checked_start(found: Any, token: str, *, user: User, now: datetime) -> Start
         token_hash=token_hash,
         token_kind=TokenKind(token_row.kind),  # type: ignore[union-attr]
         ekcert_allowed_cas=tuple(found.p_ekcert_allowed_cas or ()),
+        min_attestation=parse_min_attestation(found.p_min_attestation),
+        bound_to=found.bound_to,
     )
 
 
@@ -253,12 +273,15 @@ def enroll_answered_within(
     collected: CollectedData,
     user: str,
     history_limit: int = 10,
+    binding: str | None = None,
 ) -> Device:
     """Take the answered ``challenge``, then enroll its device and spend the token, or
     refuse with the reason. The challenge must be unused and unexpired; the device must
     not be enrolled and must be the one the collected data names, and its token unspent,
     unexpired and this user's to spend. The device's row lock is what serializes two
     enrollments of one device, so the token is spent with the enrollment, never without.
+    ``binding`` (the EK's or enclave key's digest) must be no other enrolled device's:
+    the unique index decides between racing enrollments of two devices with one TPM.
 
     On PostgreSQL the steps are one statement, in autocommit: a refusal leaves only the
     challenge taken, which is what a refusal does anyway. Elsewhere, the same steps in
@@ -296,7 +319,41 @@ def enroll_answered_within(
         "new_public_key": credential.public_key,
         "new_ek_cert_serial": credential.ek_cert_serial,
         "new_attestation_type": credential.attestation_type.value,
+        "new_binding": binding,
     }
+    try:
+        return _enroll_answered(
+            uow,
+            challenge,
+            token_hash,
+            collected,
+            user,
+            params,
+            history_limit,
+            spent_event,
+            enroll_event,
+        )
+    except IntegrityError:
+        holder = uow.first(sql.BOUND_TO, {"binding": binding}) if binding is not None else None
+        if holder is None:
+            raise
+        tpm = collected.os_type is not OSType.MACOS
+        raise bound_elsewhere(holder.asset_tag, tpm=tpm) from None
+
+
+def _enroll_answered(
+    uow: UnitOfWork,
+    challenge: challenges.Challenge,
+    token_hash: str,
+    collected: CollectedData,
+    user: str,
+    params: dict[str, Any],
+    history_limit: int,
+    spent_event: dict[str, Any],
+    enroll_event: dict[str, Any],
+) -> Device:
+    device_id = challenge.device_id
+    now = params["now"]
     if uow.dialect == "postgresql":
         chained = {f"c_{k}": v for k, v in collected_params(device_id, collected, now).items()}
         chained |= {f"spent_{k}": v for k, v in spent_event.items()}

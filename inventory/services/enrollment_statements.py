@@ -9,7 +9,13 @@ acting only if the one before did. On SQLite the same steps run one by one (``ST
 
 Shared parameters: now, challenge, wanted_kind, user, hash, device, serial, os,
 enrolled_status and the new credential's (new_credential_id, new_public_key,
-new_ek_cert_serial, new_attestation_type).
+new_ek_cert_serial, new_attestation_type, new_binding).
+
+One TPM, one device: enrolling sets ``credential_binding`` (the digest of the EK, or of a
+macOS enclave key), which a unique index keeps to one device, so of two racing
+enrollments with one EK the database lets one through. The first round trip also reads,
+in its own statement, which other device holds ``:binding`` (one read of that index):
+a device whose EK is taken is refused before its TPM does any work.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ _ENROLLED = {
     "credential_public_key": bindparam("new_public_key"),
     "credential_ek_cert_serial": bindparam("new_ek_cert_serial"),
     "credential_attestation_type": bindparam("new_attestation_type"),
+    "credential_binding": bindparam("new_binding", type_=String),
     "update_time": bindparam("now", type_=_DEVICES.c.update_time.type),
 }
 # The enrollment's own UPDATE, returning the enrolled device (``enroll_device_within``).
@@ -74,13 +81,32 @@ _CHALLENGES = cast(Table, ChallengeRow.__table__)
 _COLLECTED = cast(Table, CollectedDataRow.__table__)
 _AUDIT = cast(Table, AuditEventRow.__table__)
 
-# The user by their credential's hash, with the token, its device and the EK CAs allowed.
+_HOLDERS = _DEVICES.alias("holder")
+# The other device enrolled with ``:binding`` (the same EK or enclave key), if any: at
+# most one, by the unique index, which this reads.
+_BOUND_TO = (
+    select(_HOLDERS.c.asset_tag)
+    .where(
+        _HOLDERS.c.credential_binding == bindparam("binding", type_=String),
+        _HOLDERS.c.id != _DEVICES.c.id,
+    )
+    .scalar_subquery()
+)
+# The other device holding ``:binding``, after a unique violation said there is one.
+BOUND_TO = select(_DEVICES.c.asset_tag).where(
+    _DEVICES.c.credential_binding == bindparam("binding", type_=String)
+)
+
+# The user by their credential's hash, with the token, its device, the EK CAs allowed,
+# the minimum trust level and the device already enrolled with the same EK.
 START = (
     select(
         *labelled(_USERS, "u_"),
         *labelled(_TOKENS, "t_"),
         *labelled(_DEVICES, "d_"),
         _PREFERENCES.c.ekcert_allowed_cas.label("p_ekcert_allowed_cas"),
+        _PREFERENCES.c.min_attestation.label("p_min_attestation"),
+        _BOUND_TO.label("bound_to"),
     )
     .select_from(
         _USERS.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("token_hash"))

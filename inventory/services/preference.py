@@ -9,7 +9,14 @@ from sqlalchemy import Row, Table, bindparam, select
 from inventory.db import UnitOfWork
 from inventory.errors import AlreadyExists
 from inventory.models import ClusterPreferenceRow
-from inventory.preference import NAME, DeviceTrust, DeviceTrustMode, Preference
+from inventory.preference import (
+    NAME,
+    DeviceTrust,
+    DeviceTrustMode,
+    Preference,
+    min_attestation_text,
+    parse_min_attestation,
+)
 from inventory.services import audit
 
 
@@ -47,7 +54,7 @@ def update_preference(
         old = current.device_trust
         changed = [
             f
-            for f in ("mode", "auto_enroll", "ekcert_allowed_cas")
+            for f in ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
             if getattr(old, f) != getattr(device_trust, f)
         ]
         if not changed:
@@ -58,6 +65,8 @@ def update_preference(
         row.mode = device_trust.mode.value
         row.auto_enroll = device_trust.auto_enroll
         row.ekcert_allowed_cas = list(device_trust.ekcert_allowed_cas)
+        minimum = device_trust.min_attestation
+        row.min_attestation = None if minimum is None else minimum.value
         row.revision = current.revision + 1
         row.update_time = uow.now()
         audit.record_within(
@@ -71,6 +80,7 @@ def update_preference(
                 "mode": row.mode,
                 "auto_enroll": row.auto_enroll,
                 "ekcert_allowed_cas": len(row.ekcert_allowed_cas),
+                "min_attestation": min_attestation_text(minimum),
             },
         )
         uow.commit()
@@ -85,6 +95,7 @@ def _to_preference(row: ClusterPreferenceRow | Row[Any] | None) -> Preference:
             mode=DeviceTrustMode(row.mode),
             auto_enroll=row.auto_enroll,
             ekcert_allowed_cas=tuple(row.ekcert_allowed_cas),
+            min_attestation=parse_min_attestation(row.min_attestation),
         ),
         revision=row.revision,
         update_time=row.update_time,

@@ -127,8 +127,9 @@ def test_an_enrollment_goes_through_after_the_database_dropped_the_pooled_connec
             token = tokens.create_token(db.uow(), "C02DROPPED02", actor="admin").token
             assert drop_other_connections(db.engine)  # the ceremony's pooled connection among them
             second = replace(first, asset_tag="C02DROPPED02", token=token)
+            other_key = SoftwareEnclaveKey.load_or_create(tmp_path / "second")  # one key, one Mac
             with second.client() as client:
-                result = enroll_macos(client, second.token, second.collected(), key)
+                result = enroll_macos(client, second.token, second.collected(), other_key)
         assert result["enroll_status"] == "enrolled"
     finally:
         _empty(db)

@@ -164,6 +164,7 @@ def test_config_show_is_the_default_cluster_auth_preference(cli: Cli) -> None:
         "mode": "optional",
         "auto_enroll": False,
         "ekcert_allowed_cas": [],
+        "min_attestation": "any",
     }
     as_json = json.loads(ok(cli("config", "show", "--format", "json")).out)
     assert as_json == shown

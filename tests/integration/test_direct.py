@@ -50,6 +50,7 @@ def test_rows_are_a_sessions_rows(db: Database, seeded: tuple[str, str, str]) ->
         "user_hash": users.credential_hash(credential),
         "token_hash": tokens.hash_token(token),
         "preference": "cluster",
+        "binding": None,
     }
     through_session, directly = both_ways(db, enrollment_statements.START, start)
     assert directly == through_session and len(directly) == 1

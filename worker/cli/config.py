@@ -38,7 +38,8 @@ def set_(
     key: Annotated[
         str,
         typer.Argument(
-            help="device_trust.mode, .auto_enroll or .ekcert_allowed_cas", metavar="KEY"
+            help="device_trust.mode, .auto_enroll, .ekcert_allowed_cas or .min_attestation",
+            metavar="KEY",
         ),
     ],
     value: Annotated[

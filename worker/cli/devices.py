@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
 
-HEADERS = ("Asset Tag", "OS", "Enroll Status", "Device ID")
+HEADERS = ("Asset Tag", "OS", "Enroll Status", "Trust Level", "Device ID")
 
 # A device is named the same way in every command that takes one: an asset tag or a
 # device id as the argument, or --asset-tag or --device-id; --os picks between two
@@ -118,8 +118,16 @@ def ls(
         sys.stdout.flush()
 
 
-def _row(device: Device) -> tuple[str, str, str, str]:
-    return (device.asset_tag, device.os_type.display, device.enroll_status.display, device.id)
+def _row(device: Device) -> tuple[str, str, str, str, str]:
+    credential = device.credential
+    level = credential.attestation_type.level.value if credential is not None else "-"
+    return (
+        device.asset_tag,
+        device.os_type.display,
+        device.enroll_status.display,
+        level,
+        device.id,
+    )
 
 
 def _stream_json(pages: Iterator[Page]) -> None:
