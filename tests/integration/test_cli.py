@@ -79,7 +79,17 @@ def test_guide_walkthrough_add_list_enroll_remove_is_printed_and_audited(cli: Cl
 def test_devices_ls_on_an_empty_inventory_prints_the_header_and_a_hint(cli: Cli) -> None:
     listed = ok(cli("devices", "ls"))
     header, rows = table(listed.out)
-    assert header.split() == "Asset Tag OS Enroll Status Trust Level Device ID".split()
+    assert header.split() == [
+        "Asset",
+        "Tag",
+        "OS",
+        "Enroll",
+        "Status",
+        "Trust",
+        "Level",
+        "Device",
+        "ID",
+    ]
     assert rows == []
     assert len(listed.out.splitlines()) == 2
     assert "No devices in the inventory" in listed.err
