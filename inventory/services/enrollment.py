@@ -14,6 +14,8 @@ SELECT and an INSERT, and one short transaction. The statements are in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -321,59 +323,41 @@ def enroll_answered_within(
         "new_attestation_type": credential.attestation_type.value,
         "new_binding": binding,
     }
+    with _bound_once(uow, binding, collected):
+        if uow.dialect == "postgresql":
+            chained = {f"c_{k}": v for k, v in collected_params(device_id, collected, now).items()}
+            chained |= {f"spent_{k}": v for k, v in spent_event.items()}
+            chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
+            chained["keep_older"] = history_limit - 1  # the new report is not visible to it
+            row = uow.first(sql.CHAINED, params | chained)
+            if row is None or row.id is None:
+                _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
+            return to_device(row)
+        with uow.transaction():
+            if not uow.run(sql.TAKE, params):
+                _refuse(uow, challenge, token_hash, collected, user, taken=False)
+            enrolled = uow.run(sql.ENROLL_IF_ENROLLABLE, params)
+            if not enrolled:
+                _refuse(uow, challenge, token_hash, collected, user, taken=True)
+            uow.run(sql.SPEND, params)
+            record_collected_data_within(uow, device_id, collected, keep=history_limit)
+            uow.run(audit.INSERT, spent_event)
+            uow.run(audit.INSERT, enroll_event)
+        return to_device(enrolled[0])
+
+
+@contextlib.contextmanager
+def _bound_once(uow: UnitOfWork, binding: str | None, collected: CollectedData) -> Iterator[None]:
+    """A unique violation of ``credential_binding`` as the refusal naming the device that
+    holds the EK (or enclave key): the one read a refused enrollment adds."""
     try:
-        return _enroll_answered(
-            uow,
-            challenge,
-            token_hash,
-            collected,
-            user,
-            params,
-            history_limit,
-            spent_event,
-            enroll_event,
-        )
+        yield
     except IntegrityError:
         holder = uow.first(sql.BOUND_TO, {"binding": binding}) if binding is not None else None
-        if holder is None:
+        if holder is None:  # another constraint, or the holder gone meanwhile
             raise
         tpm = collected.os_type is not OSType.MACOS
         raise bound_elsewhere(holder.asset_tag, tpm=tpm) from None
-
-
-def _enroll_answered(
-    uow: UnitOfWork,
-    challenge: challenges.Challenge,
-    token_hash: str,
-    collected: CollectedData,
-    user: str,
-    params: dict[str, Any],
-    history_limit: int,
-    spent_event: dict[str, Any],
-    enroll_event: dict[str, Any],
-) -> Device:
-    device_id = challenge.device_id
-    now = params["now"]
-    if uow.dialect == "postgresql":
-        chained = {f"c_{k}": v for k, v in collected_params(device_id, collected, now).items()}
-        chained |= {f"spent_{k}": v for k, v in spent_event.items()}
-        chained |= {f"enroll_{k}": v for k, v in enroll_event.items()}
-        chained["keep_older"] = history_limit - 1  # the new report is not visible to it
-        row = uow.first(sql.CHAINED, params | chained)
-        if row is None or row.id is None:
-            _refuse(uow, challenge, token_hash, collected, user, taken=row is not None)
-        return to_device(row)
-    with uow.transaction():
-        if not uow.run(sql.TAKE, params):
-            _refuse(uow, challenge, token_hash, collected, user, taken=False)
-        enrolled = uow.run(sql.ENROLL_IF_ENROLLABLE, params)
-        if not enrolled:
-            _refuse(uow, challenge, token_hash, collected, user, taken=True)
-        uow.run(sql.SPEND, params)
-        record_collected_data_within(uow, device_id, collected, keep=history_limit)
-        uow.run(audit.INSERT, spent_event)
-        uow.run(audit.INSERT, enroll_event)
-    return to_device(enrolled[0])
 
 
 def _refuse(
