@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 
-from ceremony.attestation import macos, tpm_verify
+from ceremony.attestation import macos, tpm_structures, tpm_verify
 from ceremony.attestation.ek_cert import ek_public_from_certificate, parse_ek_certificate
-from ceremony.errors import AttestationError, KeyProofError
+from ceremony.errors import AttestationError, EKCertificateError, KeyProofError
 from ceremony.protocol import (
     PCR_BANK,
     QUOTED_PCRS,
@@ -209,7 +210,7 @@ class EnrollmentCeremony:
                 collected=collected,
                 user=seen.user.name,
                 history_limit=self.config.history_limit,
-                binding=_binding(state),
+                binding=_stored_binding(state),
             )
             uow.commit()
         return enrolled
@@ -252,18 +253,46 @@ class EnrollmentCeremony:
 
 def key_binding(key: tpm_verify.PublicKey) -> str:
     """What binds a key to one enrolled device (``credential_binding``): the SHA-256 of
-    its DER SubjectPublicKeyInfo, the same however the device framed the key."""
-    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    the key's numbers, the same however the device framed the key (a TPM public area, a
+    certificate, a DER SubjectPublicKeyInfo with its point compressed or not)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        return _binding("rsa", numbers.e, numbers.n)
+    point = key.public_numbers()
+    return _binding(f"ecc-{key.curve.name}", point.x, point.y)
+
+
+def _binding(kind: str, *numbers: int) -> str:
+    digest = hashlib.sha256(kind.encode())
+    for number in numbers:
+        raw = number.to_bytes((number.bit_length() + 7) // 8 or 1, "big")
+        digest.update(len(raw).to_bytes(2, "big") + raw)
+    return digest.hexdigest()
+
+
+# TPM2_ECC_CURVE ids as cryptography names the curves.
+_CURVE_NAMES = {0x0003: ec.SECP256R1.name, 0x0004: ec.SECP384R1.name}
 
 
 def ek_binding(sent: TPMAttestation) -> str | None:
     """The binding of the EK the challenge is made for: the EK public area's key when one
     was sent (``examine_ek`` checks it is the certificate's), else the certificate's.
-    None when neither reads, which ``examine_ek`` then refuses with the reason."""
+    From the public area's numbers as they are, with no key built: for an ECC EK, building
+    one (which checks the point) would cost more than the rest of the first round trip's
+    own code. None when neither reads, which ``examine_ek`` then refuses with the reason."""
     try:
         if sent.ek_public is not None:
-            return key_binding(tpm_verify.ek_public_key(bytes(sent.ek_public)))
+            area = tpm_structures.public_area(
+                bytes(sent.ek_public), "EK public area", EKCertificateError
+            )
+            if area.type == TPM2_ALG.RSA:
+                modulus = int.from_bytes(area.rsa_modulus, "big")
+                return _binding("rsa", area.rsa_exponent or 65537, modulus)
+            curve = _CURVE_NAMES.get(area.curve)
+            if area.type != TPM2_ALG.ECC or curve is None:
+                return None
+            x, y = int.from_bytes(area.ecc_x, "big"), int.from_bytes(area.ecc_y, "big")
+            return _binding(f"ecc-{curve}", x, y)
         if sent.ek_cert is not None:
             return key_binding(ek_public_from_certificate(parse_ek_certificate(sent.ek_cert)))
     except AttestationError:
@@ -279,7 +308,7 @@ def enclave_key_binding(public_key: bytes) -> str | None:
         return None
 
 
-def _binding(state: dict[str, Any]) -> str:
+def _stored_binding(state: dict[str, Any]) -> str:
     binding = state.get("binding")
     if not isinstance(binding, str):  # a challenge stored before bindings existed
         raise InvalidArgument("the challenge is from an older server: start the enrollment again")

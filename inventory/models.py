@@ -79,9 +79,10 @@ class DeviceRow(Base):
     credential_public_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     credential_ek_cert_serial: Mapped[str | None] = mapped_column(String(128))
     credential_attestation_type: Mapped[str | None] = mapped_column(String(32))
-    # While enrolled: the SHA-256 (hex) of the EK's public key (a TPM device) or of the
-    # enclave key (macOS), as DER SubjectPublicKeyInfo; NULL otherwise, and for devices
-    # enrolled before migration 0006 (their EK was never stored). Unique, NULLs apart.
+    # While enrolled: a SHA-256 (hex) of the EK's public key (a TPM device) or of the
+    # enclave key (macOS), over the key's numbers (``ceremony.enroll.key_binding``); NULL
+    # otherwise, and for devices enrolled before migration 0006 (their EK was never
+    # stored). Unique, NULLs apart: one TPM, one enrolled device.
     credential_binding: Mapped[str | None] = mapped_column(String(64))
 
     source_name: Mapped[str | None] = mapped_column(String(64))

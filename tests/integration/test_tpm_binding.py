@@ -27,7 +27,7 @@ from ceremony.agent.softkey import SoftwareEnclaveKey
 from ceremony.agent.tpm import AttestationKey, DeviceTPM
 from ceremony.authn import DeviceAuthentication
 from ceremony.device_ca import DeviceCA
-from ceremony.enroll import EnrollmentCeremony
+from ceremony.enroll import EnrollmentCeremony, ek_binding, enclave_key_binding
 from ceremony.protocol import (
     AuthInit,
     Collected,
@@ -135,6 +135,32 @@ class Fleet:
 def fleet_on(db: Database) -> Fleet:
     _, credential = users.add_user(db.uow(), "alice", (Role.ACCESS,), actor="admin")
     return Fleet(db, EnrollmentCeremony(db), credential)
+
+
+def test_one_key_has_one_binding_however_the_device_frames_it(tpm: Tpm, tmp_path: Path) -> None:
+    both = init(tpm, A, "t").tpm
+    assert both is not None
+    bindings = {
+        ek_binding(both),
+        ek_binding(both.model_copy(update={"ek_public": None})),  # the certificate alone
+        ek_binding(both.model_copy(update={"ek_cert": None})),  # the public area alone
+    }
+    assert len(bindings) == 1 and None not in bindings
+    mac = ec.generate_private_key(ec.SECP256R1()).public_key()
+    framings = [
+        mac.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        compressed_spki(mac),
+    ]
+    assert framings[0] != framings[1]
+    mac_bindings = {enclave_key_binding(der) for der in framings}
+    assert len(mac_bindings) == 1 and None not in mac_bindings
+
+
+def compressed_spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key's SubjectPublicKeyInfo with its point compressed (another valid DER)."""
+    point = key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    prefix = bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200")
+    return prefix + point
 
 
 def test_an_ek_enrolled_as_one_device_is_refused_for_another_until_it_is_unenrolled_or_removed(
