@@ -10,6 +10,11 @@ audited as a failed ``device.enroll`` with its reason, and changes nothing else.
 TPM devices (Linux, Windows) prove with credential activation and a quote
 (``tpm_verify``); macOS devices prove with a signature by their Secure Enclave key
 (``macos``). No HTTP here: the service and the benchmark call these methods directly.
+
+One TPM, one device: the EK (or the macOS key) is bound to the device it enrolls
+(``key_binding``); ``begin`` refuses a device whose EK another enrolled device holds, and
+the database's unique index refuses the later of two racing ``complete``. ``begin`` also
+refuses an enrollment below ``device_trust.min_attestation``, before any cryptography.
 """
 
 from __future__ import annotations
