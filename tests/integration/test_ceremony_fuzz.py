@@ -291,20 +291,25 @@ def live_tpm_answer(service: Service, serial: str, token: str) -> dict[str, Any]
     }
 
 
-def mac_init(service: Service, serial: str, token: str) -> dict[str, Any]:
+def mac_init(
+    service: Service, serial: str, token: str, key: SoftwareEnclaveKey | None = None
+) -> dict[str, Any]:
     return {
         "token": token,
         "collected": collected(serial, OSType.MACOS),
-        "macos": {"public_key": encode(service.key.public_key_der())},
+        "macos": {"public_key": encode((key or service.key).public_key_der())},
     }
 
 
 def live_mac_answer(service: Service, serial: str, token: str) -> dict[str, Any]:
+    # A key of its own: one key enrolls one Mac, and an answer the mutation left valid
+    # enrolls its device.
+    key = SoftwareEnclaveKey(ec.generate_private_key(ec.SECP256R1()))
     challenge = service.ceremony.begin(
-        service.credential, EnrollInit(**mac_init(service, serial, token))
+        service.credential, EnrollInit(**mac_init(service, serial, token, key))
     )
     assert challenge.macos is not None
-    signature = service.key.sign(challenge.macos.challenge)
+    signature = key.sign(challenge.macos.challenge)
     return {"challenge_id": challenge.challenge_id, "macos": {"signature": encode(signature)}}
 
 
