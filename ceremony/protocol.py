@@ -146,14 +146,15 @@ EncryptedSecret = Annotated[bytes, Blob(
 )]  # fmt: skip
 Digest = Annotated[bytes, Blob("TPM2B_DIGEST contents", _NOT_FRAMED, MAX_DIGEST)]
 Nonce = Annotated[bytes, Blob(
-    "bytes", "32 random bytes, not size-prefixed: TPM2_Quote's qualifyingData", MAX_DIGEST
+    "TPM2B_DATA contents", "32 random bytes, not size-prefixed: TPM2_Quote's qualifyingData",
+    MAX_DIGEST,
 )]  # fmt: skip
 SubjectPublicKeyInfo = Annotated[bytes, Blob("SubjectPublicKeyInfo", _DER, MAX_KEY_BYTES)]
 UserPublicKey = Annotated[bytes, Blob("SubjectPublicKeyInfo", _DER, MAX_BLOB_BYTES)]
 ECDSASignature = Annotated[bytes, Blob(
     "ECDSA-Sig-Value", _DER + " (ECDSA with SHA-256 over the challenge)", MAX_SIGNATURE_BYTES
 )]  # fmt: skip
-RandomChallenge = Annotated[bytes, Blob("bytes", "32 random bytes, to sign", MAX_DIGEST)]
+RandomChallenge = Annotated[bytes, Blob("random bytes", "32 of them, to sign", MAX_DIGEST)]
 
 
 class Wire(BaseModel):
