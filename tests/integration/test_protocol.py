@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,6 +191,9 @@ def test_the_readme_walkthrough_enrolls_a_device_with_tpm2_tools(
     served: Served,
     rsa: Agent,  # noqa: F811 - the fixture
 ) -> None:
+    for tool in ("tpm2_createek", "tpm2_certifycreation", "tpm2_quote", "jq", "curl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `make system`", pytrace=False)
     db, tag = served.db, "LNX-TOOLS-0001"
     _, credential = users.add_user(db.uow(), "tess", (Role.ACCESS,), actor="admin")
     devices.register_device(db.uow(), os_type=OSType.LINUX, asset_tag=tag, actor="admin")
