@@ -1,22 +1,20 @@
 """The ceremony's wire format: what the device agent and ``devtrust serve`` exchange.
 
 JSON bodies validated by pydantic; binary TPM structures travel as standard base64 of the
-exact bytes the TPM produced. Each base64 field is a ``Blob``: it names the structure it
-carries, its framing and its marshalled size limit, in ``/openapi.json`` too (``x-tpm-
-structure``, ``x-framing``, ``x-max-bytes``), so an agent can be written from the document
-alone. The TPM2B forms may also be sent bare, as go-attestation does (``framing``): they
-are size-prefixed here, so what the service keeps is the same either way. Every model
-refuses unknown fields, so a misspelt field is an error rather than silently ignored.
-Sizes are bounded here as well as in the verifiers: the service also refuses any body
-over ``MAX_BODY_BYTES`` before reading it.
+exact bytes the TPM produced. Each base64 field is a ``Blob`` (``ceremony.fields``): it
+names the structure it carries, its framing and its marshalled size limit, in
+``/openapi.json`` too (``x-tpm-structure``, ``x-framing``, ``x-max-bytes``), so an agent
+can be written from the document alone. The TPM2B forms may also be sent bare, as
+go-attestation does (``ceremony.attestation.framing``): they are size-prefixed on the way
+in, so what the service keeps is the same either way. Every model refuses unknown fields,
+so a misspelt field is an error rather than silently ignored. Sizes are bounded here as
+well as in the verifiers: the service also refuses any body over ``MAX_BODY_BYTES``
+before reading it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -25,136 +23,42 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
     WithJsonSchema,
     model_validator,
 )
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema
 
-from ceremony.attestation import framing
-from ceremony.attestation.ek_cert import MAX_CERTIFICATE
-from ceremony.attestation.framing import MAX_STRUCTURE
-from ceremony.attestation.macos import MAX_KEY_BYTES, MAX_SIGNATURE_BYTES
-from ceremony.fields import ChallengeId, SerialNumber, Text64, Text128, Token, UTCTime
+from ceremony.fields import MAX_BLOB_BYTES as MAX_BLOB_BYTES
+from ceremony.fields import MAX_DIGEST as MAX_DIGEST
+from ceremony.fields import (
+    Certificate,
+    ChallengeId,
+    CreationAttestation,
+    CreationData,
+    Digest,
+    ECDSASignature,
+    EKCertificate,
+    EncryptedSecret,
+    IDObject,
+    Nonce,
+    PublicArea,
+    QuoteAttestation,
+    RandomChallenge,
+    SerialNumber,
+    Signature,
+    SubjectPublicKeyInfo,
+    Text64,
+    Text128,
+    Token,
+    UserPublicKey,
+    UTCTime,
+)
+from ceremony.fields import base64_chars as base64_chars
+from ceremony.fields import encode as encode
 from inventory.domain import CollectedData, OSType, normalize_asset_tag
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_BLOB_BYTES = 16 * 1024  # decoded: the largest base64 field (a user's public key)
-MAX_DIGEST = 64  # a SHA-512 digest, the largest a PCR or a credential holds
 PCR_BANK = "sha256"
 QUOTED_PCRS = tuple(range(24))  # go-attestation's AttestPlatform quotes every PCR
-# Standard, padded base64 (what b64decode(validate=True) takes), so that the schema says
-# what is accepted: contentEncoding alone is only an annotation.
-BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-
-
-def base64_chars(size: int) -> int:
-    """The length of ``size`` bytes' standard base64, padded."""
-    return -(-size // 3) * 4
-
-
-def encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-@dataclass(frozen=True)
-class Blob:
-    """A base64 field: the structure it carries, how it is framed, and its size limit.
-
-    ``tpm2b``: the TPM2B whose bare contents are accepted too (and size-prefixed here).
-    Bytes given in Python (the agent building its request) are taken as they are.
-    """
-
-    structure: str
-    framing: str
-    max_bytes: int
-    tpm2b: str | None = None
-
-    def decode(self, value: object) -> bytes:
-        if isinstance(value, bytes):
-            return value
-        if not isinstance(value, str):
-            raise ValueError("must be a base64 string")
-        if len(value) > base64_chars(self.max_bytes):
-            raise ValueError(f"is more than {self.max_bytes} bytes")
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("is not valid base64") from None
-        if len(data) > self.max_bytes:
-            raise ValueError(f"is more than {self.max_bytes} bytes")
-        return framing.reframed(self.tpm2b, data) if self.tpm2b else data
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        serializer = core_schema.plain_serializer_function_ser_schema(
-            encode, return_schema=core_schema.str_schema()
-        )
-        return core_schema.no_info_plain_validator_function(self.decode, serialization=serializer)
-
-    def __get_pydantic_json_schema__(
-        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {
-            "type": "string",
-            "contentEncoding": "base64",
-            "maxLength": base64_chars(self.max_bytes),
-            "pattern": BASE64_PATTERN,
-            "description": f"{self.structure}, {self.framing}; at most {self.max_bytes} bytes",
-            "x-tpm-structure": self.structure,
-            "x-framing": self.framing,
-            "x-max-bytes": self.max_bytes,
-        }
-
-
-def _tpm2b(tpm2b: str, bare: str, note: str = "") -> Blob:
-    framed = (
-        f"size-prefixed ({tpm2b}, as TPM commands return it) "
-        f"or bare ({bare}, as go-attestation sends it)"
-    )
-    return Blob(tpm2b, framed + note, MAX_STRUCTURE, tpm2b)
-
-
-_NOT_FRAMED = "not size-prefixed"
-_DER = "DER, not size-prefixed"
-PublicArea = Annotated[bytes, _tpm2b("TPM2B_PUBLIC", "TPMT_PUBLIC")]
-CreationData = Annotated[bytes, _tpm2b("TPM2B_CREATION_DATA", "TPMS_CREATION_DATA")]
-CreationAttestation = Annotated[bytes, _tpm2b(
-    "TPM2B_ATTEST", "TPMS_ATTEST", ", of type TPM_ST_ATTEST_CREATION (TPM2_CertifyCreation)"
-)]  # fmt: skip
-QuoteAttestation = Annotated[
-    bytes, _tpm2b("TPM2B_ATTEST", "TPMS_ATTEST", ", of type TPM_ST_ATTEST_QUOTE (TPM2_Quote)")
-]
-Signature = Annotated[bytes, Blob(
-    "TPMT_SIGNATURE", _NOT_FRAMED + " (RSASSA or ECDSA with SHA-256, by the AK)", MAX_STRUCTURE
-)]  # fmt: skip
-EKCertificate = Annotated[bytes, Blob(
-    "EK certificate (X.509 DER)",
-    "DER as read from the TPM's NV index: a TCG NV header (10 01 00 and a 2-byte length) "
-    "before it and padding after it are allowed",
-    MAX_CERTIFICATE,
-)]  # fmt: skip
-Certificate = Annotated[bytes, Blob("X.509 certificate", _DER, MAX_CERTIFICATE)]
-IDObject = Annotated[bytes, Blob(
-    "TPM2B_ID_OBJECT", "size-prefixed (TPM2_MakeCredential's credentialBlob)", MAX_STRUCTURE
-)]  # fmt: skip
-EncryptedSecret = Annotated[bytes, Blob(
-    "TPM2B_ENCRYPTED_SECRET", "size-prefixed (TPM2_MakeCredential's secret)", MAX_STRUCTURE
-)]  # fmt: skip
-Digest = Annotated[bytes, Blob("TPM2B_DIGEST contents", _NOT_FRAMED, MAX_DIGEST)]
-Nonce = Annotated[bytes, Blob(
-    "TPM2B_DATA contents", "32 random bytes, not size-prefixed: TPM2_Quote's qualifyingData",
-    MAX_DIGEST,
-)]  # fmt: skip
-SubjectPublicKeyInfo = Annotated[bytes, Blob("SubjectPublicKeyInfo", _DER, MAX_KEY_BYTES)]
-UserPublicKey = Annotated[bytes, Blob("SubjectPublicKeyInfo", _DER, MAX_BLOB_BYTES)]
-ECDSASignature = Annotated[bytes, Blob(
-    "ECDSA-Sig-Value", _DER + " (ECDSA with SHA-256 over the challenge)", MAX_SIGNATURE_BYTES
-)]  # fmt: skip
-RandomChallenge = Annotated[bytes, Blob("random bytes", "32 of them, to sign", MAX_DIGEST)]
 
 
 class Wire(BaseModel):

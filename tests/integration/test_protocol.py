@@ -28,7 +28,7 @@ from ceremony.attestation.ek_cert import MAX_CERTIFICATE
 from ceremony.attestation.framing import MAX_STRUCTURE
 from ceremony.attestation.macos import MAX_KEY_BYTES, MAX_SIGNATURE_BYTES
 from ceremony.attestation.tpm_verify import ek_public_key
-from ceremony.protocol import MAX_BLOB_BYTES, MAX_DIGEST, base64_chars
+from ceremony.fields import MAX_BLOB_BYTES, MAX_DIGEST, base64_chars
 from inventory.db import Database
 from inventory.domain import AttestationType, EnrollStatus, OSType, Role
 from inventory.services import devices, tokens, users
