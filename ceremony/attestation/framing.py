@@ -87,6 +87,12 @@ def reframed(tpm2b: str, data: bytes) -> bytes:
 def as_tpm2b(tpm2b: str, data: bytes, what: str, error: type[AttestationError]) -> bytes:
     """The TPM2B ``tpm2b`` (e.g. "TPM2B_ATTEST") of ``data``, which is either that or the
     bare structure inside it; else ``error`` saying a size prefix was expected."""
+    if (
+        type(data) is bytes
+        and 2 <= len(data) <= MAX_STRUCTURE
+        and data[0] << 8 | data[1] == len(data) - 2
+    ):
+        return data  # the usual case, size-prefixed, checked first and cheaply
     bare, framing = _FRAMINGS[tpm2b]
     if not isinstance(data, bytes | bytearray):
         raise error(f"the {what} must be bytes, not {type(data).__name__}")
