@@ -7,6 +7,9 @@
   that arrive in one read are parsed whole). Both are answered 431.
 - The body: at most ``MAX_BODY_BYTES`` (``RequestLimits``), by its Content-Length before
   reading, else while reading; answered 413.
+- Inside the body, each base64 field: at most its own marshalled size (``x-max-bytes`` in
+  ``/openapi.json``), checked as it is decoded (``ceremony.protocol.Blob``; the TPM
+  structures' limit is ``ceremony.attestation.framing.MAX_STRUCTURE``); answered 400.
 
 ``devtrust serve`` runs uvicorn with h11 (``SERVER_OPTIONS``) rather than its default
 httptools: httptools has no bound on header size or count, and one 200 MiB header was

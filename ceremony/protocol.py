@@ -1,15 +1,19 @@
 """The ceremony's wire format: what the device agent and ``devtrust serve`` exchange.
 
 JSON bodies validated by pydantic; binary TPM structures travel as standard base64 of the
-exact bytes the TPM produced. Every model refuses unknown fields, so a misspelt field is
-an error rather than silently ignored. Sizes are bounded here as well as in the verifiers:
-the service also refuses any body over ``MAX_BODY_BYTES`` before reading it.
+exact bytes the TPM produced. Each base64 field is a ``Blob`` (``ceremony.fields``): it
+names the structure it carries, its framing and its marshalled size limit, in
+``/openapi.json`` too (``x-tpm-structure``, ``x-framing``, ``x-max-bytes``), so an agent
+can be written from the document alone. The TPM2B forms may also be sent bare, as
+go-attestation does (``ceremony.attestation.framing``): they are size-prefixed on the way
+in, so what the service keeps is the same either way. Every model refuses unknown fields,
+so a misspelt field is an error rather than silently ignored. Sizes are bounded here as
+well as in the verifiers: the service also refuses any body over ``MAX_BODY_BYTES``
+before reading it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
@@ -19,53 +23,42 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     WithJsonSchema,
     model_validator,
 )
 
-from ceremony.fields import ChallengeId, SerialNumber, Text64, Text128, Token, UTCTime
+from ceremony.fields import MAX_BLOB_BYTES as MAX_BLOB_BYTES
+from ceremony.fields import MAX_DIGEST as MAX_DIGEST
+from ceremony.fields import (
+    Certificate,
+    ChallengeId,
+    CreationAttestation,
+    CreationData,
+    Digest,
+    ECDSASignature,
+    EKCertificate,
+    EncryptedSecret,
+    IDObject,
+    Nonce,
+    PublicArea,
+    QuoteAttestation,
+    RandomChallenge,
+    SerialNumber,
+    Signature,
+    SubjectPublicKeyInfo,
+    Text64,
+    Text128,
+    Token,
+    UserPublicKey,
+    UTCTime,
+)
+from ceremony.fields import base64_chars as base64_chars
+from ceremony.fields import encode as encode
 from inventory.domain import CollectedData, OSType, normalize_asset_tag
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_BLOB_BYTES = 16 * 1024  # decoded; the verifiers bound each structure more tightly
-MAX_BLOB_CHARS = -(-MAX_BLOB_BYTES // 3) * 4  # its standard base64, padded
 PCR_BANK = "sha256"
 QUOTED_PCRS = tuple(range(24))  # go-attestation's AttestPlatform quotes every PCR
-
-
-def _decode(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a base64 string")
-    if len(value) > MAX_BLOB_CHARS:
-        raise ValueError(f"is more than {MAX_BLOB_BYTES} bytes")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64") from None
-
-
-def encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-B64 = Annotated[
-    bytes,
-    BeforeValidator(_decode),
-    PlainSerializer(encode, return_type=str),
-    # Standard, padded base64 (what b64decode(validate=True) takes), so that the schema
-    # says what is accepted: contentEncoding alone is only an annotation.
-    WithJsonSchema(
-        {
-            "type": "string",
-            "contentEncoding": "base64",
-            "maxLength": MAX_BLOB_CHARS,
-            "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
-        }
-    ),
-]
 
 
 class Wire(BaseModel):
@@ -113,17 +106,17 @@ class Collected(Wire):
 class TPMAttestation(Wire):
     """The EK and the AK's parameters (go-attestation's EK and AttestationParameters)."""
 
-    ek_cert: B64 | None = None
-    ek_public: B64 | None = None
-    ek_intermediates: list[B64] = Field(default_factory=list, max_length=4)
-    ak_public: B64
-    creation_data: B64
-    creation_attestation: B64
-    creation_signature: B64
+    ek_cert: EKCertificate | None = None
+    ek_public: PublicArea | None = None
+    ek_intermediates: list[Certificate] = Field(default_factory=list, max_length=4)
+    ak_public: PublicArea
+    creation_data: CreationData
+    creation_attestation: CreationAttestation
+    creation_signature: Signature
 
 
 class MacOSKey(Wire):
-    public_key: B64  # DER SubjectPublicKeyInfo of the ECDSA P-256 key
+    public_key: SubjectPublicKeyInfo  # of the ECDSA P-256 key
 
 
 def _exactly_one(model: Wire, first: str, second: str) -> None:
@@ -160,15 +153,15 @@ class EnrollInit(Wire):
 
 
 class TPMChallenge(Wire):
-    credential_blob: B64  # TPM2B_ID_OBJECT
-    encrypted_secret: B64  # TPM2B_ENCRYPTED_SECRET
-    nonce: B64  # to quote over
+    credential_blob: IDObject
+    encrypted_secret: EncryptedSecret
+    nonce: Nonce  # to quote over
     pcr_bank: str = PCR_BANK
     pcrs: list[int] = Field(default_factory=lambda: list(QUOTED_PCRS))
 
 
 class MacOSChallenge(Wire):
-    challenge: B64  # to sign with ECDSA-SHA256
+    challenge: RandomChallenge  # to sign with ECDSA-SHA256
 
 
 class EnrollChallenge(Wire):
@@ -195,20 +188,20 @@ PCRIndex = Annotated[
 
 
 class Quote(Wire):
-    attestation: B64  # TPM2B_ATTEST
-    signature: B64  # TPMT_SIGNATURE
-    pcr_values: dict[PCRIndex, B64] = Field(
+    attestation: QuoteAttestation
+    signature: Signature
+    pcr_values: dict[PCRIndex, Digest] = Field(
         max_length=len(QUOTED_PCRS), json_schema_extra={"additionalProperties": False}
     )
 
 
 class TPMResponse(Wire):
-    activated_secret: B64
+    activated_secret: Digest  # what TPM2_ActivateCredential returns (certInfo)
     quotes: list[Quote] = Field(min_length=1, max_length=4)
 
 
 class MacOSResponse(Wire):
-    signature: B64
+    signature: ECDSASignature
 
 
 class EnrollComplete(Wire):
@@ -276,11 +269,11 @@ class AuthInit(Wire):
     """``devtrust device login``: the device's collected data and the key to certify."""
 
     collected: Collected
-    user_public_key: B64  # DER SubjectPublicKeyInfo of the key the certificate is for
+    user_public_key: UserPublicKey  # of the key the certificate is for
 
 
 class QuoteChallenge(Wire):
-    nonce: B64  # to quote over with the enrolled AK
+    nonce: Nonce  # to quote over with the enrolled AK
     pcr_bank: str = PCR_BANK
     pcrs: list[int] = Field(default_factory=lambda: list(QUOTED_PCRS))
 

@@ -16,7 +16,9 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
 - ``GET /healthz``: whether the database and the broker answer.
 
 Every refusal is a 4xx whose body is ``{"error": "<one line>"}``, and every status a
-route can answer is in ``/openapi.json`` (``ceremony.answers``), with the bearer scheme.
+route can answer is in ``/openapi.json`` (``ceremony.answers``), with the bearer scheme;
+so is, for every base64 field, the TPM structure it carries, its framing and its size
+limit (``ceremony.protocol.Blob``), for agents written from the document alone.
 Bodies over ``MAX_BODY_BYTES`` are refused unread with 413, too many or too large
 headers with 431 (``ceremony.limits``). Nothing a client sends yields a 500, and a
 database error is 503 only when the database cannot be reached.

@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
-  libtss2-dev swtpm swtpm-tools tpm2-tools
+  libtss2-dev swtpm swtpm-tools tpm2-tools jq curl
   redis-server redis-tools postgresql postgresql-client docker-compose rabbitmq-server
 )
 

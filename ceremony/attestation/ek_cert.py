@@ -2,8 +2,11 @@
 
 Leniency where the TCG's profile and real TPMs need it: an NV header and trailing
 padding around the DER, critical directoryName SANs and no digitalSignature key usage
-that generic X.509 path builders refuse, so the chain is walked by hand. Every refusal is
-an ``EKCertificateError`` whose message says what is wrong.
+that generic X.509 path builders refuse, so the chain is walked by hand; and an RSA key
+marked RSAES-OAEP (1.2.840.113549.1.1.7, as Infineon's EK certificates mark theirs),
+which ``cryptography`` refuses and OpenSSL and AWS-LC read as an RSA key: its
+SubjectPublicKeyInfo is read again as rsaEncryption. Every refusal is an
+``EKCertificateError`` whose message says what is wrong.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from ceremony.errors import EKCertificateError
 
@@ -22,6 +26,10 @@ MAX_CERTIFICATE = 8192
 MAX_CHAIN_DEPTH = 5
 EK_CERTIFICATE_EKU = x509.ObjectIdentifier("2.23.133.8.1")
 EK_CURVES = (ec.SECP256R1, ec.SECP384R1)
+RSAES_OAEP = x509.ObjectIdentifier("1.2.840.113549.1.1.7")
+_RSAES_OAEP_OID = bytes.fromhex("06092a864886f70d010107")  # its DER, tag and length included
+# AlgorithmIdentifier { rsaEncryption (1.2.840.113549.1.1.1), NULL }, DER.
+_RSA_ENCRYPTION = bytes.fromhex("300d06092a864886f70d0101010500")
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -81,11 +89,75 @@ def parse_ek_certificate(raw: bytes) -> x509.Certificate:
         ) from exc
 
 
+def _element(der: bytes, at: int, end: int) -> tuple[int, int, int]:
+    """The DER element at ``der[at]``, within ``der[:end]``: (tag, contents start, end)."""
+    if at + 2 > end:
+        raise ValueError("DER element truncated")
+    tag, first = der[at], der[at + 1]
+    start = at + 2
+    if first < 0x80:
+        length = first
+    else:
+        octets = first & 0x7F
+        if not 1 <= octets <= 3 or start + octets > end:
+            raise ValueError("invalid DER length")
+        length = int.from_bytes(der[start : start + octets], "big")
+        start += octets
+    if start + length > end:
+        raise ValueError("DER element truncated")
+    return tag, start, start + length
+
+
+def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The elements inside a constructed one: (tag, element start, contents start, end)."""
+    found = []
+    while start < end:
+        tag, contents, after = _element(der, start, end)
+        found.append((tag, start, contents, after))
+        start = after
+    return found
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def _rsaes_oaep_key(cert: x509.Certificate) -> rsa.RSAPublicKey | None:
+    """The RSA key of a certificate whose SubjectPublicKeyInfo names RSAES-OAEP, read with
+    rsaEncryption instead (RFC 4055: the key is the same RSAPublicKey); else None."""
+    tbs = cert.tbs_certificate_bytes
+    _, start, end = _element(tbs, 0, len(tbs))
+    fields = _children(tbs, start, end)
+    first = 1 if fields and fields[0][0] == 0xA0 else 0  # the [0] version, when present
+    # version, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    _, _, spki_start, spki_end = fields[first + 5]
+    algorithm, key = _children(tbs, spki_start, spki_end)[:2]
+    _, _, oid_start, algorithm_end = algorithm
+    _, _, oid_end = _element(tbs, oid_start, algorithm_end)
+    if tbs[oid_start:oid_end] != _RSAES_OAEP_OID:  # the OID's whole element, tag included
+        return None
+    contents = _RSA_ENCRYPTION + tbs[key[1] : key[3]]
+    rebuilt = b"\x30" + _der_length(len(contents)) + contents
+    read = load_der_public_key(rebuilt)
+    return read if isinstance(read, rsa.RSAPublicKey) else None
+
+
 def ek_public_from_certificate(cert: x509.Certificate) -> PublicKey:
     try:
         key = cert.public_key()
     except _X509_ERRORS as exc:
-        raise EKCertificateError(f"the EK certificate's public key is unsupported ({exc})") from exc
+        try:
+            oaep = _rsaes_oaep_key(cert)
+        except (ValueError, IndexError, *_X509_ERRORS):
+            oaep = None
+        if oaep is None:
+            raise EKCertificateError(
+                f"the EK certificate's public key is unsupported ({exc})"
+            ) from exc
+        key = oaep
     if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
         return key
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, EK_CURVES):

@@ -12,7 +12,8 @@ read from it through tpm2-pytss's ``ffi`` into the named tuples below (about 0.1
 field). tests/unit/test_tpm_structures.py reads real structures both ways, so a
 tpm2-pytss release that changes its bindings fails there.
 
-Every refusal is the caller's AttestationError kind, naming the structure.
+Every refusal is the caller's AttestationError kind, naming the structure. Each function
+takes the TPM2B form; ``framing`` turns the bare structures go-attestation sends into it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from tpm2_pytss import TSS2_Exception  # type: ignore[import-untyped]
 from tpm2_pytss._libtpm2_pytss import ffi, lib  # type: ignore[import-untyped]
 from tpm2_pytss.constants import TPM2_ALG, TPM2_ST  # type: ignore[import-untyped]
 
+from ceremony.attestation.framing import MAX_STRUCTURE as MAX_STRUCTURE
 from ceremony.errors import AttestationError
 
-MAX_STRUCTURE = 4096  # bytes; every TPM structure the agent sends is far smaller
 PARSE_ERRORS = (TSS2_Exception, ValueError, IndexError, TypeError, OverflowError, KeyError)
 
 _UNMARSHAL = {

@@ -8,16 +8,15 @@ UPDATE), whatever its size. Rows whose content hash is unchanged are not written
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
     ARRAY,
-    JSON,
     ColumnElement,
     String,
     Table,
@@ -32,12 +31,15 @@ from sqlalchemy import (
 
 from inventory.db import UnitOfWork
 from inventory.domain import EnrollStatus, Posture, SourceOrigin, SourceRecord, SyncRun
-from inventory.models import DeviceRow, SyncRunRow, UTCDateTime
+from inventory.models import DeviceRow, SyncRunRow
 from inventory.serialize import capped_raw
 from inventory.services import audit
 from inventory.services.devices import to_device
 
 _DEVICES = cast(Table, DeviceRow.__table__)
+_SYNC_RUNS = cast(Table, SyncRunRow.__table__)
+# Bound parameters a SQLite statement may hold (SQLITE_MAX_VARIABLE_NUMBER since 3.32).
+_SQLITE_VARIABLES = 32766
 
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -115,28 +117,29 @@ def apply_page(
     with uow:
         existing = {
             (r.asset_tag, r.os_type): r
-            for r in uow.session.execute(
+            # Core, not the ORM: the ORM's row loading costs more than the lookup itself.
+            for r in uow.session.connection().execute(
                 select(
-                    DeviceRow.id,
-                    DeviceRow.asset_tag,
-                    DeviceRow.os_type,
-                    DeviceRow.source_name,
-                    DeviceRow.source_hash,
-                    DeviceRow.sync_run_id,
-                    DeviceRow.profile_external_id,
-                    DeviceRow.profile_update_time,
+                    _DEVICES.c.id,
+                    _DEVICES.c.asset_tag,
+                    _DEVICES.c.os_type,
+                    _DEVICES.c.source_name,
+                    _DEVICES.c.source_hash,
+                    _DEVICES.c.sync_run_id,
+                    _DEVICES.c.profile_external_id,
+                    _DEVICES.c.profile_update_time,
                 ).where(_tag_among(uow, sorted({k[0] for k in first})))
             )
         }
         now = uow.now()
-        inserts: list[dict[str, Any]] = []
+        inserts: list[tuple[str, SourceRecord]] = []
         updates: list[dict[str, Any]] = []
         seen: list[str] = []
         new_ids = iter(_uuid4s(sum(1 for key in first if key not in existing)))
         for key, record in first.items():
             row = existing.get(key)
             if row is None:
-                inserts.append(_new_row(next(new_ids), record, source, inventory, run_id, now))
+                inserts.append((next(new_ids), record))
                 continue
             ours = row.source_name == source
             # Another Jamf id already gives this device its profile, whether the device
@@ -165,7 +168,7 @@ def apply_page(
                 continue
             updates.append(_changed_row(row.id, record, source, inventory, run_id, now, ours))
         if inserts:
-            _insert_rows(uow, inserts)
+            _insert_rows(uow, inserts, source=source, inventory=inventory, run_id=run_id, now=now)
         _update_by_id(uow, updates)
         if seen:
             uow.session.execute(
@@ -217,64 +220,82 @@ def _uuid4s(count: int) -> list[str]:
     return ids
 
 
-def _insert_rows(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
-    """New devices, straight to the driver: COPY on PostgreSQL, executemany on SQLite.
+def _insert_rows(
+    uow: UnitOfWork,
+    new: list[tuple[str, SourceRecord]],
+    *,
+    source: str,
+    inventory: str,
+    run_id: int,
+    now: datetime,
+) -> None:
+    """New devices, straight to the driver: COPY on PostgreSQL, multi-row INSERTs on SQLite.
 
     This is the hot path of a first sync. SQLAlchemy's per-row parameter processing
-    (and psycopg's per-row executemany) cost more than the database's own work, so the
-    page goes to the driver as plain tuples, converted the way the column types would:
-    JSON as JSON, UTC times as SQLAlchemy stores them on SQLite. It runs on the session's
-    connection, inside the page's transaction.
+    (and psycopg's per-row executemany) cost more than the database's own work, so each
+    row goes to the driver as a plain tuple, converted the way the column types would:
+    JSON as JSON, UTC times as SQLAlchemy stores them on SQLite. Columns a new device
+    leaves null (owner, credential) are not sent. It runs on the session's connection,
+    inside the page's transaction.
     """
     connection = uow.session.connection()
     dbapi: Any = connection.connection.dbapi_connection
-    columns = list(rows[0])
     postgres = connection.dialect.name == "postgresql"
-    converters = [
-        (i, _converter(_DEVICES.c[name].type, postgres)) for i, name in enumerate(columns)
+    if postgres:
+        from psycopg.types.json import Json  # only on PostgreSQL
+
+        when: Callable[[datetime], Any] = _same
+        as_json: Callable[[Any], Any] = Json
+    else:
+        when, as_json = _sqlite_time, _json_text
+    stamp = when(now)
+    head = (_NOT_ENROLLED, source, _JAMF, inventory, run_id, stamp, stamp)
+    rows = [
+        (
+            device_id,
+            record.os_type.value,
+            record.asset_tag,
+            *head,
+            *_profile_values(record, when, as_json),
+        )
+        for device_id, record in new
     ]
-    convert = [(i, fn) for i, fn in converters if fn is not None]
-    tuples = []
-    for row in rows:
-        values = list(row.values())  # every row comes from _new_row: same keys, same order
-        for i, fn in convert:
-            if values[i] is not None:
-                values[i] = fn(values[i])
-        tuples.append(values)
-    names = ", ".join(columns)  # our own column names, never input
+    names = ", ".join(_INSERTED)  # our own column names, never input
     cursor = dbapi.cursor()
     try:
         if postgres:
             with cursor.copy(f"COPY devices ({names}) FROM STDIN") as copy:
-                for values in tuples:
-                    copy.write_row(values)
+                for row in rows:
+                    copy.write_row(row)
         else:
-            marks = ", ".join("?" * len(columns))
-            cursor.executemany(f"INSERT INTO devices ({names}) VALUES ({marks})", tuples)  # noqa: S608
+            # Many rows a statement, not executemany: the driver lets go of the GIL around
+            # every row it steps, and while the fetch threads parse a page each row would
+            # then wait for it to come back.
+            marks = "(" + ", ".join("?" * len(_INSERTED)) + ")"
+            per_statement = _SQLITE_VARIABLES // len(_INSERTED)
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                cursor.execute(
+                    f"INSERT INTO devices ({names}) VALUES {', '.join([marks] * len(chunk))}",  # noqa: S608
+                    [value for row in chunk for value in row],
+                )
     finally:
         cursor.close()
 
 
-def _converter(column_type: Any, postgres: bool) -> Callable[[Any], Any] | None:
-    if isinstance(column_type, JSON):
-        if postgres:
-            from psycopg.types.json import Json  # only on PostgreSQL
+def _same(value: Any) -> Any:
+    return value
 
-            return Json
-        return json.dumps
-    if isinstance(column_type, UTCDateTime) and not postgres:
-        return _sqlite_time
-    return None
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 @functools.lru_cache(maxsize=256)  # a page's rows share their create and update times
 def _sqlite_time(value: datetime) -> str:
-    """A UTC time as SQLAlchemy's SQLite DateTime stores it (and reads it back)."""
-    v = value.astimezone(UTC)
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+    """A UTC time as SQLAlchemy's SQLite DateTime stores it (and reads it back):
+    ``2026-12-03 11:00:00.000000``, microseconds always, no zone."""
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # less "+00:00"
 
 
 def _update_by_id(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
@@ -295,56 +316,72 @@ def _update_by_id(uow: UnitOfWork, rows: list[dict[str, Any]]) -> None:
         uow.session.connection().execute(statement, [{**r, "_id": r["id"]} for r in group])
 
 
-def _profile_values(record: SourceRecord) -> dict[str, Any]:
+_PROFILE_COLUMNS = (
+    "profile_model_identifier",
+    "profile_os_version",
+    "profile_os_build",
+    "profile_os_build_supplemental",
+    "profile_os_usernames",
+    "profile_jamf_binary_version",
+    "profile_external_id",
+    "profile_update_time",
+    "posture_filevault",
+    "posture_filevault_state",
+    "posture_sip",
+    "posture_gatekeeper",
+    "posture_firewall",
+    "posture_secure_boot_level",
+    "posture_activation_lock",
+    "posture_lockdown_mode",
+    "posture_last_contact_time",
+    "source_record",
+    "source_hash",
+)
+# What an insert writes, in the order of ``_insert_rows``' tuples.
+_INSERTED = (
+    "id", "os_type", "asset_tag",  # then the columns every new row of a page shares:
+    "enroll_status", "source_name", "source_origin", "source_inventory", "sync_run_id",
+    "create_time", "update_time",
+    *_PROFILE_COLUMNS,
+)  # fmt: skip
+
+
+def _profile_values(
+    record: SourceRecord,
+    when: Callable[[datetime], Any] = _same,
+    as_json: Callable[[Any], Any] = _same,
+) -> tuple[Any, ...]:
+    """The ``_PROFILE_COLUMNS`` of a record; times through ``when`` and JSON through
+    ``as_json`` (the driver's forms, for ``_insert_rows``)."""
     p = record.profile
     posture = p.posture or _NO_POSTURE
-    return {
-        "profile_model_identifier": p.model_identifier,
-        "profile_os_version": p.os_version,
-        "profile_os_build": p.os_build,
-        "profile_os_build_supplemental": p.os_build_supplemental,
-        "profile_os_usernames": list(p.os_usernames),
-        "profile_jamf_binary_version": p.jamf_binary_version,
-        "profile_external_id": record.external_id,
-        "profile_update_time": p.update_time,
-        "posture_filevault": posture.filevault,
-        "posture_filevault_state": posture.filevault_state,
-        "posture_sip": posture.sip,
-        "posture_gatekeeper": posture.gatekeeper,
-        "posture_firewall": posture.firewall,
-        "posture_secure_boot_level": posture.secure_boot_level,
-        "posture_activation_lock": posture.activation_lock,
-        "posture_lockdown_mode": posture.lockdown_mode,
-        "posture_last_contact_time": posture.last_contact_time,
-        "source_record": None if record.raw is None else capped_raw(record.raw),
-        "source_hash": record.content_hash,
-    }
+    updated, contact = p.update_time, posture.last_contact_time
+    return (
+        p.model_identifier,
+        p.os_version,
+        p.os_build,
+        p.os_build_supplemental,
+        as_json(list(p.os_usernames)),
+        p.jamf_binary_version,
+        record.external_id,
+        None if updated is None else when(updated),
+        posture.filevault,
+        posture.filevault_state,
+        posture.sip,
+        posture.gatekeeper,
+        posture.firewall,
+        posture.secure_boot_level,
+        posture.activation_lock,
+        posture.lockdown_mode,
+        None if contact is None else when(contact),
+        None if record.raw is None else capped_raw(record.raw),
+        record.content_hash,
+    )
 
 
 _NO_POSTURE = Posture()
-
-
-def _new_row(
-    device_id: str, record: SourceRecord, source: str, inventory: str, run_id: int, now: datetime
-) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "os_type": record.os_type.value,
-        "asset_tag": record.asset_tag,
-        "enroll_status": EnrollStatus.NOT_ENROLLED.value,
-        "owner": None,
-        "credential_id": None,
-        "credential_public_key": None,
-        "credential_ek_cert_serial": None,
-        "credential_attestation_type": None,
-        "source_name": source,
-        "source_origin": SourceOrigin.JAMF.value,
-        "source_inventory": inventory,
-        "sync_run_id": run_id,
-        "create_time": now,
-        "update_time": now,
-        **_profile_values(record),
-    }
+_NOT_ENROLLED = EnrollStatus.NOT_ENROLLED.value  # an enum's .value costs a descriptor call
+_JAMF = SourceOrigin.JAMF.value
 
 
 def _changed_row(
@@ -359,7 +396,12 @@ def _changed_row(
     # Enroll status, credential and owner are never touched by a sync. A device an
     # admin registered by hand gains its profile but stays the admin's (no source), so
     # on_missing: DELETE can never remove it.
-    values = {"id": device_id, "update_time": now, "sync_run_id": run_id, **_profile_values(record)}
+    values = {
+        "id": device_id,
+        "update_time": now,
+        "sync_run_id": run_id,
+        **dict(zip(_PROFILE_COLUMNS, _profile_values(record), strict=True)),
+    }
     if claim:
         values |= {
             "source_name": source,
@@ -377,11 +419,10 @@ def add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
 
 
 def _add_counts(uow: UnitOfWork, run_id: int, **counts: int) -> None:
-    uow.session.execute(
-        update(SyncRunRow)
-        .where(SyncRunRow.id == run_id)
-        .values({getattr(SyncRunRow, k): getattr(SyncRunRow, k) + v for k, v in counts.items()})
-    )
+    runs = _SYNC_RUNS.c
+    grown = {runs[k]: runs[k] + v for k, v in counts.items() if v}
+    if grown:  # Core, not the ORM: this runs once a page, on the sync's hot path
+        uow.session.connection().execute(update(_SYNC_RUNS).where(runs.id == run_id).values(grown))
 
 
 def _missing(run_id: int, source: str, inventory: str) -> tuple[ColumnElement[bool], ...]:

@@ -490,7 +490,7 @@ def test_malformed_structures_are_refused_with_400_naming_the_field(
         (lambda b: _set(b, "not base64!", "tpm", "ak_public"),
          400, "^tpm.ak_public: is not valid base64$"),
         (lambda b: _set(b, encode(bytes(17 * 1024)), "tpm", "ak_public"),
-         400, "^tpm.ak_public: is more than 16384 bytes$"),
+         400, "^tpm.ak_public: is more than 4096 bytes$"),
         (lambda b: _drop(b, "collected"), 400, "^collected: Field required$"),
         (lambda b: _drop(b, "tpm", "creation_signature"),
          400, "^tpm.creation_signature: Field required$"),
