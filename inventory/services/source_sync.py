@@ -270,15 +270,20 @@ def _insert_rows(
         else:
             # Many rows a statement, not executemany: the driver lets go of the GIL around
             # every row it steps, and while the fetch threads parse a page each row would
-            # then wait for it to come back.
+            # then wait for it to come back. Statements of a power of two rows (475 rows:
+            # 256 + 128 + 64 + 16 + 8 + 2 + 1): the driver keeps each statement it has
+            # prepared, and one for every page size there is held megabytes per page size.
             marks = "(" + ", ".join("?" * len(_INSERTED)) + ")"
-            per_statement = _SQLITE_VARIABLES // len(_INSERTED)
-            for start in range(0, len(rows), per_statement):
-                chunk = rows[start : start + per_statement]
+            most = 1 << ((_SQLITE_VARIABLES // len(_INSERTED)).bit_length() - 1)
+            start = 0
+            while start < len(rows):
+                size = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+                chunk = rows[start : start + size]
                 cursor.execute(
-                    f"INSERT INTO devices ({names}) VALUES {', '.join([marks] * len(chunk))}",  # noqa: S608
+                    f"INSERT INTO devices ({names}) VALUES {', '.join([marks] * size)}",  # noqa: S608
                     [value for row in chunk for value in row],
                 )
+                start += size
     finally:
         cursor.close()
 
