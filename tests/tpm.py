@@ -197,10 +197,10 @@ def swtpm(
 # -- structures the tests tamper with ---------------------------------------------------
 
 
-def another_ca_pem() -> bytes:
-    """A self-signed CA that signed no EK certificate: configured, it refuses every EK."""
+def self_signed_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed P-256 CA certificate valid for a day either side of now, and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some other EK CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -213,6 +213,12 @@ def another_ca_pem() -> bytes:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def another_ca_pem() -> bytes:
+    """A self-signed CA that signed no EK certificate: configured, it refuses every EK."""
+    _, cert = self_signed_ca("Some other EK CA")
     return cert.public_bytes(serialization.Encoding.PEM)
 
 

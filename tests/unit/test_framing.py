@@ -16,7 +16,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from ceremony.attestation import framing
 from ceremony.attestation.ek_cert import (
@@ -28,6 +27,7 @@ from ceremony.attestation.ek_cert import (
 from ceremony.attestation.tpm_verify import check_ak, ek_public_key, examine_ek, verify_quote
 from ceremony.errors import AKError, AttestationError, EKCertificateError, QuoteError
 from ceremony.protocol import Quote, TPMAttestation
+from tests.tpm import self_signed_ca
 from tests.unit.test_tpm_verify_fuzz import (
     AK_PUBLIC,
     CREATION_ATTESTATION,
@@ -152,13 +152,19 @@ def test_a_size_prefix_mistake_says_a_size_prefix_was_expected(sent: bytes, mess
 
 def test_public_areas_and_creation_data_name_their_framings_too() -> None:
     wrong = len(AK_PUBLIC[2:]).to_bytes(2, "little") + AK_PUBLIC[2:]
-    with pytest.raises(AKError, match=r"^the AK public area is truncated or not size-prefixed: "
-                       r"expected a 2-byte size prefix \(TPM2B_PUBLIC\) or a bare TPMT_PUBLIC;"):
+    with pytest.raises(
+        AKError,
+        match=r"^the AK public area is truncated or not size-prefixed: "
+        r"expected a 2-byte size prefix \(TPM2B_PUBLIC\) or a bare TPMT_PUBLIC;",
+    ):
         check_ak(replace(REQUEST, ak_public=wrong))
     wrong = CREATION_DATA + b"\x00"
-    with pytest.raises(AKError, match=r"^the AK creation data has 1 trailing bytes or is not "
-                       r"size-prefixed: expected a 2-byte size prefix \(TPM2B_CREATION_DATA\) "
-                       r"or a bare TPMS_CREATION_DATA;"):
+    with pytest.raises(
+        AKError,
+        match=r"^the AK creation data has 1 trailing bytes or is not "
+        r"size-prefixed: expected a 2-byte size prefix \(TPM2B_CREATION_DATA\) "
+        r"or a bare TPMS_CREATION_DATA;",
+    ):
         check_ak(replace(REQUEST, creation_data=wrong))  # fmt: skip
 
 
@@ -187,9 +193,7 @@ def test_a_creation_attestation_of_another_type_is_refused() -> None:
         check_ak(replace(REQUEST, creation_attestation=bytes(body)))
     # A genuine quote by the AK, passed off as its creation certification.
     with pytest.raises(AKError, match="is not a creation certification$"):
-        check_ak(
-            replace(REQUEST, creation_attestation=QUOTE, creation_signature=QUOTE_SIGNATURE)
-        )
+        check_ak(replace(REQUEST, creation_attestation=QUOTE, creation_signature=QUOTE_SIGNATURE))
 
 
 # -- EK certificates marked RSAES-OAEP --------------------------------------------------
@@ -222,21 +226,7 @@ def _elements(der: bytes) -> list[bytes]:
 
 
 def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test EK CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return self_signed_ca("Test EK CA")
 
 
 def oaep_ek_certificate(
