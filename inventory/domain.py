@@ -6,7 +6,9 @@ a session that has already closed.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -234,6 +236,11 @@ class Posture:
         """Whether the MDM reported anything at all."""
         return any(getattr(self, name) is not None for name in POSTURE_FIELDS)
 
+    def values(self, time: Callable[[datetime], Any]) -> list[Any]:
+        """The ``POSTURE_FIELDS`` in their order, a time through ``time``: the one order
+        of the content hash (``jamf.mapping``) and of the device's ``posture_`` columns."""
+        return [time(v) if isinstance(v, datetime) else v for v in _posture_values(self)]
+
 
 POSTURE_FIELDS = (
     "filevault",
@@ -246,6 +253,7 @@ POSTURE_FIELDS = (
     "lockdown_mode",
     "last_contact_time",
 )
+_posture_values = operator.attrgetter(*POSTURE_FIELDS)
 
 
 @dataclass(frozen=True)

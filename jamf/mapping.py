@@ -278,7 +278,7 @@ def profile_hash(
         list(profile.os_usernames),
         profile.jamf_binary_version,
         profile.external_id,
-        None if posture is None else _posture_fields(posture),
+        None if posture is None else posture.values(_day),
     ]
     # JSON, not a joined string: no choice of separator can make two profiles collide
     # (the record's text is JSON too, after a separator JSON cannot hold unescaped).
@@ -289,19 +289,8 @@ def profile_hash(
     return digest.hexdigest()
 
 
-def _posture_fields(posture: Posture) -> list[Any]:
-    contact = posture.last_contact_time
-    return [
-        posture.filevault,
-        posture.filevault_state,
-        posture.sip,
-        posture.gatekeeper,
-        posture.firewall,
-        posture.secure_boot_level,
-        posture.activation_lock,
-        posture.lockdown_mode,
-        None if contact is None else contact.date().isoformat(),
-    ]
+def _day(time: datetime) -> str:
+    return time.date().isoformat()
 
 
 #: Fields of a computers-inventory record that move with every report or check-in

@@ -30,7 +30,14 @@ from sqlalchemy import (
 )
 
 from inventory.db import UnitOfWork
-from inventory.domain import EnrollStatus, Posture, SourceOrigin, SourceRecord, SyncRun
+from inventory.domain import (
+    POSTURE_FIELDS,
+    EnrollStatus,
+    Posture,
+    SourceOrigin,
+    SourceRecord,
+    SyncRun,
+)
 from inventory.models import DeviceRow, SyncRunRow
 from inventory.serialize import capped_raw
 from inventory.services import audit
@@ -330,15 +337,7 @@ _PROFILE_COLUMNS = (
     "profile_jamf_binary_version",
     "profile_external_id",
     "profile_update_time",
-    "posture_filevault",
-    "posture_filevault_state",
-    "posture_sip",
-    "posture_gatekeeper",
-    "posture_firewall",
-    "posture_secure_boot_level",
-    "posture_activation_lock",
-    "posture_lockdown_mode",
-    "posture_last_contact_time",
+    *(f"posture_{name}" for name in POSTURE_FIELDS),
     "source_record",
     "source_hash",
 )
@@ -360,7 +359,7 @@ def _profile_values(
     ``as_json`` (the driver's forms, for ``_insert_rows``)."""
     p = record.profile
     posture = p.posture or _NO_POSTURE
-    updated, contact = p.update_time, posture.last_contact_time
+    updated = p.update_time
     return (
         p.model_identifier,
         p.os_version,
@@ -370,15 +369,7 @@ def _profile_values(
         p.jamf_binary_version,
         record.external_id,
         None if updated is None else when(updated),
-        posture.filevault,
-        posture.filevault_state,
-        posture.sip,
-        posture.gatekeeper,
-        posture.firewall,
-        posture.secure_boot_level,
-        posture.activation_lock,
-        posture.lockdown_mode,
-        None if contact is None else when(contact),
+        *posture.values(when),
         None if record.raw is None else capped_raw(record.raw),
         record.content_hash,
     )
