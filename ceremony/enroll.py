@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tpm2_pytss.constants import TPM2_ALG  # type: ignore[import-untyped]
 
 from ceremony.attestation import macos, tpm_structures, tpm_verify
@@ -275,10 +275,6 @@ def _binding(kind: str, *numbers: int) -> str:
     return digest.hexdigest()
 
 
-# TPM2_ECC_CURVE ids as cryptography names the curves.
-_CURVE_NAMES = {0x0003: ec.SECP256R1.name, 0x0004: ec.SECP384R1.name}
-
-
 def ek_binding(sent: TPMAttestation) -> str | None:
     """The binding of the EK the challenge is made for: the EK public area's key when one
     was sent (``examine_ek`` checks it is the certificate's), else the certificate's.
@@ -293,11 +289,11 @@ def ek_binding(sent: TPMAttestation) -> str | None:
             if area.type == TPM2_ALG.RSA:
                 modulus = int.from_bytes(area.rsa_modulus, "big")
                 return _binding("rsa", area.rsa_exponent or 65537, modulus)
-            curve = _CURVE_NAMES.get(area.curve)
+            curve = tpm_verify.CURVES.get(area.curve)
             if area.type != TPM2_ALG.ECC or curve is None:
                 return None
             x, y = int.from_bytes(area.ecc_x, "big"), int.from_bytes(area.ecc_y, "big")
-            return _binding(f"ecc-{curve}", x, y)
+            return _binding(f"ecc-{curve.name}", x, y)
         if sent.ek_cert is not None:
             return key_binding(ek_public_from_certificate(parse_ek_certificate(sent.ek_cert)))
     except AttestationError:

@@ -49,7 +49,8 @@ class Preference:
     update_time: datetime | None = None
 
 
-_FIELDS = ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
+# The fields of ``DeviceTrust``, as a resource and ``config set`` name them.
+FIELDS = ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
 
 
 def to_resource(pref: Preference) -> dict[str, Any]:
@@ -94,11 +95,11 @@ def from_resource(doc: object) -> DeviceTrust:
 def parse_device_trust(
     values: Mapping[str, Any], base: DeviceTrust, *, prefix: str = "device_trust"
 ) -> DeviceTrust:
-    unknown = set(values) - set(_FIELDS)
+    unknown = set(values) - set(FIELDS)
     if unknown:
         field = sorted(unknown)[0]
         raise InvalidPreference(
-            f"unknown field {prefix}.{field}: expected one of {', '.join(_FIELDS)}"
+            f"unknown field {prefix}.{field}: expected one of {', '.join(FIELDS)}"
         )
     result = base
     if "mode" in values:

@@ -42,7 +42,7 @@ def _size_prefixed(data: bytes) -> bool:
 
 
 def public_framing(data: bytes) -> Framing | None:
-    """"tpm2b" for a TPM2B_PUBLIC, "bare" for a TPMT_PUBLIC, None for neither."""
+    """ "tpm2b" for a TPM2B_PUBLIC, "bare" for a TPMT_PUBLIC, None for neither."""
     if _size_prefixed(data):
         return "tpm2b"
     if len(data) > 2 and int.from_bytes(data[:2], "big") in _PUBLIC_TYPES:
@@ -51,7 +51,7 @@ def public_framing(data: bytes) -> Framing | None:
 
 
 def creation_data_framing(data: bytes) -> Framing | None:
-    """"tpm2b" for a TPM2B_CREATION_DATA, "bare" for a TPMS_CREATION_DATA, None for neither."""
+    """ "tpm2b" for a TPM2B_CREATION_DATA, "bare" for a TPMS_CREATION_DATA, None for neither."""
     if _size_prefixed(data):
         return "tpm2b"
     if len(data) >= 4 and int.from_bytes(data[:4], "big") <= _MAX_PCR_SELECTIONS:
@@ -60,7 +60,7 @@ def creation_data_framing(data: bytes) -> Framing | None:
 
 
 def attest_framing(data: bytes) -> Framing | None:
-    """"tpm2b" for a TPM2B_ATTEST, "bare" for a TPMS_ATTEST, None for neither."""
+    """ "tpm2b" for a TPM2B_ATTEST, "bare" for a TPMS_ATTEST, None for neither."""
     if _size_prefixed(data):
         return "tpm2b"
     if data[:4] == TPM_GENERATED:

@@ -65,7 +65,8 @@ _AK_REQUIRED = {
     TPMA_OBJECT.SENSITIVEDATAORIGIN: "sensitiveDataOrigin",
 }
 _AK_REQUIRED_MASK = sum(_AK_REQUIRED)
-_CURVES: dict[int, type[ec.EllipticCurve]] = {
+# The EK and AK curves, by TPM2_ECC_CURVE id.
+CURVES: dict[int, type[ec.EllipticCurve]] = {
     TPM2_ECC.NIST_P256: ec.SECP256R1,
     TPM2_ECC.NIST_P384: ec.SECP384R1,
 }
@@ -124,7 +125,7 @@ def _public_key(area: PublicArea, what: str, error: type[AttestationError]) -> P
             )
             return numbers.public_key()
         if area.type == TPM2_ALG.ECC:
-            curve = _CURVES.get(area.curve)
+            curve = CURVES.get(area.curve)
             if curve is None:
                 raise error(f"the {what} uses an ECC curve other than NIST P-256 or P-384")
             x = int.from_bytes(area.ecc_x, "big")

@@ -10,6 +10,7 @@ from inventory.db import UnitOfWork
 from inventory.errors import AlreadyExists
 from inventory.models import ClusterPreferenceRow
 from inventory.preference import (
+    FIELDS,
     NAME,
     DeviceTrust,
     DeviceTrustMode,
@@ -52,11 +53,7 @@ def update_preference(
                 f"{expected_revision} -> {current.revision}); run the command again"
             )
         old = current.device_trust
-        changed = [
-            f
-            for f in ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
-            if getattr(old, f) != getattr(device_trust, f)
-        ]
+        changed = [f for f in FIELDS if getattr(old, f) != getattr(device_trust, f)]
         if not changed:
             return current, []
         if row is None:
