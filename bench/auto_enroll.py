@@ -174,7 +174,7 @@ class Arrivals:
 
     def __init__(self, backend_url: str) -> None:
         self._client = redis.Redis.from_url(backend_url)
-        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
         self._pubsub.psubscribe(RESULT_CHANNELS)
         # Subscribed before anything is sent, so no result goes unheard.
         deadline = time.monotonic() + 10

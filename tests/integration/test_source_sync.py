@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inventory.db import Database
-from inventory.domain import EnrollStatus, OSType, Profile, SourceRecord
+from inventory.domain import EnrollStatus, OSType, Posture, Profile, SourceRecord
 from inventory.models import DeviceRow
 from inventory.services import audit, devices
 from inventory.services import source_sync as store
+from jamf.mapping import record_text
 from tests.conftest import Clock
 
 SRC, INV = "jamf", "default"
@@ -114,10 +115,30 @@ def test_two_failed_runs_in_a_row_raise_the_alert(db: Database, clock: Clock) ->
 
 
 def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock: Clock) -> None:
-    # New devices go to the driver directly (COPY, raw executemany): every column must
-    # read back through the ORM as if SQLAlchemy had written it.
+    # New devices go in as one JSON document the database takes apart: every column must
+    # read back through the ORM as if SQLAlchemy had written it, and the kept Jamf record
+    # must be the very text it was.
     clock.now = clock.now.replace(microsecond=123456)
     reported = datetime(2026, 11, 25, 23, 59, 58, 987654, tzinfo=UTC)
+    posture = Posture(
+        filevault=True,
+        filevault_state="ENCRYPTED",
+        sip=False,
+        gatekeeper=None,
+        firewall=True,
+        secure_boot_level="FULL_SECURITY",
+        activation_lock=False,
+        lockdown_mode=None,
+        last_contact_time=datetime(2026, 11, 26, 1, 2, 3, tzinfo=UTC),  # no microseconds
+    )
+    raw = record_text(
+        {
+            "id": "42",
+            "general": {"name": 'Zoë\'s "Mac"\n\t\\', "emoji": "\U0001f4bb", "null": None},
+            "numbers": [0, -1, 1.5, 1e-7, 12345678901234567890, True, False],
+            "nested": {"empty": {}, "list": [[], [{}]], "sp ace": " x "},
+        }
+    )
     profile = Profile(
         model_identifier="Mac14,2",
         os_version="15.1",
@@ -127,12 +148,17 @@ def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock:
         jamf_binary_version="11.10.0",
         external_id="42",
         update_time=reported,
+        posture=posture,
     )
     run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
-    rec = SourceRecord("C02BULK00001", OSType.MACOS, "42", profile, "hash-42")
-    assert apply(db, run, [rec]).created == 1
+    rec = SourceRecord("C02BULK00001", OSType.MACOS, "42", profile, "hash-42", raw=raw)
+    bare = SourceRecord("C02BULK00002", OSType.MACOS, "43", Profile(), "hash-43")
+    assert apply(db, run, [rec, bare]).created == 2
     device = devices.get_device(db.uow(), "C02BULK00001")
     assert device.profile == profile
+    assert devices.raw_record(db.uow(), "C02BULK00001")[1] == raw
+    assert devices.get_device(db.uow(), "C02BULK00002").profile is None  # nothing reported
+    assert devices.raw_record(db.uow(), "C02BULK00002")[1] is None
     assert device.create_time == device.update_time == clock.now
     assert device.enroll_status is EnrollStatus.NOT_ENROLLED and device.owner is None
     assert device.source is not None and device.source.name == SRC
@@ -142,4 +168,4 @@ def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock:
         assert row is not None and (row.source_hash, row.sync_run_id) == ("hash-42", run)
     # And the next run finds it unchanged by its hash: nothing rewritten.
     run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
-    assert apply(db, run2, [rec]).unchanged == 1
+    assert apply(db, run2, [rec, bare]).unchanged == 2
