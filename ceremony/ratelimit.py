@@ -253,7 +253,9 @@ class RedisRateLimiter:
 def rate_limiter_for(
     redis_url: str | None, limit: int, window: timedelta, what: str
 ) -> RateLimiter:
-    """Redis when given a ``redis://`` or ``rediss://`` URL, else this process's memory."""
+    """Redis when given a ``redis://`` or ``rediss://`` URL (the scheme in any case, as
+    URLs have it), else this process's memory."""
     if redis_url and redis_url.lower().startswith(("redis://", "rediss://")):
-        return RedisRateLimiter(redis_url, limit, window, what)
+        scheme, rest = redis_url.split("://", 1)
+        return RedisRateLimiter(f"{scheme.lower()}://{rest}", limit, window, what)
     return LocalRateLimiter(limit, window, what)

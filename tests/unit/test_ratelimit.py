@@ -203,6 +203,7 @@ def test_a_limit_that_allows_nothing_is_refused(limit: int, window: timedelta) -
         ("redis://ratelimit.internal:6379/2", "redis://ratelimit.internal:6379/2"),
         ("rediss://:s3cret@ratelimit.internal:6380/0", "rediss://:***@ratelimit.internal:6380/0"),
         ("redis://svc:pw@ratelimit.internal/1?password=x", "redis://svc:***@ratelimit.internal/1"),
+        ("REDIS://:s3cret@ratelimit.internal/1", "redis://:***@ratelimit.internal/1"),
     ],
 )
 def test_rate_limiter_for_a_redis_url_counts_on_that_server(url: str, where: str) -> None:
@@ -216,7 +217,7 @@ def test_rate_limiter_for_a_redis_url_counts_on_that_server(url: str, where: str
 
 
 @pytest.mark.parametrize(
-    "url", ["REDIS://:s3cret@ratelimit.internal/1", "redis://[ratelimit.internal:6379/1"]
+    "url", ["redis://:s3cret@[ratelimit.internal:6379/1", "redis://[ratelimit.internal:6379/1"]
 )
 def test_a_redis_url_redis_cannot_use_is_a_configuration_error_not_a_local_count(
     url: str,
