@@ -1,8 +1,9 @@
 """Writing an MDM source into the inventory: runs, batched upserts, deletions.
 
 The sync engine (``jamf/sync.py``) streams pages in; each page is one transaction of
-a handful of statements (one SELECT, one executemany INSERT, one executemany
-UPDATE), whatever its size. Rows whose content hash is unchanged are not written.
+a handful of statements (a lookup that answers one row, multi-row INSERTs or a COPY,
+one executemany UPDATE), whatever its size. Rows whose content hash is unchanged are
+not read back, nor written.
 """
 
 from __future__ import annotations
@@ -199,13 +200,12 @@ class _Stored(NamedTuple):
 
 # The page's lookup, in one statement that answers one row: which of the page's
 # records have no device yet, and the devices that need more than counting as
-# unchanged (another content, another Jamf id giving the profile, or a device to stamp
-# as seen). One row, because SQLite's driver lets go of the GIL around every row it
-# steps, and while the fetch threads parse a page each row then waits its turn to come
-# back: a lookup that answered the page's 500 rows cost a no-change sync 37 ms a page.
+# unchanged: another content, another Jamf id giving the profile, or a run that stamps
+# the devices it saw (``track``) and has not stamped this one. One row, because
+# SQLite's driver lets go of the GIL around every row it steps, and while the fetch
+# threads parse a page each row then waits its turn to come back: a lookup that
+# answered the page's 500 rows kept a no-change sync's writer waiting 37 ms a page.
 # A record is (asset tag, OS, Jamf id, content hash), numbered from 0 in the page.
-# A device needs looking at when its content is another, when another Jamf id gives its
-# profile, or when the run stamps the devices it saw (``track``) and this one is not yet.
 _LOOK_UP_SQLITE = """
 SELECT json_group_array(j.key) FILTER (WHERE d.id IS NULL),
        json_group_array(json_array(j.key, d.id, d.source_name, d.source_hash,

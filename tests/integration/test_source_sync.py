@@ -115,9 +115,9 @@ def test_two_failed_runs_in_a_row_raise_the_alert(db: Database, clock: Clock) ->
 
 
 def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock: Clock) -> None:
-    # New devices go in as one JSON document the database takes apart: every column must
-    # read back through the ORM as if SQLAlchemy had written it, and the kept Jamf record
-    # must be the very text it was.
+    # New devices go to the driver directly (COPY, multi-row INSERTs with the page's shared
+    # columns bound once): every column must read back through the ORM as if SQLAlchemy
+    # had written it, and the kept Jamf record must be the very text it was.
     clock.now = clock.now.replace(microsecond=123456)
     reported = datetime(2026, 11, 25, 23, 59, 58, 987654, tzinfo=UTC)
     posture = Posture(
