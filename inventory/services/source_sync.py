@@ -227,7 +227,8 @@ SELECT (json_agg(j.n - 1) FILTER (WHERE d.id IS NULL))::text,
                d.source_hash IS DISTINCT FROM j.hash
                OR (d.profile_external_id IS NOT NULL AND d.profile_external_id <> j.ext)
                OR (%(track)s AND d.sync_run_id IS DISTINCT FROM %(run)s))))::text
-FROM unnest(%(tags)s::text[], %(os)s::text[], %(ext)s::text[], %(hash)s::text[])
+FROM ROWS FROM (json_array_elements_text(%(tags)s::json), json_array_elements_text(%(os)s::json),
+               json_array_elements_text(%(ext)s::json), json_array_elements_text(%(hash)s::json))
     WITH ORDINALITY AS j(tag, os, ext, hash, n)
 LEFT JOIN devices AS d ON d.asset_tag = j.tag AND d.os_type = j.os
 """
@@ -246,11 +247,13 @@ def _look_up(
     unchanged."""
     connection = uow.session.connection()
     if connection.dialect.name == "postgresql":
+        # Each column as one JSON text: psycopg dumps a list element by element in Python.
+        dumps = orjson.dumps
         params: Any = {
-            "tags": [key[0] for key, _ in page],
-            "os": [key[1] for key, _ in page],
-            "ext": [record.external_id for _, record in page],
-            "hash": [record.content_hash for _, record in page],
+            "tags": dumps([key[0] for key, _ in page]).decode(),
+            "os": dumps([key[1] for key, _ in page]).decode(),
+            "ext": dumps([record.external_id for _, record in page]).decode(),
+            "hash": dumps([record.content_hash for _, record in page]).decode(),
             "track": track_seen,
             "run": run_id,
         }
@@ -316,13 +319,10 @@ def _insert_rows(
     connection = uow.session.connection()
     dbapi: Any = connection.connection.dbapi_connection
     postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        from psycopg.types.json import Json  # only on PostgreSQL
-
-        when: Callable[[datetime], Any] = _same
-        as_json: Callable[[Any], Any] = Json
-    else:
-        when, as_json = _sqlite_time, _json_text
+    # Times and JSON go as the text the database reads: for COPY, psycopg's own dumpers
+    # cost three times the rest of the row (a time 1.4 us, stdlib json for a list).
+    when: Callable[[datetime], Any] = _postgres_time if postgres else _sqlite_time
+    as_json: Callable[[Any], Any] = _json_text
     stamp = when(now)
     head = (_NOT_ENROLLED, source, _JAMF, inventory, run_id, stamp, stamp)
     names = ", ".join(_INSERTED)  # our own column names, never input
@@ -378,6 +378,11 @@ def _same(value: Any) -> Any:
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _postgres_time(value: datetime) -> str:
+    """An aware time as PostgreSQL reads it into a ``timestamptz``: ISO with its offset."""
+    return value.isoformat()
 
 
 def _sqlite_time(value: datetime) -> str:
