@@ -19,6 +19,8 @@ import hmac
 import itertools
 import secrets
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,12 +254,15 @@ def check_make_credential(tpm: DeviceTPM, m: Material, r: RawInputs) -> None:
 FLOOR_TABLE = "bench_floor"
 
 
-def time_floor(url: str, r: RawInputs, iterations: int) -> list[float]:
-    """Seconds per enrollment that no implementation of this protocol avoids on this machine
-    and database: the raw crypto, and the three statements' round trips as bare as they
-    get, on the driver's connection, back to back: the first round trip a one-row write
-    (the challenge, not waiting for the disk), the second a one-row read (the challenge)
-    and a one-row write (the enrollment, durable)."""
+@contextmanager
+def floor_timer(url: str, r: RawInputs) -> Iterator[Callable[[int], list[float]]]:
+    """A function that times ``iterations`` enrollments' worth of what no implementation of
+    this protocol avoids on this machine and database, and returns seconds per
+    enrollment: the raw crypto, and the three statements' round trips as bare as they get,
+    on the driver's connection, back to back: the first round trip a one-row write (the
+    challenge, not waiting for the disk), the second a one-row read (the challenge) and a
+    one-row write (the enrollment, durable). Called between the server's batches, so that
+    both are measured under the same load."""
     engine = create_db_engine(url)
     pooled = engine.raw_connection()
     try:
@@ -271,16 +276,21 @@ def time_floor(url: str, r: RawInputs, iterations: int) -> list[float]:
         write = f"INSERT INTO {FLOOR_TABLE} (id, v) SELECT %s, 'x' WHERE ({no_wait}) IS NOT NULL"
         if engine.dialect.name == "sqlite":
             write = write.replace("%s", "?")
-        times = []
-        for i in range(iterations):
-            began = time.perf_counter()
-            raw_enrollment(r, [])
-            driver.execute(write, (2 * i,))
-            driver.execute("SELECT 1").fetchall()
-            driver.execute(write.replace(no_wait, "SELECT 1"), (2 * i + 1,))
-            times.append(time.perf_counter() - began)
+        ids = itertools.count()
+
+        def run(iterations: int) -> list[float]:
+            times = []
+            for _ in range(iterations):
+                began = time.perf_counter()
+                raw_enrollment(r, [])
+                driver.execute(write, (next(ids),))
+                driver.execute("SELECT 1").fetchall()
+                driver.execute(write.replace(no_wait, "SELECT 1"), (next(ids),))
+                times.append(time.perf_counter() - began)
+            return times
+
+        yield run
         driver.execute(f"DROP TABLE {FLOOR_TABLE}")
-        return times
     finally:
         pooled.close()
         engine.dispose()
