@@ -35,7 +35,9 @@ def free_port() -> int:
 class Process:
     """A child in its own process group; its output is collected line by line."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], name: str) -> None:
+    def __init__(
+        self, argv: list[str], env: Mapping[str, str], name: str, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.lines: list[str] = []
         self.closed = False  # the output ended: the process exited
@@ -47,6 +49,7 @@ class Process:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            cwd=cwd,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -93,8 +96,10 @@ class Process:
 
 
 @contextmanager
-def started(argv: list[str], env: Mapping[str, str], name: str) -> Iterator[Process]:
-    process = Process(argv, env, name)
+def started(
+    argv: list[str], env: Mapping[str, str], name: str, cwd: Path | None = None
+) -> Iterator[Process]:
+    process = Process(argv, env, name, cwd)
     try:
         yield process
     finally:
@@ -110,9 +115,11 @@ def simulator(devices: int, *options: str) -> Iterator[str]:
 
 
 @contextmanager
-def worker(env: Mapping[str, str], name: str = "w1", *options: str) -> Iterator[Process]:
+def worker(
+    env: Mapping[str, str], name: str = "w1", *options: str, cwd: Path | None = None
+) -> Iterator[Process]:
     argv = [DEVTRUST, "worker", "--concurrency", "1", "--name", f"{name}@%h", *options]
-    with started(argv, env, f"worker {name}") as process:
+    with started(argv, env, f"worker {name}", cwd) as process:
         process.wait_for(r"ready", timeout=60)
         yield process
 

@@ -48,6 +48,9 @@ def embedded_paths(data_dir: Path) -> dict[str, Path]:
         "in": base / "messages",
         "out": base / "messages",  # one directory: producers and consumers share it
         "processed": base / "processed",
+        # kombu's exchange tables (which queues a fanout, the workers' pidbox among them,
+        # reaches): by default a ``control`` folder in whatever directory the worker runs.
+        "control": base / "control",
         "results": data_dir.resolve() / "results",
     }
 
@@ -73,6 +76,7 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(paths["in"]),
             "data_folder_out": str(paths["out"]),
             "processed_folder": str(paths["processed"]),
+            "control_folder": str(paths["control"]),
             "store_processed": False,
             # How long the worker sleeps when it finds no message (kombu: 1 s). Each message
             # costs one such sleep, so at 1 s a burst of webhooks drained at one a second;

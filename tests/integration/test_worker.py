@@ -450,7 +450,9 @@ def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: 
 def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None:
     with simulator(500) as jamf:
         env = env_for(tmp_path, jamf)  # no broker: files under the data directory
-        with worker(env, "solo") as solo:
+        elsewhere = tmp_path / "cwd"
+        elsewhere.mkdir()
+        with worker(env, "solo", cwd=elsewhere) as solo:
             result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
             assert result.returncode == 0, result.stderr
             status = devtrust(env, "jamf", "status", "--format", "json")
@@ -467,6 +469,11 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         assert inventory_size(env) == managed_count(jamf)
         [entry] = json.loads(status.stdout)
         assert entry["last_full"]["status"] == store.SUCCEEDED and entry["alert"] is False
+        # kombu's exchange tables (the worker's pidbox among them) are kept under the data
+        # directory, never in the directory the worker was started from.
+        control = tmp_path / "data" / "queue" / "control"
+        assert any(control.glob("*.pidbox.exchange")), sorted(control.parent.iterdir())
+        assert list(elsewhere.iterdir()) == []
 
 
 def test_a_sync_the_worker_cannot_start_is_a_failed_run_with_its_reason_everywhere(
