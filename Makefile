@@ -8,18 +8,38 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.devtrust-installed
 
-.PHONY: setup system services test unit lint format demo bench clean
+LOCK   := requirements.lock
+
+.PHONY: setup system services test unit lint format demo bench clean lock lock-upgrade
 
 setup: $(STAMP)
 
 system:
 	@scripts/setup-system.sh packages
 
-$(STAMP): pyproject.toml | system
+# The tested versions, pinned with their hashes (requirements.lock), then devtrust itself.
+$(STAMP): pyproject.toml $(LOCK) | system
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
+
+# Refresh the lock after a change to pyproject.toml's dependencies: the pins it already
+# has stay unless pyproject.toml excludes them (`make lock-upgrade` moves every pin to
+# the newest release allowed). Then run `make test` before committing it.
+UV := $(VENV)/bin/uv
+UV_COMPILE = $(UV) pip compile pyproject.toml --extra dev --generate-hashes \
+	--python-version 3.11 -o $(LOCK)
+
+$(UV): | $(STAMP)
+	$(PY) -m pip install --quiet uv
+
+lock: $(UV)
+	$(UV_COMPILE)
+
+lock-upgrade: $(UV)
+	$(UV_COMPILE) --upgrade
 
 services: | system
 	@scripts/setup-system.sh services
