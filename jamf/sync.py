@@ -99,6 +99,12 @@ class SyncRefused(DevtrustError):
     http_status = 409
 
 
+class SyncStopped(DevtrustError):
+    """The run stopped before a write because ``still_held`` said it may not go on."""
+
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class Target:
     """One kind of Jamf record a sync reads: how to page it, look one up, and map it."""
@@ -210,10 +216,16 @@ def run_sync(
     actor: str | None = None,
     progress: ProgressCallback | None = None,
     concurrency: int = 4,
+    still_held: Callable[[], None] | None = None,
 ) -> SyncRun:
     """Run one sync and return its record; a Jamf or configuration failure is recorded
     on the run (status ``failed``, ``error``), not raised. Anything unexpected is
-    recorded when the database still answers, then raised."""
+    recorded when the database still answers, then raised.
+
+    ``still_held`` (the sync lock's ``Lease.ensure_held``) is called before every write:
+    each page, each batch of deletions or detachments. When it raises (a lost lock),
+    the run stops there, failed with its message: another worker may be syncing the
+    inventory by then, and two syncs must not write, least of all delete, at once."""
     kind = Kind(kind)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -221,7 +233,7 @@ def run_sync(
     targets = (COMPUTERS, MOBILE_DEVICES) if source.mobile_devices else (COMPUTERS,)
     sync = _Sync(
         db, client, source.name, inventory, run_id, kind, force, progress, concurrency, targets,
-        source.ignored_usernames,
+        source.ignored_usernames, still_held,
     )  # fmt: skip
     actor = actor or f"{source.name}-sync"
     log.info("%s sync of %s/%s started (run %d)", kind, source.name, inventory.name, run_id)
@@ -295,6 +307,10 @@ def bulk_gc() -> Iterator[None]:
             _gc_depth -= 1
             if _gc_depth == 0:
                 gc.unfreeze()
+
+
+def _always_held() -> None:
+    """A run with no lock to lose (tests, the CLI's direct sync)."""
 
 
 class JamfIdError(DevtrustError):
@@ -408,8 +424,10 @@ class _Sync:
         concurrency: int,
         targets: Sequence[Target] = (COMPUTERS,),
         ignored_usernames: frozenset[str] = frozenset(),
+        still_held: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        self.still_held = still_held or _always_held
         self.ignored = ignored_usernames
         self.targets = tuple(targets)
         self.client = client
@@ -558,6 +576,7 @@ class _Sync:
         skipped_before: int = 0,
         replace_ids: frozenset[str] = frozenset(),
     ) -> None:
+        self._check_held()  # at each page boundary: a lost lock stops the run here
         outcome = store.apply_page(
             self.db.uow(),
             self.run_id,
@@ -688,6 +707,7 @@ class _Sync:
             if present:
                 self._apply(list(present.values()), True, fetched=0)
             if gone:
+                self._check_held()
                 self.totals.deleted += store.delete_gone(
                     uow(), self.run_id, gone, source=self.source, actor=f"{self.source}-sync"
                 )
@@ -738,9 +758,20 @@ class _Sync:
                     if self._still_there(target, device, record) is None:
                         ghosts.append(device.device_id)
             if ghosts:
+                self._check_held()
                 self.totals.detached += store.detach(
                     self.db.uow(), ghosts, source=self.source, actor=f"{self.source}-sync"
                 )
+
+    def _check_held(self) -> None:
+        try:
+            self.still_held()
+        except DevtrustError as exc:
+            t = self.totals
+            raise SyncStopped(
+                f"stopped after {t.pages} pages ({t.created} created, {t.updated} updated, "
+                f"{t.deleted} deleted): {exc}"
+            ) from None
 
     def _tell(self, phase: str) -> None:
         if self.progress is None:

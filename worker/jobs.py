@@ -89,6 +89,7 @@ def sync_inventory(
                     actor=actor,
                     progress=progress,
                     concurrency=max(1, settings.jamf_max_connections - 1),
+                    still_held=lease.ensure_held,
                 )
             finally:
                 db.close()

@@ -28,6 +28,7 @@ from inventory.errors import DevtrustError
 from worker.locks import (
     Lease,
     LocalLocks,
+    LockLost,
     Locks,
     LockUnavailable,
     RedisLocks,
@@ -191,6 +192,51 @@ def test_renewal_warns_when_the_lock_was_lost(
     assert "lost" in record.getMessage()
     lease.release()
     assert one.holder(NAME) == "worker-2"
+
+
+@pytest.mark.redis
+def test_a_lease_is_held_until_a_renewal_finds_it_lost_or_its_ttl_passes_unrenewed(
+    redis_url: str, prefix: str, redis_locks: Callable[[], RedisLocks]
+) -> None:
+    one, two = redis_locks(), redis_locks()
+    lease = one.acquire(NAME, 30, "worker-1")
+    assert lease is not None
+    lease.ensure_held()  # just taken: ours
+    client = Redis.from_url(redis_url)
+    try:
+        client.delete(prefix + NAME)  # expired, as after a pause longer than its ttl
+    finally:
+        client.close()
+    assert two.acquire(NAME, 30, "worker-2") is not None
+    lease.ensure_held()  # nobody has looked yet: no round trip is made to find out
+    assert lease.renew() is False
+    with pytest.raises(LockLost, match=f"the lock {NAME} was lost"):
+        lease.ensure_held()
+    lease.release()
+    assert one.holder(NAME) == "worker-2"
+
+    # A lease nobody could renew within its ttl (the lock server did not answer, or the
+    # renewals stalled) may have expired and been taken: it counts as lost, unasked.
+    short = one.acquire(NAME + ":short", 0.2, "worker-1")
+    assert short is not None
+    time.sleep(0.3)
+    unrenewed = r"not renewed for \d+\.\d s, longer than its ttl \(0.2 s\)"
+    with pytest.raises(LockLost, match=unrenewed):
+        short.ensure_held()
+    short.release()
+    with pytest.raises(LockLost, match="was released"):
+        short.ensure_held()
+
+
+def test_a_file_lease_does_not_expire_unrenewed(tmp_path: Path) -> None:
+    locks = LocalLocks(tmp_path)
+    lease = locks.acquire(NAME, 0.05, "worker-1")
+    assert lease is not None
+    time.sleep(0.1)  # past its ttl: an flock lasts until released all the same
+    lease.ensure_held()
+    lease.release()
+    with pytest.raises(LockLost):
+        lease.ensure_held()
 
 
 @pytest.mark.redis

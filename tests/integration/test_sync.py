@@ -6,6 +6,7 @@ source must be exactly the managed computers Jamf has (serial, Jamf id, content 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from redis import Redis
 from sqlalchemy import select
 
 from inventory.db import Database
@@ -25,6 +27,7 @@ from jamf.config import InventorySpec, OnMissing, SourceSpec
 from jamf.mapping import MappedDevice, map_computer
 from jamf.simulator import Simulator, SimulatorConfig, create_app, running_simulator
 from jamf.sync import Kind, Progress, partial_filter, run_sync
+from worker.locks import RedisLocks
 
 REFERENCE = datetime(2026, 11, 1, tzinfo=UTC)
 FAST_RETRY = RetryPolicy(attempts=12, initial_wait=0.005, max_wait=0.1, total_timeout=60)
@@ -196,6 +199,51 @@ def test_deletion_cap_stops_the_run_and_force_overrides_it(db: Database) -> None
         assert synced(db) == j.expected()
         deletions = audit.list_events(db.uow(), type=audit.DEVICE_DELETE, limit=1000)
         assert len(deletions) == forced.deleted
+
+
+@pytest.mark.redis
+def test_a_lost_sync_lock_stops_the_run_at_the_next_page_and_deletes_nothing(
+    db: Database, redis_url: str
+) -> None:
+    prefix = f"devtrust:test:{uuid.uuid4().hex[:12]}:lock:"
+    name = "jamf-sync:jamf:default"
+    ours, theirs = RedisLocks(redis_url, prefix=prefix), RedisLocks(redis_url, prefix=prefix)
+    redis = Redis.from_url(redis_url)
+    try:
+        with jamf(600) as j:
+            entry = spec(page_size=100, on_missing=OnMissing.DELETE)
+            run_sync(db, j.client, SOURCE, entry, kind=Kind.FULL)
+            before = synced(db)
+            for ident in range(1, 31):  # gone from Jamf: a run that ends deletes them
+                j.sim.computers.delete(ident)
+            lease = ours.acquire(name, 30, "worker-1")
+            assert lease is not None
+
+            def progress(p: Progress) -> None:
+                if p.phase == "fetch" and p.pages_done == 2:
+                    # The key expired (a worker paused past its ttl) and another took it;
+                    # the renewal that comes next finds out.
+                    redis.delete(prefix + name)
+                    assert theirs.acquire(name, 30, "worker-2") is not None
+                    assert lease.renew() is False
+
+            run = run_sync(
+                db, j.client, SOURCE, entry, kind=Kind.FULL, progress=progress,
+                still_held=lease.ensure_held,
+            )  # fmt: skip
+            assert run.status == store.FAILED
+            assert run.error is not None and run.error.startswith("stopped after 2 pages")
+            assert f"the lock {name} was lost" in run.error
+            assert run.deleted == 0 and synced(db) == before
+            assert run.fetched < 600 - 30
+            lease.release()
+            assert theirs.holder(name) == "worker-2"
+    finally:
+        for key in redis.scan_iter(match=prefix + "*"):
+            redis.delete(key)
+        redis.close()
+        ours.close()
+        theirs.close()
 
 
 def test_only_devices_confirmed_gone_are_deleted_and_enrollment_is_kept(db: Database) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Lease, Locks, LockState, LockUnavailable
+from .base import Lease, LockLost, Locks, LockState, LockUnavailable
 from .file_locks import LocalLocks
 from .redis_locks import DEFAULT_PREFIX, RedisLocks, redacted_url
 
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "Lease",
     "LocalLocks",
+    "LockLost",
     "LockState",
     "LockUnavailable",
     "Locks",

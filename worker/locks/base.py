@@ -7,6 +7,7 @@ import contextvars
 import logging
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,12 @@ class LockUnavailable(DevtrustError):
     """The lock server (or the lock directory) cannot be used right now; worth a retry."""
 
     http_status = 503
+
+
+class LockLost(DevtrustError):
+    """A lease is no longer known to be ours: what it guarded must stop."""
+
+    http_status = 409
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,10 @@ class Lease(ABC):
     Use it as a context manager: leaving the block releases it and stops any renewal.
     """
 
+    #: Whether the lease ends by itself when not renewed within its ttl (Redis), rather
+    #: than lasting until released (a file lock).
+    expires = True
+
     def __init__(self, name: str, ttl: float) -> None:
         self.name = name
         self.ttl = ttl
@@ -93,6 +104,8 @@ class Lease(ABC):
         self._released = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._lost = threading.Event()
+        self._held_since = time.monotonic()  # taken or last renewed, as far as we know
 
     def renew(self) -> bool:
         """Extend the lease to its full ttl again.
@@ -103,7 +116,32 @@ class Lease(ABC):
         with self._mutex:
             if self._released:
                 return False
-            return self._renew()
+            began = time.monotonic()
+            if self._renew():
+                self._held_since = began
+                return True
+            self._lost.set()
+            return False
+
+    def ensure_held(self) -> None:
+        """Raise :class:`LockLost` unless the lease is still ours as far as anyone can
+        tell: not released, not found lost by a renewal, and renewed (or taken) within
+        its ttl. A renewal the lock server could not answer is not proof either way, so
+        once the ttl has passed since the last one that succeeded, the lease counts as
+        lost: another worker may have taken it. Cheap: no round trip."""
+        if self._released:
+            raise LockLost(f"the lock {self.name} was released")
+        if self._lost.is_set():
+            raise LockLost(
+                f"the lock {self.name} was lost: it expired before it could be renewed, "
+                "and another worker may now hold it"
+            )
+        unrenewed = time.monotonic() - self._held_since
+        if self.expires and unrenewed > self.ttl:
+            raise LockLost(
+                f"the lock {self.name} was not renewed for {unrenewed:.1f} s, longer than "
+                f"its ttl ({self.ttl:g} s): another worker may now hold it"
+            )
 
     def release(self) -> None:
         """Give the lock up. Calling it again does nothing; a lock that expired and was

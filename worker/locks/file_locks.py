@@ -135,8 +135,10 @@ class _LocalLease(Lease):
         super().__init__(name, ttl)
         self._fd = fd
 
+    expires = False  # an flock lasts until released
+
     def _renew(self) -> bool:
-        return True  # an flock lasts until released; there is nothing to extend
+        return True  # there is nothing to extend
 
     def _release(self) -> None:
         try:
