@@ -56,16 +56,23 @@ def test_jamf_status_shows_last_runs_and_the_alert(cli: Cli, db: Database) -> No
     for _ in range(2):
         run = store.start_run(db.uow(), source="jamf", inventory="default", kind="partial")
         store.finish_run(db.uow(), run, status=store.FAILED, actor="sync", error="Jamf said no")
-    result = ok(cli("jamf", "status"))
+    result = cli("jamf", "status")
+    assert result.code == 3, result.err  # the alert is raised: a monitoring check can tell
     _, rows = table(result.out.split("\nALERT")[0])
     assert [(r["Kind"], r["Status"], r["Error"]) for r in rows] == [
         ("partial", "failed", "Jamf said no"),
         ("full", "succeeded", ""),
     ]
     assert "ALERT: the last two syncs of jamf/default failed" in result.out
-    [entry] = json.loads(ok(cli("jamf", "status", "--format", "json")).out)
+    as_json = cli("jamf", "status", "--format", "json")
+    assert as_json.code == 3
+    [entry] = json.loads(as_json.out)
     assert entry["alert"] is True and entry["running"] is None
     assert entry["last_full"]["id"] == full and entry["last_partial"]["error"] == "Jamf said no"
+    # One success ends the alert, and the status exits 0 again.
+    run = store.start_run(db.uow(), source="jamf", inventory="default", kind="partial")
+    store.finish_run(db.uow(), run, status=store.SUCCEEDED, actor="sync")
+    assert "ALERT" not in ok(cli("jamf", "status")).out
 
 
 def test_jamf_status_names_a_bad_inventory_setting(

@@ -509,6 +509,7 @@ def test_a_sync_the_worker_cannot_start_is_a_failed_run_with_its_reason_everywhe
     [entry] = json.loads(as_json.stdout)
     assert entry["last_full"]["status"] == store.FAILED and entry["last_full"]["error"] == no_url
     assert entry["alert"] is True  # two failed in a row
+    assert status.returncode == as_json.returncode == 3  # the alert, in the exit status
     assert [(k, s) for k, s, _ in runs(env)] == [("full", store.FAILED)] * 2 + [
         ("partial", store.FAILED)
     ]

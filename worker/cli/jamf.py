@@ -72,7 +72,10 @@ def sync(
 def status(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
-    """Each inventory's last partial and full sync, the alert flag, and any sync running."""
+    """Each inventory's last partial and full sync, the alert flag, and any sync running.
+
+    Exits 3 when an inventory's alert is raised (its last two syncs failed), in either
+    format, so that a cron job or a monitoring check can act on it."""
     from inventory.serialize import run_to_dict
     from inventory.services import source_sync as store
     from jamf.config import source_from_settings
@@ -104,6 +107,7 @@ def status(
                 "last_full": next((r for r in finished if r.kind == "full"), None),
             }
         )
+    alert = any(entry["alert"] for entry in report)
     if format is TextOrJson.JSON:
         echo_json(
             [
@@ -111,6 +115,8 @@ def status(
                 for entry in report
             ]
         )
+        if alert:
+            raise typer.Exit(ALERT_EXIT)
         return
     rows = []
     for entry in report:
@@ -141,6 +147,11 @@ def status(
             typer.echo(
                 f"ALERT: the last two syncs of {entry['source']}/{entry['inventory']} failed"
             )
+    if alert:
+        raise typer.Exit(ALERT_EXIT)
+
+
+ALERT_EXIT = 3  # `jamf status`: an inventory's last two syncs failed
 
 
 def _lock_entry(lock: LockState | None) -> dict[str, Any] | None:
