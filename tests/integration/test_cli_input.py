@@ -163,3 +163,14 @@ def test_two_devices_sharing_an_asset_tag_are_told_apart_by_os_in_every_command(
     ok(cli("devices", "rm", f"--asset-tag={TAG}", "--os=linux"))
     [left] = json.loads(ok(cli("devices", "ls", "--format", "json")).out)
     assert left["id"] == mac
+
+
+def test_version_prints_the_installed_version_and_touches_no_database(bare_cli: Cli) -> None:
+    from importlib.metadata import version
+
+    result = ok(bare_cli("--version"))
+    assert result.out == f"devtrust {version('devtrust')}\n" and result.err == ""
+    # Eager: it answers before a command would be parsed or a setting read.
+    assert ok(bare_cli("--version", "devices", "ls")).out == result.out
+    bare = bare_cli()  # no arguments: the help, which names the option
+    assert bare.code == 2 and "Usage: devtrust" in bare.out and "--version" in bare.out

@@ -26,6 +26,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"devtrust {version('devtrust')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print devtrust's version and exit.",
+    ),
+) -> None:
+    """devtrust: a trusted-device inventory kept in step with Jamf Pro."""
+
+
 app.add_typer(devices.app, name="devices")
 app.add_typer(users.app, name="users")
 app.add_typer(audit.app, name="audit")
