@@ -1,4 +1,5 @@
-"""Target: ``devtrust devices ls`` on 100,000 devices prints its first page in under 1 s.
+"""Target: ``devtrust devices ls`` on 100,000 devices prints its first page within 30x
+the interpreter's bare start, measured in the same run.
 
 What is measured: the wall time from spawning the installed ``devtrust devices ls`` console
 script until the first page (header, dashes and the CLI's default 500 rows) has been read
@@ -7,12 +8,18 @@ is what a person at the terminal waits for, interpreter start-up and imports inc
 in-process ``list_devices(limit=500)`` time is printed beside it so the reader can tell the
 query from the start-up.
 
-The figure is a ratio, median time / limit, because absolute seconds mean little across
-machines while "how close to the target" reads the same anywhere: at or below 1.0 the target
-is met. The run fails (exit status 1) when any backend's median ratio is above 1.
+The baseline is ``python -c pass`` with the same interpreter (the console script's),
+spawned and waited for, each run alternating with a ``devices ls`` so that the machine's
+noise falls on both alike: an absolute limit (1 s, the target before) holds on one machine
+of a kind and not on another four times slower, where both figures move together. 30x is
+about that 1 s on the machine it was turned into a ratio on (a bare start of 35 ms,
+spawned from this process).
+
+The figure is a ratio, median time / (30 x median bare start): at or below 1.0 the target
+is met. The run fails (exit status 1) when any backend's ratio is above 1.
 
     python -m bench.bench_devices_ls [--devices N] [--backend sqlite|postgresql|both]
-                                     [--runs R] [--limit-seconds 1.0]
+                                     [--runs R] [--limit-starts 30]
 """
 
 from __future__ import annotations
@@ -57,16 +64,21 @@ class Result:
     seed_seconds: float
     first_page: list[float]
     query: list[float]
+    bare_start: list[float]  # ``python -c pass``, alternating with the first pages
 
-    def ratio(self, limit: float) -> float:
-        return statistics.median(self.first_page) / limit
+    def limit(self, starts: float) -> float:
+        return starts * statistics.median(self.bare_start)
 
-    def line(self, limit: float) -> str:
+    def ratio(self, starts: float) -> float:
+        return statistics.median(self.first_page) / self.limit(starts)
+
+    def line(self, starts: float) -> str:
         return (
             f"{self.backend:<11} devices={self.devices}  first page: "
             f"median {statistics.median(self.first_page):.3f} s, "
-            f"max {max(self.first_page):.3f} s  limit {limit:.3f} s  "
-            f"ratio {self.ratio(limit):.2f}  "
+            f"max {max(self.first_page):.3f} s  limit {self.limit(starts):.3f} s "
+            f"({starts:g}x the bare start, {statistics.median(self.bare_start) * 1000:.1f} ms)  "
+            f"ratio {self.ratio(starts):.2f}  "
             f"(in-process query {statistics.median(self.query):.3f} s)"
         )
 
@@ -186,6 +198,14 @@ def time_first_page(url: str, expected_rows: int, workdir: str) -> float:
     return elapsed
 
 
+def time_bare_start() -> float:
+    """Seconds to spawn ``python -c pass`` (this interpreter, the console script's) and
+    see it exit: what any Python command costs before it imports anything of its own."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - began
+
+
 def time_query(url: str, runs: int) -> list[float]:
     """Seconds for the service call behind the first page, in this process (warm engine)."""
     db = Database.connect(url)
@@ -207,22 +227,32 @@ def bench_backend(backend: str, devices: int, runs: int) -> Result:
         print(f"{backend:<11} seeded {devices} devices in {seconds:.1f} s", flush=True)
         expected = min(devices, DEFAULT_PAGE_SIZE)
         time_first_page(url, expected, workdir)  # warm-up: page cache, .pyc files
-        first_page = [time_first_page(url, expected, workdir) for _ in range(runs)]
-        return Result(backend, devices, seconds, first_page, time_query(url, runs))
+        time_bare_start()
+        first_page, bare = [], []
+        for _ in range(runs):
+            bare.append(time_bare_start())
+            first_page.append(time_first_page(url, expected, workdir))
+        return Result(backend, devices, seconds, first_page, time_query(url, runs), bare)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_devices_ls",
-        description="Time the first page of `devtrust devices ls` against its limit.",
+        description="Time the first page of `devtrust devices ls` against the interpreter's "
+        "bare start.",
     )
     parser.add_argument("--devices", type=int, default=100_000, help="devices to seed")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
-    parser.add_argument("--limit-seconds", type=float, default=1.0, help="the target")
+    parser.add_argument(
+        "--limit-starts",
+        type=float,
+        default=30.0,
+        help="the target: the first page within this many bare interpreter starts",
+    )
     args = parser.parse_args(argv)
-    if args.devices < 1 or args.runs < 1 or args.limit_seconds <= 0:
-        parser.error("--devices and --runs must be at least 1, --limit-seconds above 0")
+    if args.devices < 1 or args.runs < 1 or args.limit_starts <= 0:
+        parser.error("--devices and --runs must be at least 1, --limit-starts above 0")
     return args
 
 
@@ -231,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     results = [bench_backend(b, args.devices, args.runs) for b in backends]
     for result in results:
-        print(result.line(args.limit_seconds))
-    passed = all(r.ratio(args.limit_seconds) <= 1.0 for r in results)
+        print(result.line(args.limit_starts))
+    passed = all(r.ratio(args.limit_starts) <= 1.0 for r in results)
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 
