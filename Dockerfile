@@ -15,12 +15,15 @@ RUN python -m venv /opt/devtrust
 ENV PATH=/opt/devtrust/bin:$PATH
 
 WORKDIR /src
+# The tested versions, pinned with their hashes, then devtrust itself.
+COPY deploy/requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY inventory inventory
 COPY jamf jamf
 COPY ceremony ceremony
 COPY worker worker
-RUN pip install .
+RUN pip install --no-deps .
 
 # -- run: the virtualenv, the TSS2 libraries, no compiler ---------------------------------
 FROM python:3.11-slim

@@ -29,17 +29,20 @@ $(STAMP): pyproject.toml $(LOCK) | system
 # has stay unless pyproject.toml excludes them (`make lock-upgrade` moves every pin to
 # the newest release allowed). Then run `make test` before committing it.
 UV := $(VENV)/bin/uv
-UV_COMPILE = $(UV) pip compile pyproject.toml --extra dev --generate-hashes \
-	--python-version 3.11 -o $(LOCK)
+# deploy/requirements.lock is the image's: the same pins without the dev tools.
+UV_COMPILE = $(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11
+RUNTIME_LOCK := deploy/requirements.lock
 
 $(UV): | $(STAMP)
 	$(PY) -m pip install --quiet uv
 
 lock: $(UV)
-	$(UV_COMPILE)
+	$(UV_COMPILE) --extra dev -o $(LOCK)
+	$(UV_COMPILE) -c $(LOCK) -o $(RUNTIME_LOCK)
 
 lock-upgrade: $(UV)
-	$(UV_COMPILE) --upgrade
+	$(UV_COMPILE) --extra dev -o $(LOCK) --upgrade
+	$(UV_COMPILE) -c $(LOCK) -o $(RUNTIME_LOCK)
 
 services: | system
 	@scripts/setup-system.sh services

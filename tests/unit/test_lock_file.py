@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
-def _pins() -> dict[str, tuple[str, int]]:
+def _pins(lock: str = "requirements.lock") -> dict[str, tuple[str, int]]:
     """name -> (version, number of hashes) for each pinned package of the lock."""
     pins: dict[str, tuple[str, int]] = {}
     current = None
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / lock).read_text().splitlines():
         if match := PIN.match(line):
             current = canonicalize_name(match.group(1))
             pins[current] = (match.group(2), 0)
@@ -51,3 +51,18 @@ def test_the_environment_holds_the_locked_versions() -> None:
         if metadata.version(name) != version
     }
     assert wrong == {}, "installed versions differ from requirements.lock: run `make setup`"
+
+
+def test_the_image_lock_has_the_same_pins_without_the_dev_tools() -> None:
+    """deploy/requirements.lock, what the Dockerfile installs: a subset of the tested pins,
+    with every runtime dependency and none of the dev extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    image, tested = _pins("deploy/requirements.lock"), _pins()
+    assert {name: version for name, (version, _) in image.items()} == {
+        name: tested[name][0] for name in image
+    }, "the two locks disagree: run `make lock`"
+    for spec in project["dependencies"]:
+        assert canonicalize_name(Requirement(spec).name) in image, spec
+    for spec in ("pytest", "mypy", "ruff", "schemathesis"):
+        assert spec not in image
+    assert all(hashes > 0 for _, hashes in image.values())
