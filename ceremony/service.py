@@ -13,7 +13,9 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
   bound to it; ``GET /v1/whoami`` names the user a credential belongs to;
 - ``POST /v1/webhooks/jamf``: Jamf Pro's webhooks, each queueing a sync of the one
   device it names on the worker (``ceremony.webhooks``);
-- ``GET /healthz``: whether the database and the broker answer.
+- ``GET /healthz``: whether the database and the broker answer;
+- ``GET /metrics``: syncs, requests, auto-enrollment verdicts and the queue, in
+  Prometheus' text format (``ceremony.metrics``).
 
 Every refusal is a 4xx whose body is ``{"error": "<one line>"}``, and every status a
 route can answer is in ``/openapi.json`` (``ceremony.answers``), with the bearer scheme;
@@ -34,6 +36,7 @@ from fastapi import FastAPI, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,6 +47,7 @@ from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.enroll import EnrollmentCeremony
 from ceremony.limits import RequestLimits
+from ceremony.metrics import Metrics, RequestMetrics
 from ceremony.protocol import (
     CHECK_ID_PATTERN,
     AuthChallenge,
@@ -182,14 +186,19 @@ def create_app(
     auto_enrollment: AutoEnrollment | None = None,
     authentication: DeviceAuthentication | None = None,
     webhooks: JamfWebhooks | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
 
-    Without ``ceremony`` and ``auto_enrollment`` only ``/healthz`` is served.
+    Without ``ceremony`` and ``auto_enrollment`` only ``/healthz`` (and ``/metrics``) is
+    served.
     """
     # No redirects for trailing slashes: a wrong path is a 404 in the error shape.
     app = FastAPI(title="devtrust ceremony service", version="0.1", redirect_slashes=False)
+    metrics = metrics or Metrics()
     app.add_middleware(RequestLimits)
+    # Outermost: a request the limits refuse is counted too.
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=lambda: app.router.routes)
 
     @app.exception_handler(DevtrustError)
     async def refused(_: Request, exc: DevtrustError) -> JSONResponse:
@@ -224,7 +233,7 @@ def create_app(
     if ceremony is not None:
         _enrollment_routes(app, ceremony)
     if auto_enrollment is not None:
-        _auto_enrollment_routes(app, auto_enrollment)
+        _auto_enrollment_routes(app, auto_enrollment, metrics)
     if authentication is not None:
         _authentication_routes(app, authentication)
     if webhooks is not None:
@@ -251,6 +260,18 @@ def create_app(
         healthy = all(value == "ok" for value in report.values())
         return JSONResponse({"status": "ok" if healthy else "unhealthy", **report},
                             status_code=200 if healthy else 503)  # fmt: skip
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}},
+            **answers.refusals(413, 431),
+        },
+    )
+    def prometheus() -> Response:
+        """Syncs, requests, auto-enrollment verdicts and the queue, for Prometheus."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -279,13 +300,24 @@ def _enrollment_routes(app: FastAPI, ceremony: EnrollmentCeremony) -> None:
         )
 
 
-def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> None:
+def _auto_enrollment_routes(
+    app: FastAPI, auto_enrollment: AutoEnrollment, metrics: Metrics
+) -> None:
     def answered(
-        result: AutoEnrollToken | AutoEnrollPending, response: Response
+        get: Callable[[], AutoEnrollToken | AutoEnrollPending], response: Response
     ) -> AutoEnrollToken | AutoEnrollPending:
+        try:
+            result = get()
+        except DevtrustError as exc:
+            if exc.http_status != 401:  # no credential: not a verdict on a device
+                metrics.verdict("refused")
+            raise
         if isinstance(result, AutoEnrollPending):
+            metrics.verdict("pending")
             response.status_code = 202
             response.headers["Location"] = result.location
+        else:
+            metrics.verdict("token")
         return result
 
     @app.post("/v1/auto-enroll", responses=answers.AUTO_ENROLLMENT)
@@ -295,7 +327,7 @@ def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> No
         """At login: check the calling user's registered, not enrolled device against its
         MDM profile; on success, a token for the enrollment ceremony. 202 with a Location
         to poll when the check takes longer than the service waits."""
-        return answered(auto_enrollment.request(credential, body.collected), response)
+        return answered(lambda: auto_enrollment.request(credential, body.collected), response)
 
     @app.get("/v1/auto-enroll/{check_id}", responses=answers.AUTO_ENROLLMENT)
     def auto_enroll_verdict(
@@ -304,7 +336,7 @@ def _auto_enrollment_routes(app: FastAPI, auto_enrollment: AutoEnrollment) -> No
         response: Response,
     ) -> AutoEnrollToken | AutoEnrollPending:
         """The verdict of an auto-enrollment check this user asked for (202 while pending)."""
-        return answered(auto_enrollment.poll(credential, check_id), response)
+        return answered(lambda: auto_enrollment.poll(credential, check_id), response)
 
 
 def _authentication_routes(app: FastAPI, authentication: DeviceAuthentication) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, get_args, get_origin
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
@@ -222,12 +223,17 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
     routes = {
         (path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()
     }
-    assert len(routes) == 9
+    assert len(routes) == 10
     for (path, _), operation in routes.items():
         answers = operation["responses"]
         if path == "/healthz":
             assert "security" not in operation
             assert set(answers) == {"200", "413", "431", "503"}
+            continue
+        if path == "/metrics":  # for the scraper on the operators' network
+            assert "security" not in operation
+            assert set(answers) == {"200", "413", "431"}
+            assert list(answers["200"]["content"]) == [CONTENT_TYPE_LATEST]
             continue
         assert operation["security"] == [{"userCredential": []}], path
         for status in ("400", "401", "413", "431", "503"):

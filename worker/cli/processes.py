@@ -7,7 +7,7 @@ that has already started.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -146,6 +146,27 @@ def serve(
     from worker.celery import DeviceSyncQueue
 
     webhooks = JamfWebhooks(current, DeviceSyncQueue(celery, current).submit)
-    app = create_app(current, checks, ceremony, auto, authentication, webhooks)
+    metrics = service_metrics(current, celery)
+    app = create_app(current, checks, ceremony, auto, authentication, webhooks, metrics)
     # h11 with bounded headers, not httptools: see ceremony.limits.
     uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)
+
+
+def service_metrics(current: Any, celery: Any) -> Any:
+    """``devtrust serve``'s metrics: the sync figures of the configured Jamf inventories
+    (none when Jamf's inventories cannot be read from the settings) and the queue."""
+    from ceremony.metrics import Metrics, QueueCollector, SyncCollector, celery_queue_depth
+    from inventory.errors import DevtrustError
+    from jamf.config import source_from_settings
+    from worker.celery import QUEUE
+
+    metrics = Metrics()
+    try:
+        source = source_from_settings(current)
+    except DevtrustError as exc:
+        typer.echo(f"warning: no sync metrics: {exc}", err=True)
+    else:
+        metrics.registry.register(SyncCollector(database(), source.name, source.inventories))
+
+    metrics.registry.register(QueueCollector(lambda: celery_queue_depth(celery, QUEUE)))
+    return metrics
