@@ -5,6 +5,10 @@ write, and one way to name a device in every command that takes one."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +178,22 @@ def test_version_prints_the_installed_version_and_touches_no_database(bare_cli: 
     assert ok(bare_cli("--version", "devices", "ls")).out == result.out
     bare = bare_cli()  # no arguments: the help, which names the option
     assert bare.code == 2 and "Usage: devtrust" in bare.out and "--version" in bare.out
+
+
+def test_devices_ls_loads_the_postgresql_driver_only_for_postgresql(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    """A command on SQLite (the embedded default) does not pay psycopg's import."""
+    probe = (
+        "import sys\n"
+        "from worker.cli import run\n"
+        "code = run(['devices', 'ls', '--format', 'json'])\n"
+        "print(code, any(m.split('.')[0] in ('psycopg', 'psycopg_binary') for m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
+    env |= {"DEVTRUST_DATABASE_URL": db_url, "DEVTRUST_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"0 {db_url.startswith('postgresql')}", done.stdout
