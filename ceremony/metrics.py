@@ -220,11 +220,20 @@ class RequestMetrics:
             self.metrics.latency.labels(route).observe(time.perf_counter() - began)
 
     def _route(self, scope: Scope) -> str:
-        partial = None  # the path is a route's, the method is not: a 405, counted there
+        # The router leaves the route it chose in the scope: a full match, else one whose
+        # path matched but not its method (a 405). A request refused before the router
+        # (RequestLimits' 413 and 431) has none, and is matched here the same way.
+        route = scope.get("route")
+        if route is None:
+            route = self._match(scope)
+        return str(getattr(route, "path", OTHER_ROUTE)) if route is not None else OTHER_ROUTE
+
+    def _match(self, scope: Scope) -> Any:
+        partial = None
         for route in self.routes():
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return str(getattr(route, "path", OTHER_ROUTE))
+                return route
             if match is Match.PARTIAL and partial is None:
-                partial = str(getattr(route, "path", OTHER_ROUTE))
-        return partial or OTHER_ROUTE
+                partial = route
+        return partial

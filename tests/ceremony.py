@@ -8,9 +8,10 @@ drive it over HTTP while still holding its database (and its clock) in hand.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,6 +25,21 @@ from inventory.domain import CollectedData, OSType, Role
 from inventory.services import devices, tokens, users
 from inventory.settings import Settings
 from tests.processes import free_port, wait_until
+
+
+class PendingQueue:
+    """Auto-enrollment's queue with no worker behind it: every check stays pending."""
+
+    def submit(
+        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
+    ) -> None:
+        pass
+
+    def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
+        return None
+
+    def forget(self, check_id: str) -> None:
+        pass
 
 
 @contextmanager

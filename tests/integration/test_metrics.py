@@ -4,10 +4,9 @@ client's path), verdicts by outcome, and the queue's depth from a real Redis bro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ceremony.autoenroll import AutoEnrollment
+from ceremony.limits import MAX_HEADERS
 from ceremony.metrics import Metrics, QueueCollector, SyncCollector, celery_queue_depth
 from ceremony.ratelimit import LocalRateLimiter
 from ceremony.service import create_app
@@ -25,28 +25,13 @@ from inventory.services import preference, users
 from inventory.services import source_sync as store
 from inventory.settings import Settings, load_settings
 from jamf.config import InventorySpec
-from tests.ceremony import serving
+from tests.ceremony import PendingQueue, serving
 from tests.processes import RedisServer
 from worker.celery import QUEUE
 from worker.celery import create_app as create_celery
 
 ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-class PendingQueue:
-    """Auto-enrollment's queue with no worker behind it: every check stays pending."""
-
-    def submit(
-        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
-    ) -> None:
-        pass
-
-    def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
-        return None
-
-    def forget(self, check_id: str) -> None:
-        pass
 
 
 def scrape(client: httpx.Client) -> Samples:
@@ -108,6 +93,9 @@ def test_metrics_say_what_the_runs_requests_verdicts_and_queue_are(
     with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/no/such/path-4f1c9a").status_code == 404
+        assert client.post("/healthz").status_code == 405  # the route's, not its method
+        crowded = {f"x-h{n}": "1" for n in range(MAX_HEADERS + 1)}
+        assert client.get("/healthz", headers=crowded).status_code == 431  # before the router
         assert client.post("/v1/auto-enroll", json={"collected": collected}).status_code == 401
         pending = client.post("/v1/auto-enroll", json={"collected": collected}, headers=auth)
         assert pending.status_code == 202
@@ -135,6 +123,8 @@ def test_metrics_say_what_the_runs_requests_verdicts_and_queue_are(
         # Requests under their templates; an unknown path under "other", never its own.
         assert value(samples, "devtrust_http_requests_total", route="/healthz", status="200") == 1
         assert value(samples, "devtrust_http_requests_total", route="other", status="404") == 1
+        assert value(samples, "devtrust_http_requests_total", route="/healthz", status="405") == 1
+        assert value(samples, "devtrust_http_requests_total", route="/healthz", status="431") == 1
         enroll = {"route": "/v1/auto-enroll"}
         assert value(samples, "devtrust_http_requests_total", **enroll, status="401") == 1
         assert value(samples, "devtrust_http_requests_total", **enroll, status="202") == 1

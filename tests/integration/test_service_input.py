@@ -10,7 +10,7 @@ field, nothing stored), and only an error that says the database cannot be used 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -35,7 +35,7 @@ from inventory.domain import Role
 from inventory.preference import DeviceTrust
 from inventory.services import audit, preference, users
 from inventory.settings import Settings
-from tests.ceremony import serving
+from tests.ceremony import PendingQueue, serving
 from tests.processes import free_port
 
 REQUESTS = (protocol.EnrollInit, protocol.EnrollComplete, protocol.SelfTokenRequest,
@@ -82,27 +82,12 @@ def test_every_text_field_of_every_request_refuses_control_characters() -> None:
             ), errors[path]
 
 
-class UnusedQueue:
-    """Auto-enrollment's queue: every check stays pending (no worker needed here)."""
-
-    def submit(
-        self, check_id: str, user: str, logins: Sequence[str], collected: dict[str, Any]
-    ) -> None:
-        pass
-
-    def verdict(self, check_id: str, wait: float) -> dict[str, Any] | None:
-        return None
-
-    def forget(self, check_id: str) -> None:
-        pass
-
-
 @pytest.fixture
 def auto_enroll_site(db: Database) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
     preference.update_preference(db.uow(), DeviceTrust(auto_enroll=True), actor="admin")
     _, credential = users.add_user(db.uow(), "alice", (Role.ACCESS,), actor="admin")
     limiter = LocalRateLimiter(1, timedelta(hours=1), "auto-enrollment attempts")
-    app = create_app(Settings(), {}, auto_enrollment=AutoEnrollment(db, UnusedQueue(), limiter, 0))
+    app = create_app(Settings(), {}, auto_enrollment=AutoEnrollment(db, PendingQueue(), limiter, 0))
     with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client, {"Authorization": f"Bearer {credential}"}
 
@@ -208,7 +193,7 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
         Settings(),
         {},
         EnrollmentCeremony(db),
-        AutoEnrollment(db, UnusedQueue(), limiter, 0),
+        AutoEnrollment(db, PendingQueue(), limiter, 0),
         DeviceAuthentication(db, DeviceCA.load_or_create(tmp_path / "device-ca")),
     )
     spec = app.openapi()
