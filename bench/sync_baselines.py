@@ -89,7 +89,9 @@ def fetch_offset_pages(
         yield from OffsetPageReader(pool, fetch).pages(page_size, 2 * concurrency)
 
 
-def _offset_pages(self: _Sync, target: Target, query: str) -> Generator[Page, None, None]:
+def _offset_pages(
+    self: _Sync, target: Target, query: str, whole: bool = False
+) -> Generator[Page, None, None]:
     fetch = offset_fetcher(self.client, query, self.spec.page_size, target, self.ignored)
     yield from OffsetPageReader(self.pool, fetch).pages(self.spec.page_size, self.window)
 

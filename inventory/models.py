@@ -65,6 +65,8 @@ class DeviceRow(Base):
     __table_args__ = (
         UniqueConstraint("asset_tag", "os_type"),
         Index("ix_devices_source_name_source_inventory", "source_name", "source_inventory"),
+        # A sync's questions by Jamf id: ghosts, a webhook's device, a re-enrolled serial.
+        Index("ix_devices_profile_external_id_os_type", "profile_external_id", "os_type"),
         # One TPM (or one enclave key), one enrolled device: decided by the database.
         Index("ix_devices_credential_binding", "credential_binding", unique=True),
     )

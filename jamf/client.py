@@ -115,6 +115,17 @@ class JamfClient:
             raise JamfConfigError("the Jamf request timeout must be positive")
         self._clock = clock
         self._sleep = sleep
+        # What another process needs to build this client again (see spawn_config).
+        rebuildable = transport is None and clock is time.monotonic and sleep is time.sleep
+        self._spawn = (
+            dict(
+                base_url=url, client_id=client_id, client_secret=client_secret,
+                username=username, password=password, max_connections=max_connections,
+                timeout=timeout, retry=retry,
+            )
+            if rebuildable
+            else None
+        )  # fmt: skip
         self._retry = retry
         self._auth = authenticator_for(client_id, client_secret, username, password, self._clock)
         self._api_version = api_version
@@ -144,6 +155,14 @@ class JamfClient:
                 if self._api_version is None:
                     self._api_version = self._probe()
         return self._api_version
+
+    def spawn_config(self) -> dict[str, Any] | None:
+        """The keyword arguments that build this client again in a child process, with
+        the API version in use once it is known; None when it has a transport, a clock or
+        a sleep of its own (a test's), which another process could not have."""
+        if self._spawn is None:
+            return None
+        return self._spawn | {"api_version": self._api_version}
 
     def computers_page(
         self,

@@ -45,33 +45,49 @@ inventory's alert flag.
 from __future__ import annotations
 
 import contextvars
-import gc
 import logging
 import math
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from inventory.db import Database
-from inventory.domain import OSType, SourceRecord, SyncRun
+from inventory.domain import SourceRecord, SyncRun
 from inventory.errors import DevtrustError
 from inventory.services import source_sync as store
-from jamf.client import InventoryPage, JamfClient
+from jamf.client import JamfClient
 from jamf.config import InventorySpec, OnMissing, SourceSpec
-from jamf.mapping import (
-    MappedDevice,
-    Skipped,
-    map_computer,
-    map_mobile_device,
-    split_duplicates,
+from jamf.mapping import MappedDevice, Skipped, split_duplicates
+
+# The read side, re-exported: a sync's callers and tests know these names from here.
+from jamf.reading import (
+    COMPUTERS,
+    MOBILE_DEVICES,
+    PREFETCH,
+    PROCESS_READ_MIN,
+    TARGETS,
+    JamfIdError,
+    Page,
+    PageFetcher,
+    PageReader,
+    Target,
+    bulk_gc,
+    fetch_pages,
+    open_reader,
+    page_fetcher,
 )
+
+__all__ = [
+    "COMPUTERS", "MOBILE_DEVICES", "PREFETCH", "PROCESS_READ_MIN", "TARGETS", "JamfIdError",
+    "Kind", "Page", "PageFetcher", "PageReader", "Progress", "ProgressCallback",
+    "SyncRefused", "SyncStopped", "Target", "bulk_gc", "fetch_pages", "page_fetcher",
+    "partial_filter", "run_sync",
+]  # fmt: skip
 
 log = logging.getLogger("devtrust.jamf.sync")
 
@@ -79,9 +95,6 @@ log = logging.getLogger("devtrust.jamf.sync")
 SKIP_SAMPLES = 20
 # Unseen devices confirmed per round of lookups in the deletion phase.
 CONFIRM_BATCH = 200
-# Pages read ahead per fetch thread: the threads go on reading while the writer waits
-# for the database. Memory stays bounded: a mapped page of 500 is about 1 MB.
-PREFETCH = 2
 # A partial run that read more Jamf ids than this checks every device for ghosts.
 GHOST_CHECK_IDS = 5000
 # Devices created in a run before the first ANALYZE (PostgreSQL), then every 4x more.
@@ -106,50 +119,6 @@ class SyncStopped(DevtrustError):
 
 
 @dataclass(frozen=True)
-class Target:
-    """One kind of Jamf record a sync reads: how to page it, look one up, and map it."""
-
-    name: str
-    os_type: OSType
-    # The RSQL field a partial sync narrows on: when the device last reported.
-    report_field: str
-    # The record's Jamf id: the RSQL and sort field keyset reads go by, and its key in
-    # a listed record.
-    id_field: str
-    # (client, page size, filter, sort) -> the first page of what the filter selects
-    page: Callable[[JamfClient, int, str, str], InventoryPage]
-    lookup: Callable[[JamfClient, str], dict[str, Any] | None]
-    # (record, the source's ignored usernames) -> device or skip
-    map: Callable[[Mapping[str, Any], frozenset[str]], MappedDevice | Skipped]
-
-    def filter_for(self, spec: InventorySpec) -> str:
-        return spec.filter_rsql if self.os_type is OSType.MACOS else spec.mobile_filter_rsql
-
-
-COMPUTERS = Target(
-    name="computers",
-    os_type=OSType.MACOS,
-    report_field="general.reportDate",
-    id_field="id",
-    page=lambda c, size, q, sort: c.computers_page(page=0, page_size=size, filter=q, sort=sort),
-    lookup=lambda c, ext: c.computer(ext),
-    map=map_computer,
-)
-MOBILE_DEVICES = Target(
-    name="mobile devices",
-    os_type=OSType.IOS,
-    report_field="lastInventoryUpdateDate",
-    id_field="mobileDeviceId",
-    page=lambda c, size, q, sort: c.mobile_devices_page(
-        page=0, page_size=size, filter=q, sort=sort
-    ),
-    lookup=lambda c, ext: c.mobile_device(ext),
-    map=map_mobile_device,
-)
-TARGETS = {t.os_type.value: t for t in (COMPUTERS, MOBILE_DEVICES)}
-
-
-@dataclass(frozen=True)
 class Progress:
     """Where a run is, after each page and each round of deletions."""
 
@@ -170,21 +139,6 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-@dataclass(frozen=True)
-class Page:
-    """One inventory page, mapped: the devices, the records skipped and why.
-
-    ``number`` counts the pages of a listing as they arrive (from 0); ``total_count`` is
-    how many records Jamf reported for the whole listing when it began."""
-
-    number: int
-    total_count: int
-    raw_count: int
-    devices: list[MappedDevice]
-    skipped: list[Skipped]
-    newest_report: datetime | None
-
-
 @dataclass
 class _Totals:
     pages: int = 0
@@ -199,7 +153,7 @@ class _Totals:
     kept_unseen: int = 0
     detached: int = 0
     stale: int = 0
-    listings: dict[str, dict[str, int]] = field(default_factory=dict)
+    listings: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetch_wait: float = 0.0
     write_time: float = 0.0
     skip_samples: list[str] = field(default_factory=list)
@@ -217,6 +171,7 @@ def run_sync(
     progress: ProgressCallback | None = None,
     concurrency: int = 4,
     still_held: Callable[[], None] | None = None,
+    process_min: int | None = PROCESS_READ_MIN,
 ) -> SyncRun:
     """Run one sync and return its record; a Jamf or configuration failure is recorded
     on the run (status ``failed``, ``error``), not raised. Anything unexpected is
@@ -225,7 +180,10 @@ def run_sync(
     ``still_held`` (the sync lock's ``Lease.ensure_held``) is called before every write:
     each page, each batch of deletions or detachments. When it raises (a lost lock),
     the run stops there, failed with its message: another worker may be syncing the
-    inventory by then, and two syncs must not write, least of all delete, at once."""
+    inventory by then, and two syncs must not write, least of all delete, at once.
+
+    A whole listing of ``process_min`` records or more is read in a child process
+    (``jamf.reading.open_reader``; None: always in this one)."""
     kind = Kind(kind)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -233,7 +191,7 @@ def run_sync(
     targets = (COMPUTERS, MOBILE_DEVICES) if source.mobile_devices else (COMPUTERS,)
     sync = _Sync(
         db, client, source.name, inventory, run_id, kind, force, progress, concurrency, targets,
-        source.ignored_usernames, still_held,
+        source.ignored_usernames, still_held, process_min,
     )  # fmt: skip
     actor = actor or f"{source.name}-sync"
     log.info("%s sync of %s/%s started (run %d)", kind, source.name, inventory.name, run_id)
@@ -280,127 +238,8 @@ def _report(run: SyncRun, db: Database) -> None:
         log.error("ALERT: the last two syncs of %s/%s failed", run.source, run.inventory)
 
 
-_gc_lock = threading.Lock()
-_gc_depth = 0
-
-
-@contextmanager
-def bulk_gc() -> Iterator[None]:
-    """Keep the cyclic GC off what the process held before the sync began.
-
-    A sync allocates millions of short-lived JSON objects, so the collector runs often,
-    and each of its full passes rescans every object the process already had (modules,
-    SQLAlchemy's caches, ...). ``gc.freeze`` sets those aside for the duration: 20% less
-    CPU for a full sync in ``bench/sync.py``. The thresholds stay as they are: raising
-    them let httpx responses (which sit in reference cycles, each holding a page's body)
-    pile up, and memory grew with the fleet. Nested and concurrent uses share one freeze.
-    """
-    global _gc_depth
-    with _gc_lock:
-        _gc_depth += 1
-        if _gc_depth == 1:
-            gc.freeze()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_depth -= 1
-            if _gc_depth == 0:
-                gc.unfreeze()
-
-
 def _always_held() -> None:
     """A run with no lock to lose (tests, the CLI's direct sync)."""
-
-
-class JamfIdError(DevtrustError):
-    """A listed record without a Jamf id a keyset read can go on from."""
-
-
-@dataclass(frozen=True)
-class PageFetcher:
-    """The requests of one keyset listing (``query`` narrowed by id ranges), and the
-    mapping of what they return; called from the pool's threads."""
-
-    client: JamfClient
-    query: str
-    page_size: int
-    target: Target = COMPUTERS
-    ignored_usernames: frozenset[str] = frozenset()
-
-    def top(self) -> InventoryPage:
-        """One record, the highest id ``query`` selects; ``total_count`` is the listing's."""
-        field = self.target.id_field
-        return self.target.page(self.client, 1, self.query, f"{field}:desc")
-
-    def read(self, after: int, upto: int | None) -> InventoryPage:
-        """The first page of ``query`` among ids above ``after`` and at most ``upto``,
-        ascending; its ``total_count`` is how many that range still holds."""
-        field = self.target.id_field
-        terms = [f"({self.query})"] if self.query.strip() else []
-        terms.append(f"{field}>{after}")
-        if upto is not None:
-            terms.append(f"{field}<={upto}")
-        return self.target.page(self.client, self.page_size, ";".join(terms), f"{field}:asc")
-
-    def ident(self, raw: Mapping[str, Any]) -> int:
-        """A listed record's Jamf id as a number (Jamf sends it as a string)."""
-        value = raw.get(self.target.id_field, raw.get("id"))
-        try:
-            return int(str(value))
-        except ValueError:
-            raise JamfIdError(
-                f"Jamf listed a {self.target.name} record whose id is {value!r}, not a number: "
-                "the listing cannot go on from it"
-            ) from None
-
-    def page(self, number: int, total_count: int, records: Sequence[Mapping[str, Any]]) -> Page:
-        convert, ignored = self.target.map, self.ignored_usernames
-        devices: list[MappedDevice] = []
-        skipped: list[Skipped] = []
-        for raw in records:
-            mapped = convert(raw, ignored)
-            if isinstance(mapped, MappedDevice):
-                devices.append(mapped)
-            else:
-                skipped.append(mapped)
-        reports = [d.report_time for d in devices if d.report_time is not None]
-        return Page(
-            number=number,
-            total_count=total_count,
-            raw_count=len(records),
-            devices=devices,
-            skipped=skipped,
-            newest_report=max(reports, default=None),
-        )
-
-
-def page_fetcher(
-    client: JamfClient,
-    query: str,
-    page_size: int,
-    target: Target = COMPUTERS,
-    ignored_usernames: frozenset[str] = frozenset(),
-) -> PageFetcher:
-    """How to read the records ``query`` selects, a keyset page at a time (in pool threads)."""
-    return PageFetcher(client, query, page_size, target, ignored_usernames)
-
-
-def fetch_pages(
-    client: JamfClient,
-    query: str,
-    *,
-    page_size: int,
-    concurrency: int = 4,
-    target: Target = COMPUTERS,
-    ignored_usernames: frozenset[str] = frozenset(),
-) -> Generator[Page, None, None]:
-    """Every page of ``query``, fetched ahead, as they arrive; what a sync reads, without
-    writing."""
-    with bulk_gc(), ThreadPoolExecutor(concurrency, thread_name_prefix="jamf-fetch") as pool:
-        fetcher = page_fetcher(client, query, page_size, target, ignored_usernames)
-        reader = PageReader(pool, fetcher)
-        yield from reader.pages(PREFETCH * concurrency, concurrency)
 
 
 def partial_filter(filter_rsql: str, since: datetime, field: str = COMPUTERS.report_field) -> str:
@@ -425,8 +264,10 @@ class _Sync:
         targets: Sequence[Target] = (COMPUTERS,),
         ignored_usernames: frozenset[str] = frozenset(),
         still_held: Callable[[], None] | None = None,
+        process_min: int | None = PROCESS_READ_MIN,
     ) -> None:
         self.db = db
+        self.process_min = process_min
         self.still_held = still_held or _always_held
         self.ignored = ignored_usernames
         self.targets = tuple(targets)
@@ -494,7 +335,7 @@ class _Sync:
                     since = mark - spec.partial_overlap
                     self.since[target.name] = since
                     query = partial_filter(query, since, target.report_field)
-                newest = self._read(target, query, track_seen)
+                newest = self._read(target, query, track_seen, whole=mark is None)
                 if mark is not None or newest is not None:
                     marks[target.name] = max(m for m in (mark, newest) if m is not None)
             if track_seen:
@@ -504,10 +345,11 @@ class _Sync:
             # A partial sync of an entry that deletes leaves ghosts to the next full one.
         return marks
 
-    def _read(self, target: Target, query: str, track_seen: bool) -> datetime | None:
-        """Write every page of ``query`` as it arrives; the newest report date seen."""
+    def _read(self, target: Target, query: str, track_seen: bool, whole: bool) -> datetime | None:
+        """Write every page of ``query`` as it arrives; the newest report date seen.
+        ``whole``: the listing is every record the filter selects (not recent reports)."""
         newest: datetime | None = None
-        with closing(self._pages(target, query)) as pages:
+        with closing(self._pages(target, query, whole)) as pages:
             while True:
                 started = time.perf_counter()
                 page = next(pages, None)
@@ -521,14 +363,17 @@ class _Sync:
                     newest = max(newest or page.newest_report, page.newest_report)
                 self._tell("fetch")
 
-    def _pages(self, target: Target, query: str) -> Generator[Page, None, None]:
-        """The pages of ``query``, read to the end of its id space (see ``PageReader``)."""
+    def _pages(
+        self, target: Target, query: str, whole: bool = False
+    ) -> Generator[Page, None, None]:
+        """The pages of ``query``, read to the end of its id space (see ``PageReader``),
+        a large whole listing in a child process (``open_reader``)."""
         fetcher = page_fetcher(self.client, query, self.spec.page_size, target, self.ignored)
-        reader = PageReader(self.pool, fetcher)
+        reader = open_reader(self.pool, fetcher, whole=whole, process_min=self.process_min)
         yield from reader.pages(self.window, self.concurrency)
-        self._listed(target, reader.read_count, reader.reported_total)
+        self._listed(target, reader.read_count, reader.reported_total, reader.kind)
 
-    def _listed(self, target: Target, read: int, reported: int) -> None:
+    def _listed(self, target: Target, read: int, reported: int, reader: str) -> None:
         """A listing read to its end: ``read`` records, of ``reported`` at its start.
 
         Complete, for the deletion phase, means every range was read to its end without
@@ -538,7 +383,7 @@ class _Sync:
         treats each device the run did not see as it always does: within the cap, and
         deleted only when Jamf confirms its id is gone or now another device's.
         """
-        self.totals.listings[target.name] = {"read": read, "reported": reported}
+        self.totals.listings[target.name] = {"read": read, "reported": reported, "reader": reader}
         if read < reported:
             log.info(
                 "read %d %s of the %d Jamf reported at the start: %d deleted or moved out "
@@ -793,248 +638,3 @@ class _Sync:
                 deleted=t.deleted,
             )
         )
-
-
-@dataclass
-class _Range:
-    """Ids above ``after`` and at most ``upto`` (None: no upper bound) not yet read."""
-
-    after: int
-    upto: int | None
-    busy: bool = False  # a request for it is on the way
-    done: bool = False
-
-
-class PageReader:
-    """Every record a listing selects, by keyset reads over id ranges fetched side by side.
-
-    Why keysets: an offset page (``page=N``) is a position in a list that moves when Jamf
-    deletes a record already read, so every later page shifts and a live record is
-    never read. A keyset page, ``filter=(<the listing's filter>);id>N`` sorted by id, is
-    defined by the last id read: a deletion anywhere changes nothing about which records
-    come next. So a record that exists for the whole read is always read.
-
-    Why ranges: keyset pages of one range follow each other (the next needs the last id
-    of the one before), so one range is one request at a time. To keep ``workers``
-    requests going (Jamf advises at most five connections), the reader first asks for
-    the highest id (``sort=id:desc``, one record, which also gives Jamf's ``totalCount``
-    at the start), splits ``0 .. top`` into ``workers`` ranges of equal id span, and
-    reads them side by side. The last range has no upper bound: computers enrolled
-    during the read get ids above ``top`` and are read too. When a range is done while
-    another still has a long way to go, the longest is split in two at the middle of
-    what it has left (work stealing), so an uneven fleet (old ids deleted, a filter
-    that selects clusters) does not leave one connection doing the tail alone. A
-    request already on the way for a range that was split meanwhile may return records
-    past its new end: they are dropped, the other half reads them.
-
-    When a range is done: a page is the last of its range when it is empty, or holds
-    every record the range still had (its ``totalCount``), or reaches past the range's
-    end. A short page is not the end: a record deleted while Jamf built the page makes
-    it short, and the range goes on from the page's last id. A run ends when every range
-    is done, that is, when the id space is exhausted.
-
-    Pages are yielded as they arrive, not in id order, ``window`` at most fetched or
-    waiting, so memory is bounded by the window, never the fleet. Each request is one
-    task in the pool (never a thread held for a whole range), so the sync's own lookups
-    share the pool without waiting for the listing to end.
-
-    After the pages are all read, ``reported_total`` is what Jamf reported at the
-    start and ``read_count`` the records read; fewer read than reported is expected when
-    records are deleted during the read, and the sync records it (see ``_Sync``).
-    """
-
-    def __init__(self, pool: ThreadPoolExecutor, fetcher: PageFetcher) -> None:
-        self.pool = pool
-        self.fetcher = fetcher
-        self.reported_total = 0
-        self.read_count = 0
-        self._cond = threading.Condition()
-        self._ranges: list[_Range] = []
-        self._ready: deque[Page] = deque()
-        self._in_flight = 0
-        self._error: BaseException | None = None
-        self._stopped = False
-        self._numbered = 0
-        self._splitting = False
-        self._top = 0
-        self._window = 1
-        self._workers = 1
-        self._context = contextvars.copy_context()
-
-    def pages(self, window: int, workers: int) -> Generator[Page, None, None]:
-        if window < 1 or workers < 1:
-            raise ValueError("the window and the workers must be at least 1")
-        # The fetch threads log with the caller's context (task id, inventory).
-        self._context = contextvars.copy_context()
-        self._window, self._workers = window, workers
-        # One range to begin with, read at once while the highest id is asked for; the
-        # answer splits what that range has left (a listing of one page never waits).
-        self._ranges = [_Range(after=0, upto=None)]
-        self._splitting = True
-        with self._cond:
-            self._in_flight += 1
-            self.pool.submit(self._context.copy().run, self._probe)
-        try:
-            while True:
-                with self._cond:
-                    self._pump()
-                    while not self._ready and self._in_flight and self._error is None:
-                        self._cond.wait()
-                    if self._error is not None:
-                        raise self._error
-                    if not self._ready:
-                        return  # nothing on the way, nothing left to ask: all read
-                    page = self._ready.popleft()
-                    self._pump()
-                yield page
-        finally:
-            with self._cond:
-                self._stopped = True
-                while self._in_flight:
-                    self._cond.wait()
-
-    def _failed(self, exc: BaseException, span: _Range | None = None) -> None:
-        """A request's failure: the first one is the read's error, and the reader wakes."""
-        with self._cond:
-            self._in_flight -= 1
-            if span is not None:
-                span.busy = False
-            if self._error is None:
-                self._error = exc
-            self._cond.notify_all()
-
-    def _probe(self) -> None:
-        """The highest id and Jamf's total at the start; then split the id space."""
-        try:
-            first = self.fetcher.top()
-            top = max((self.fetcher.ident(r) for r in first.results), default=0)
-        except BaseException as exc:
-            self._failed(exc)
-            return
-        with self._cond:
-            self._in_flight -= 1
-            self.reported_total, self._top = first.total_count, top
-            self._split(first.total_count, top)
-            self._splitting = False
-            self._pump()
-            self._cond.notify_all()
-
-    def _split(self, total: int, top: int) -> None:
-        """Share what the first range has left, up to ``top``, among the workers, each
-        range a whole number of pages as far as the ids' density tells (the last page
-        of a range is its short one: a range costs no more requests than it must)."""
-        first, size = self._ranges[0], self.fetcher.page_size
-        if first.done or top <= first.after or total <= size:
-            self._workers = 1 if total <= size else self._workers
-            return
-        span = top - first.after
-        left = total * span / top  # records the first range still has, about
-        pages = math.ceil(left / size)
-        ranges = max(1, min(self._workers, pages))
-        self._workers = ranges
-        if ranges == 1:
-            return
-        # Each range a whole number of pages at this density, a tenth of a page short so
-        # its last page is not pushed into one more by a few records (an uneven fleet is
-        # what stealing is for).
-        per_range = math.ceil(pages / ranges)
-        ids_per_range = max(1.0, (per_range * size - size / 10) * span / left)
-        bounds = [first.after + round(ids_per_range * n) for n in range(1, ranges)]
-        bounds = [b for b in bounds if b < top]
-        ends = [*bounds, None]
-        first.upto = ends[0]
-        self._ranges += [
-            _Range(after=low, upto=high) for low, high in zip(bounds, ends[1:], strict=True)
-        ]
-
-    # -- scheduling (under the condition's lock) ----------------------------------------
-
-    def _pump(self) -> None:
-        """Ask for the next page of each range that has none on the way, window allowing."""
-        while not self._stopped and self._error is None:
-            if self._in_flight + len(self._ready) >= self._window:
-                return
-            span = self._claim()
-            if span is None:
-                return
-            span.busy = True
-            self._in_flight += 1
-            after, upto = span.after, span.upto
-            context = self._context.copy()
-            try:
-                self.pool.submit(context.run, self._fetch, span, after, upto)
-            except RuntimeError as exc:  # the pool is shutting down
-                self._in_flight -= 1
-                span.busy = False
-                self._error = exc
-                return
-
-    def _claim(self) -> _Range | None:
-        """A range to read next: an idle one, or half of the longest one left."""
-        active = [r for r in self._ranges if not r.done]
-        for span in active:
-            if not span.busy:
-                return span
-        if self._splitting or len(active) >= self._workers or not active:
-            return None
-        longest = max(active, key=self._left)
-        left = self._left(longest)
-        # Records it has left, about, at the density the start showed: splitting what
-        # two pages hold saves nothing, and costs a short page more.
-        density = self.reported_total / self._top if self._top else 1.0
-        if left * min(density, 1.0) < 2 * self.fetcher.page_size:
-            return None
-        middle = longest.after + left // 2
-        half = _Range(after=middle, upto=longest.upto)
-        longest.upto = middle
-        self._ranges.append(half)
-        return half
-
-    def _left(self, span: _Range) -> int:
-        """Ids a range has left, as far as ``top`` for the one without an upper bound."""
-        end = span.upto if span.upto is not None else max(self._top, span.after)
-        return end - span.after
-
-    # -- one request (in a pool thread) -------------------------------------------------
-
-    def _fetch(self, span: _Range, after: int, upto: int | None) -> None:
-        try:
-            if self._stopped:
-                raise _Stopped
-            answer = self.fetcher.read(after, upto)
-            records = answer.results
-            idents = [self.fetcher.ident(r) for r in records]
-            with self._cond:
-                end = span.upto  # smaller than ``upto`` if the range was split meanwhile
-                kept = [r for r, i in zip(records, idents, strict=True) if end is None or i <= end]
-                beyond = len(kept) < len(records)
-                if not records or beyond or len(records) >= answer.total_count:
-                    span.done = True
-                elif max(idents) <= after:
-                    raise JamfIdError(
-                        f"Jamf answered a read of {self.fetcher.target.name} above id {after} "
-                        "with no record above it: the listing cannot go on"
-                    )
-                else:
-                    span.after = max(idents)
-                span.busy = False
-                number = self._numbered
-                if kept:
-                    self._numbered += 1
-                    self.read_count += len(kept)
-            page = self.fetcher.page(number, self.reported_total, kept) if kept else None
-        except _Stopped:
-            page = None
-        except BaseException as exc:
-            self._failed(exc, span)
-            return
-        with self._cond:
-            self._in_flight -= 1
-            if page is not None:
-                self._ready.append(page)
-            self._pump()
-            self._cond.notify_all()
-
-
-class _Stopped(Exception):
-    """The reader was closed before this request was sent."""

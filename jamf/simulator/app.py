@@ -63,6 +63,7 @@ class SimulatorMiddleware:
         sim = self.simulator
         endpoint = endpoint_of(scope["path"])
         status = "dropped"  # unless a response starts
+        sim.stats.started(endpoint)
 
         async def tracking_send(message: Message) -> None:
             nonlocal status

@@ -22,9 +22,18 @@ class Stats:
         self.by_endpoint: dict[str, Counter[str]] = {}
         self.faults: Counter[str] = Counter()
         self.records_served = 0
+        self.open: Counter[str] = Counter()  # requests being answered, by endpoint
+        self.peak: Counter[str] = Counter()  # the most answered at once, by endpoint
+
+    def started(self, endpoint: str) -> None:
+        with self._lock:
+            self.open[endpoint] += 1
+            self.peak[endpoint] = max(self.peak[endpoint], self.open[endpoint])
 
     def request(self, endpoint: str, status: str) -> None:
+        """A request answered (or dropped) after ``started``."""
         with self._lock:
+            self.open[endpoint] -= 1
             self.by_endpoint.setdefault(endpoint, Counter())[status] += 1
 
     def fault(self, kind: str) -> None:
@@ -44,6 +53,7 @@ class Stats:
                 "faults": dict(self.faults),
                 "faults_injected": sum(self.faults.values()),
                 "records_served": self.records_served,
+                "peak_concurrent": dict(self.peak),
             }
 
 

@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from inventory.db import Database
 from inventory.domain import EnrollStatus, OSType, Posture, Profile, SourceRecord
 from inventory.models import DeviceRow
@@ -169,3 +171,26 @@ def test_bulk_inserted_devices_read_back_exactly_as_written(db: Database, clock:
     # And the next run finds it unchanged by its hash: nothing rewritten.
     run2 = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
     assert apply(db, run2, [rec, bare]).unchanged == 2
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_question_by_jamf_id_reads_the_index_once_the_table_has_grown(db: Database) -> None:
+    """The ghost check of a partial sync asks about the thousand ids it read; after the
+    sync's statistics refresh, SQLite answers from the index of Jamf ids, not by reading
+    every device of the source, as it did without statistics. (PostgreSQL's planner has
+    its statistics from the same refresh, and at this size rightly prefers a scan.)"""
+    run = store.start_run(db.uow(), source=SRC, inventory=INV, kind="full")
+    for start in range(0, 6000, 500):
+        apply(db, run, [record(i) for i in range(start, start + 500)])
+    store.refresh_statistics(db.uow())
+    read = {str(i) for i in range(0, 6000, 6)}  # a partial sync's thousand ids
+    statement = store.shared_ids_statement(SRC, INV, "macos", read, 1000)
+    dialect = db.engine.dialect
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_devices_profile_external_id_os_type" in plan, plan[:400]
+    shared = store.shared_external_ids(
+        db.uow(), source=SRC, inventory=INV, os_type="macos", among=read
+    )
+    assert shared == {}  # one device a Jamf id: nothing shared
