@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     )
     jamf_max_connections: int = Field(5, ge=1, le=50, description="Jamf recommends at most 5")
     jamf_timeout: float = Field(30.0, gt=0, description="seconds per Jamf request")
+    jamf_read_process_min: int = Field(
+        10_000,
+        ge=0,
+        description="a full sync of at least this many records reads and maps them in a "
+        "child process, beside the writes (0: never)",
+    )
     jamf_sync_start_delay: str = Field(
         "1m", description="beat starts each schedule after a random delay up to this (0: now)"
     )

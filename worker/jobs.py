@@ -90,6 +90,7 @@ def sync_inventory(
                     progress=progress,
                     concurrency=max(1, settings.jamf_max_connections - 1),
                     still_held=lease.ensure_held,
+                    process_min=settings.jamf_read_process_min or None,
                 )
             finally:
                 db.close()

@@ -449,7 +449,9 @@ def test_an_admin_resync_sent_while_redis_is_down_is_retried_not_lost(tmp_path: 
 
 def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None:
     with simulator(500) as jamf:
-        env = env_for(tmp_path, jamf)  # no broker: files under the data directory
+        # No broker: files under the data directory. The full listing is read in a reader
+        # process, as a fleet of 10,000 would be, started from the worker's pool process.
+        env = env_for(tmp_path, jamf, DEVTRUST_JAMF_READ_PROCESS_MIN="100")
         elsewhere = tmp_path / "cwd"
         elsewhere.mkdir()
         with worker(env, "solo", cwd=elsewhere) as solo:
@@ -469,6 +471,7 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         assert inventory_size(env) == managed_count(jamf)
         [entry] = json.loads(status.stdout)
         assert entry["last_full"]["status"] == store.SUCCEEDED and entry["alert"] is False
+        assert entry["last_full"]["details"]["listings"]["computers"]["reader"] == "process"
         # kombu's exchange tables (the worker's pidbox among them) are kept under the data
         # directory, never in the directory the worker was started from.
         control = tmp_path / "data" / "queue" / "control"
