@@ -7,7 +7,10 @@
 - ``required-for-humans``: the same for humans; bots are exempt;
 - any other mode refuses: a mode this code does not know must not open the door.
 
-With ``ca`` the certificate must also be signed by the device CA and be in its validity.
+The certificate counts only when the device CA signed it and it is in its validity:
+there is no way to call this without the CA (a self-signed certificate can carry copied
+extensions). ``ceremony.gate`` is the check the proxies ask, which also reads the
+device's state (enrolled, the same credential, the trust level) on every request.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def check_access(
     mode: str,
     *,
     is_bot: bool,
-    ca: x509.Certificate | None = None,
+    ca: x509.Certificate,
     now: datetime.datetime | None = None,
 ) -> DeviceExtensions | None:
     """Allow (returning the caller's device, if any) or raise AccessDenied."""
@@ -45,10 +48,10 @@ def check_access(
 
 
 def _trusted_device(
-    cert: x509.Certificate | None, ca: x509.Certificate | None, now: datetime.datetime | None
+    cert: x509.Certificate | None, ca: x509.Certificate, now: datetime.datetime | None
 ) -> DeviceExtensions | None:
     if cert is None:
         return None
-    if ca is not None and not issued_by(cert, ca, now or datetime.datetime.now(datetime.UTC)):
+    if not issued_by(cert, ca, now or datetime.datetime.now(datetime.UTC)):
         return None
     return device_extensions(cert)

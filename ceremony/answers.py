@@ -19,8 +19,10 @@ WHY: dict[int, str] = {
     400: "The request is malformed: the message names the field and what is wrong",
     401: "No credential, or one that is not valid",
     403: "Refused: the role, token, proof or device check that failed is named",
-    404: "The device, challenge or check named is not known (or Jamf webhooks are off)",
-    409: "The device is not in the state this step needs (not enrolled, already enrolled)",
+    404: "The device, user, inventory, challenge or check named is not known (or Jamf "
+    "webhooks are off)",
+    409: "The device is not in the state this step needs (not enrolled, already enrolled), "
+    "the name is taken, or the preference changed since it was read",
     413: "The request body is larger than the service reads",
     429: "Too many attempts: retry after Retry-After seconds",
     431: "The request has too many headers, or headers too large",
@@ -76,3 +78,8 @@ IDENTITY = refusals(*AUTHENTICATED)
 # /v1/webhooks/jamf: Jamf Pro's own credential (Basic or a header), the body, webhooks off
 # (404 naming the settings), the queue down (503).
 WEBHOOKS = refusals(*AUTHENTICATED, 404)
+# /v1/admin/*: the caller's role (403), the device, user or inventory named (404), a
+# device or preference not in the state the change needs, or a name taken (409).
+ADMIN = refusals(*AUTHENTICATED, 403, 404, 409)
+# /v1/me/*: only the credential.
+OWN = refusals(*AUTHENTICATED)

@@ -23,7 +23,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -54,7 +57,14 @@ from ceremony.fields import (
 )
 from ceremony.fields import base64_chars as base64_chars
 from ceremony.fields import encode as encode
-from inventory.domain import CollectedData, OSType, normalize_asset_tag
+from inventory.domain import (
+    MAX_USER_NAME_LENGTH,
+    CollectedData,
+    OSType,
+    Role,
+    normalize_asset_tag,
+)
+from inventory.preference import DeviceTrustMode
 
 MAX_BODY_BYTES = 64 * 1024
 PCR_BANK = "sha256"
@@ -322,3 +332,245 @@ class Health(BaseModel):
     )
 
     status: Literal["ok", "unhealthy"]
+
+
+# -- the admin API (``ceremony.admin``) ------------------------------------------------
+
+USER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
+# A user's name as ``inventory.domain.normalize_user_name`` takes it (nothing to strip).
+UserName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_USER_NAME_LENGTH, pattern=USER_NAME_PATTERN)
+]
+# Device listings page by the inventory's own keyset cursors (``Page.next_cursor``):
+# opaque, URL-safe base64.
+DEVICE_CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,1024}$"
+# The audit log pages by event id: the id of the last event of the page before.
+EVENT_CURSOR_PATTERN = "^[1-9][0-9]{0,17}$"
+MIN_TOKEN_SECONDS = 60  # inventory.services.tokens.MIN_TTL
+MAX_TOKEN_SECONDS = 7 * 86400  # and MAX_TTL
+MAX_ROLES = 8
+MAX_LOGINS = 16  # inventory.services.users.MAX_LOGINS
+MAX_CAS = 12
+MAX_PEM_CHARS = 4096  # a CA certificate is 1 to 3 kB of PEM
+MinAttestation = Literal["any", "software_key", "tpm_ekpub", "tpm_ekcert", "tpm_ekcert_trusted"]
+
+
+def _admin_schema(
+    *, not_null: tuple[str, ...] = (), any_of: list[dict[str, Any]] | None = None
+) -> ConfigDict:
+    """Optional fields that may be left out but not sent as null (``not_null``: their
+    schema loses its null branch and its default), and a model-level ``anyOf``."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name in not_null:
+            prop = schema["properties"][name]
+            (branch,) = [b for b in prop.pop("anyOf") if b != {"type": "null"}]
+            prop.pop("default", None)
+            prop.update(branch)
+        if any_of is not None:
+            schema["anyOf"] = any_of
+
+    return ConfigDict(json_schema_extra=edit)
+
+
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
+
+
+class DevicePage(Wire):
+    """``GET /v1/admin/devices`` and ``/v1/me/devices``: one page; ``next`` fetches the
+    one after (``?after=``), null on the last."""
+
+    devices: list[dict[str, Any]]
+    next: str | None
+
+
+class DeviceAdd(Wire):
+    """``devtrust devices add``: a device registered by hand, not enrolled."""
+
+    os_type: OSType
+    asset_tag: SerialNumber
+    # The one user it auto-enrolls for when no MDM profile says who uses it.
+    assigned_user: UserName | None = None
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer: a number with no fractional part (``600.0`` is one, as JSON Schema
+    counts), never a string or a boolean as lax parsing would take them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+TokenSeconds = Annotated[
+    int, Field(ge=MIN_TOKEN_SECONDS, le=MAX_TOKEN_SECONDS), BeforeValidator(_json_integer)
+]
+Revision = Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_json_integer)]
+
+
+class EnrollTokenRequest(Wire):
+    """``devtrust devices enroll``: the token's lifetime (default: the service's
+    ``DEVTRUST_ENROLLMENT_TOKEN_TTL``)."""
+
+    ttl_seconds: TokenSeconds | None = None
+
+
+class EnrollTokenIssued(Wire):
+    """The token, shown this once; the rest as ``devices enroll --format json`` prints it."""
+
+    token: str
+    device_id: str
+    asset_tag: str
+    expire_time: str
+    ttl_seconds: int
+
+
+class Unenrolled(Wire):
+    device: dict[str, Any]
+    changed: bool  # false: it was not enrolled, nothing done
+
+
+class DeviceDiff(Wire):
+    """``devtrust devices diff --format json``: each field auto-enrollment checks."""
+
+    device: dict[str, Any]
+    collect_time: str | None
+    fields: list[dict[str, Any]]
+
+
+class RawRecord(Wire):
+    """``devtrust devices get --raw``: the record the MDM sent when a sync last wrote the
+    device, as it came (size-capped)."""
+
+    device: dict[str, Any]
+    record: Any
+
+
+class UserList(Wire):
+    users: list[dict[str, Any]]
+
+
+class UserAdd(Wire):
+    """``devtrust users add``; a device admin grants only roles it holds itself."""
+
+    name: UserName
+    roles: list[Role] = Field(min_length=1, max_length=MAX_ROLES)
+    # The logins the user has on their devices (MDM usernames), besides their name.
+    logins: list[UserName] = Field(default_factory=list, max_length=MAX_LOGINS)
+
+
+class UserEdit(Wire):
+    """``devtrust users edit``: replace the roles, the logins or both; the credential stays."""
+
+    model_config = _admin_schema(
+        not_null=("roles", "logins"), any_of=[{"required": ["roles"]}, {"required": ["logins"]}]
+    )
+
+    roles: list[Role] | None = Field(default=None, min_length=1, max_length=MAX_ROLES)
+    logins: list[UserName] | None = Field(default=None, max_length=MAX_LOGINS)
+
+    _present = field_validator("roles", "logins", mode="before")(_not_null)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.roles is None and self.logins is None:
+            raise ValueError("nothing to change: give roles and/or logins")
+        return self
+
+
+class UserCredential(Wire):
+    """A user's new credential, shown this once (``users add`` / ``reset-token --format json``)."""
+
+    name: str
+    roles: list[str]
+    token: str
+
+
+class UserResult(Wire):
+    user: dict[str, Any]
+
+
+class AuditPage(Wire):
+    """``GET /v1/admin/audit``: matching events newest first; ``next`` (``?after=``)
+    fetches the older ones, null when there are none."""
+
+    events: list[dict[str, Any]]
+    next: str | None
+
+
+# A PEM certificate: ASCII text. So many of them, and one more, still fit in a body
+# (MAX_BODY_BYTES): a longer list is refused as the schema says, not as too large.
+PEMText = Annotated[str, StringConstraints(max_length=MAX_PEM_CHARS, pattern=r"^[ -~\r\n]*$")]
+
+
+class DeviceTrustChange(Wire):
+    """The fields of ``device_trust`` to change; the others keep their value."""
+
+    model_config = _admin_schema(not_null=("mode", "auto_enroll", "ekcert_allowed_cas"))
+
+    mode: DeviceTrustMode | None = None
+    auto_enroll: StrictBool | None = None
+    # PEM CA certificates, one per entry; each must parse and be a CA.
+    ekcert_allowed_cas: list[PEMText] | None = Field(default=None, max_length=MAX_CAS)
+    # null is "any", as in the resource.
+    min_attestation: MinAttestation | None = None
+
+    _present = field_validator("mode", "auto_enroll", "ekcert_allowed_cas", mode="before")(
+        _not_null
+    )
+
+
+class PreferenceUpdate(Wire):
+    """``devtrust config set`` / ``edit``: with ``revision`` (``metadata.revision`` as read),
+    refused with 409 if someone changed the preference since."""
+
+    device_trust: DeviceTrustChange
+    revision: Revision | None = None
+
+
+class PreferenceUpdated(Wire):
+    changed: list[str]  # the device_trust fields that changed; none: unchanged
+    preference: dict[str, Any]  # the cluster_auth_preference resource as stored now
+
+
+class JamfSyncRequest(Wire):
+    """``devtrust jamf sync``: a partial sync of the first inventory unless told."""
+
+    model_config = _admin_schema(
+        any_of=[
+            {"properties": {"force": {"const": False}}},
+            {"required": ["kind"], "properties": {"kind": {"const": "full"}}},
+        ]
+    )
+
+    inventory: Text64 | None = None
+    kind: Literal["partial", "full"] = "partial"
+    force: StrictBool = False  # delete even above max_delete_share: full syncs only
+
+    @model_validator(mode="after")
+    def _force_is_full(self) -> Self:
+        if self.force and self.kind != "full":
+            raise ValueError("force only applies to a full sync: give kind full")
+        return self
+
+
+class JamfSyncQueued(Wire):
+    task_id: str
+    inventory: str
+    kind: str
+    force: bool
+
+
+class JamfStatus(Wire):
+    """``devtrust jamf status --format json``, under ``inventories``; ``alert`` is what
+    makes the CLI exit 3, ``notes`` what it says on stderr."""
+
+    inventories: list[dict[str, Any]]
+    alert: bool
+    notes: list[str]

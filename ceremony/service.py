@@ -13,6 +13,10 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
   bound to it; ``GET /v1/whoami`` names the user a credential belongs to;
 - ``POST /v1/webhooks/jamf``: Jamf Pro's webhooks, each queueing a sync of the one
   device it names on the worker (``ceremony.webhooks``);
+- ``/v1/admin/*`` and ``GET /v1/me/devices``: the admin CLI's operations, by role
+  (``ceremony.admin``);
+- ``GET /v1/access/check``: the proxies' forward-auth check of a forwarded device
+  certificate, answered from memory that every change invalidates (``ceremony.gate``);
 - ``GET /healthz``: whether the database and the broker answer;
 - ``GET /metrics``: syncs, requests, auto-enrollment verdicts and the queue, in
   Prometheus' text format (``ceremony.metrics``).
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +50,7 @@ from ceremony import answers
 from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.enroll import EnrollmentCeremony
+from ceremony.gate import AccessGate, access_routes
 from ceremony.limits import RequestLimits
 from ceremony.metrics import Metrics, RequestMetrics
 from ceremony.protocol import (
@@ -73,6 +78,9 @@ from inventory.errors import DevtrustError, Unauthenticated, one_line
 from inventory.serialize import device_to_dict
 from inventory.services import users
 from inventory.settings import Settings
+
+if TYPE_CHECKING:  # ceremony.admin imports this module
+    from ceremony.admin import AdminApi
 
 log = logging.getLogger("devtrust.serve")
 
@@ -187,6 +195,8 @@ def create_app(
     authentication: DeviceAuthentication | None = None,
     webhooks: JamfWebhooks | None = None,
     metrics: Metrics | None = None,
+    access: AccessGate | None = None,
+    admin: AdminApi | None = None,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
 
@@ -238,6 +248,10 @@ def create_app(
         _authentication_routes(app, authentication)
     if webhooks is not None:
         webhook_routes(app, webhooks)
+    if access is not None:
+        access_routes(app, access)
+    if admin is not None:
+        admin.register(app)
 
     @app.get(
         "/healthz",

@@ -35,7 +35,7 @@ from inventory.errors import (
 
 # The newest migration. tests/integration/test_migrations.py checks that it is
 # Alembic's head, so a program start compares one string instead of loading Alembic.
-HEAD_REVISION = "0007_devices_external_id_index"
+HEAD_REVISION = "0008_access_epoch"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -226,6 +226,16 @@ class ClusterPreferenceRow(Base):
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AccessEpochRow(Base):
+    """One row: how many times what the access check caches has changed (SQLite's
+    triggers count; PostgreSQL's notify instead). See migration 0008."""
+
+    __tablename__ = "access_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+
+
 class UserRow(Base):
     __tablename__ = "users"
 

@@ -135,10 +135,25 @@ class Settings(BaseSettings):
     jamf_webhook_token: SecretStr | None = Field(
         None, description="the value of jamf_webhook_header; unset: no header auth"
     )
+    # NoDecode: the environment gives "127.0.0.1/32, 10.0.0.0/8" (or a JSON list).
+    access_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="addresses whose forwarded client certificate GET /v1/access/check "
+        "believes (the proxies that verify the TLS handshake); a list, or CIDRs separated "
+        "by commas",
+    )
+    access_proxy_secret: SecretStr | None = Field(
+        None,
+        description="X-Devtrust-Proxy-Secret a proxy elsewhere sends with the certificate; "
+        "unset: only access_trusted_proxies are believed",
+    )
     lock_url: str | None = Field(
         None, description="Redis for the sync locks; default: the broker's, when it is Redis"
     )
     api_url: str = "http://127.0.0.1:8800"
+    api_ca_file: Path | None = Field(
+        None, description="the clients' trust store for api_url (PEM); default: the system's"
+    )
     user_token: SecretStr | None = None
     tpm_tcti: str = "device:/dev/tpmrm0"
     dmi_dir: Path = Path("/sys/class/dmi/id")
@@ -159,6 +174,17 @@ class Settings(BaseSettings):
         None, description="the device CA's key (PEM, mode 0600); default: made under data_dir"
     )
     device_ca_cert_file: Path | None = Field(None, description="the device CA's certificate")
+    tls_cert_file: Path | None = Field(None, description="devtrust serve's TLS certificate")
+    tls_key_file: Path | None = Field(None, description="devtrust serve's TLS key (PEM)")
+    tls_self_signed: bool = Field(
+        False, description="devtrust serve: make a self-signed pair under data_dir/tls (demos)"
+    )
+    tls_client_ca_file: Path | None = Field(
+        None, description="devtrust serve: ask for client certificates signed by this CA"
+    )
+    tls_terminated_by_proxy: bool = Field(
+        False, description="TLS ends at a proxy in front: serve plain HTTP on any address"
+    )
     agent_dir: Path | None = Field(
         None, description="the device agent's keys (TPM AK blob, macOS key); default data_dir/agent"
     )
@@ -175,6 +201,11 @@ class Settings(BaseSettings):
                 {"choices": choices, "value": value},
             )
         return value
+
+    @field_validator("access_trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> list[str]:
+        return parse_networks(value)
 
     @field_validator("jamf_ignored_usernames", mode="before")
     @classmethod
@@ -225,6 +256,32 @@ class Settings(BaseSettings):
 
 # A login name: no spaces, commas or control characters (an email address is one).
 _USERNAME = re.compile(r"[^\s,\x00-\x1f\x7f]{1,255}")
+
+
+def parse_networks(value: Any) -> list[str]:
+    """``access_trusted_proxies`` as CIDRs: a list, or text separated by commas; each an
+    address or a network (``10.0.0.0/8``), refused by name when it is neither."""
+    import ipaddress
+
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+    else:
+        items = value
+    if not isinstance(items, list):
+        raise ValueError("access_trusted_proxies must be a list of addresses or networks")
+    out = []
+    for item in items:
+        entry = str(item).strip()
+        if not entry:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+    return out
 
 
 def parse_usernames(value: Any) -> list[str]:

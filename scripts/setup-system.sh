@@ -13,6 +13,7 @@ PACKAGES=(
   python3 python3-venv python3-dev gcc make pkg-config
   libtss2-dev swtpm swtpm-tools tpm2-tools jq curl
   redis-server redis-tools postgresql postgresql-client docker-compose rabbitmq-server
+  nginx-light
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }

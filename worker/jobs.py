@@ -22,7 +22,7 @@ from inventory.services import source_sync as store
 from inventory.settings import Settings
 from jamf import device_sync
 from jamf.client import JamfClient
-from jamf.config import client_from_settings, source_from_settings
+from jamf.config import SourceSpec, client_from_settings, source_from_settings
 from jamf.device_sync import Coalescer, DeviceKind, DeviceRef, coalescer_for, pending_key
 from jamf.errors import JamfError
 from jamf.sync import Kind, ProgressCallback, run_sync
@@ -164,6 +164,40 @@ def sync_lock(settings: Settings, inventory: str) -> LockState | None:
         return locks.state(lock_name(source.name, inventory))
     finally:
         locks.close()
+
+
+def sync_status(
+    db: Database, settings: Settings, source: SourceSpec
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each inventory's status as ``devtrust jamf status`` and ``GET
+    /v1/admin/jamf/status`` report it (its runs as ``SyncRun``), and the notes for
+    whoever asked (the lock that could not be read)."""
+    from worker.locks import LockUnavailable
+
+    report, notes = [], []
+    for spec in source.inventories:
+        runs = store.recent_runs(db.uow(), spec.name, limit=50)
+        finished = [r for r in runs if r.status != store.RUNNING]
+        lock: LockState | None = None
+        try:
+            lock = sync_lock(settings, spec.name)
+        except LockUnavailable as exc:
+            notes.append(f"cannot tell whether a sync is running: {exc}")
+        report.append(
+            {
+                "source": source.name,
+                "inventory": spec.name,
+                "alert": store.alert(runs),
+                # Who holds the sync lock while they look alive; a dead holder's lock is
+                # under "lock" only, with when it frees.
+                "syncing": lock.owner if lock and not lock.holder_dead else None,
+                "lock": lock.to_dict() if lock else None,
+                "running": next((r for r in runs if r.status == store.RUNNING), None),
+                "last_partial": next((r for r in finished if r.kind == "partial"), None),
+                "last_full": next((r for r in finished if r.kind == "full"), None),
+            }
+        )
+    return report, notes
 
 
 def purge_challenges(settings: Settings) -> int:

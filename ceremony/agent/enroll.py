@@ -8,8 +8,10 @@ challenge. The user's credential (``DEVTRUST_USER_TOKEN``) goes with every reque
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -31,6 +33,7 @@ from ceremony.protocol import (
     TPMResponse,
     Wire,
 )
+from ceremony.tls import client_context, verification_failure
 from inventory.domain import CollectedData
 
 
@@ -38,6 +41,28 @@ class EnclaveKey(Protocol):
     def public_key_der(self) -> bytes: ...
 
     def sign(self, challenge: bytes) -> bytes: ...
+
+
+def cleartext_refusal(api_url: str) -> str | None:
+    """Why ``api_url`` may not carry a credential, or None: https anywhere, http to a
+    loopback address only."""
+    parts = urlsplit(api_url)
+    if parts.scheme == "https":
+        return None
+    if parts.scheme != "http" or not parts.hostname:
+        return f"DEVTRUST_API_URL must be an https:// (or a local http://) URL, not {api_url!r}"
+    host = parts.hostname
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"refusing to send your credential in clear to {api_url}: use https:// in "
+        "DEVTRUST_API_URL (plain http is for a service on this machine only)"
+    )
 
 
 class CeremonyClient:
@@ -49,13 +74,23 @@ class CeremonyClient:
         user_token: str,
         *,
         timeout: float = 30.0,
+        ca_file: Path | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``ca_file`` (DEVTRUST_API_CA_FILE): the PEM bundle of the CAs an https service's
+        certificate is verified with; the system's trust store when None. Plain http is
+        for a service on this machine only: the credential must not cross a network in
+        clear."""
         self.api_url = api_url.rstrip("/")
+        refusal = cleartext_refusal(self.api_url)
+        if refusal is not None:
+            raise ServiceError(refusal)
+        self.ca_file = ca_file
         self._http = httpx.Client(
             base_url=self.api_url,
             headers={"Authorization": f"Bearer {user_token}"},
             timeout=timeout,
+            verify=client_context(ca_file),
             transport=transport,
         )
 
@@ -78,6 +113,11 @@ class CeremonyClient:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
+            failure = verification_failure(exc, self.ca_file)
+            if failure is not None:
+                raise ServiceError(
+                    f"cannot verify the devtrust service at {self.api_url}: {failure}"
+                ) from None
             raise ServiceError(
                 f"cannot reach the devtrust service at {self.api_url}: {exc} "
                 "(is DEVTRUST_API_URL right?)"

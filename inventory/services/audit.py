@@ -108,6 +108,21 @@ def list_events(
     limit: int = 100,
 ) -> list[AuditEvent]:
     """The newest ``limit`` matching events, oldest first."""
+    newest = events_page(uow, type=type, failed_only=failed_only, since=since, limit=limit)
+    return newest[::-1]
+
+
+def events_page(
+    uow: UnitOfWork,
+    *,
+    type: str | None = None,
+    failed_only: bool = False,
+    since: datetime | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Up to ``limit`` matching events older than the event ``before`` (keyset on the
+    id; None: from the newest), newest first: ``list_events`` a page at a time."""
     if type and type not in EVENT_TYPES:
         raise InvalidArgument(
             f"unknown event type {quoted(type)}: use one of {', '.join(EVENT_TYPES)}"
@@ -119,9 +134,10 @@ def list_events(
         query = query.where(AuditEventRow.success.is_(False))
     if since is not None:
         query = query.where(AuditEventRow.time >= since)
+    if before is not None:
+        query = query.where(AuditEventRow.id < before)
     with uow.read():
-        rows = uow.session.scalars(query).all()
-        return [_to_event(row) for row in reversed(rows)]
+        return [_to_event(row) for row in uow.session.scalars(query).all()]
 
 
 def _to_event(row: AuditEventRow) -> AuditEvent:

@@ -207,6 +207,30 @@ def count_devices(uow: UnitOfWork) -> int:
         return uow.session.scalar(select(func.count()).select_from(DeviceRow)) or 0
 
 
+def list_user_devices(
+    uow: UnitOfWork, user: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+) -> Page:
+    """One page of the devices that are ``user``'s: enrolled by them (their owner) or
+    assigned to them; ordered and paged as ``list_devices``, with the same cursors."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    query = (
+        select(DeviceRow)
+        .where((DeviceRow.owner == user) | (DeviceRow.assigned_user == user))
+        .order_by(DeviceRow.asset_tag, DeviceRow.os_type)
+        .limit(limit + 1)
+    )
+    if cursor:
+        query = query.where(tuple_(DeviceRow.asset_tag, DeviceRow.os_type) > _decode_cursor(cursor))
+    with uow.read():
+        rows = uow.session.scalars(query).all()
+        items = [to_device(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = _encode_cursor(items[-1].asset_tag, items[-1].os_type.value)
+    return Page(items=items, next_cursor=next_cursor)
+
+
 def _encode_cursor(asset_tag: str, os_type: str) -> str:
     raw = json.dumps([asset_tag, os_type], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -218,7 +242,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         asset_tag, os_type = json.loads(raw)
         if not isinstance(asset_tag, str) or not isinstance(os_type, str):
             raise ValueError
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: JSON that is no pair at all (5, null)
         raise InvalidArgument(f"invalid page cursor {quoted(cursor)}") from None
     return asset_tag, os_type
 

@@ -141,3 +141,19 @@ def test_bench_webhooks_prints_its_figures_on_both_queues() -> None:
             for line in lines
         ), result.stdout
     assert lines[-1] in ("PASS", "FAIL"), result.stdout
+
+
+@pytest.mark.postgres
+def test_bench_access_prints_its_figures_direct_and_through_nginx() -> None:
+    options = ("--seconds", "0.3", "--rate", "50", "--devices", "2", "--connections", "2",
+               "--rounds", "1")  # fmt: skip
+    result = run_bench("access", *options)
+    lines = result.stdout.splitlines()
+    for backend in ("sqlite", "postgresql"):
+        for path in ("direct", "nginx"):
+            mine = [line for line in lines if line.split()[:2] == [backend, path]]
+            assert any("throughput: check" in line for line in mine), result.stdout
+            names = {line.split(":")[0].split(None, 2)[2] for line in mine if " ratio " in line}
+            p99 = "check p99 at 50/s" if path == "direct" else "check p99 over the no-op's at 50/s"
+            assert names == {"check / no-op throughput", p99}, mine
+    assert lines[-1] in ("PASS", "FAIL"), result.stdout + result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from ceremony.agent.softkey import SoftwareEnclaveKey
 from ceremony.device_ca import CERT_FILE, DeviceExtensions, device_extensions
 from inventory.db import Database
 from inventory.domain import CollectedData, Device, Role
-from inventory.preference import DeviceTrust
+from inventory.preference import DeviceTrust, DeviceTrustMode
 from inventory.services import audit, devices, preference, users
 from tests.processes import (
     DEVTRUST,
@@ -236,3 +237,49 @@ def test_a_tpm_device_logs_in_with_a_quote_through_the_cli(site: Site, tmp_path:
         )
     shown = json.loads(site.admin("devices", "get", "LNX-LOGIN-1", "--format", "json").stdout)
     assert shown["owner"] == "erin"
+
+
+def test_nginx_lets_a_logged_in_device_through_and_refuses_it_once_unenrolled(
+    site: Site, tmp_path: Path
+) -> None:
+    """The README's nginx configuration in front of an app: auth_request to devtrust,
+    devtrust's device CA as the client CA, the certificate from `devtrust device login`."""
+    from tests.nginx import running_nginx
+
+    mac = site.synced_macs()[3]
+    frank = site.user("frank", of=mac)
+    home = tmp_path / "frank"
+    done = site.login(frank, "frank", as_collected(mac), home)
+    cert, key = done.certificate_file, home / "frank-key.pem"
+    assert key.exists(), sorted(home.iterdir())
+    device_ca = site.data_dir / "device-ca" / CERT_FILE
+    preference.update_preference(
+        site.db.uow(), DeviceTrust(mode=DeviceTrustMode.REQUIRED, auto_enroll=True), actor="admin"
+    )
+    try:
+        with running_nginx(tmp_path / "nginx", site.url.removeprefix("http://"), device_ca) as web:
+            with httpx.Client(verify=tls(web.server_ca, cert, key)) as device:
+                through = device.get(f"{web.url}/orders")
+                assert through.status_code == 200, through.text
+                assert through.text == f"app: user=frank device={mac.asset_tag}\n"
+            with httpx.Client(verify=tls(web.server_ca)) as bare:
+                assert bare.get(f"{web.url}/orders").status_code == 401
+                # A certificate in a header, without the TLS handshake, is not believed:
+                # nginx overwrites the header with what it verified (here: nothing).
+                forged = {"X-SSL-Client-Cert": cert.read_text().replace("\n", "%0A")}
+                assert bare.get(f"{web.url}/orders", headers=forged).status_code == 401
+
+            unenrolled = site.admin("devices", "unenroll", mac.asset_tag)
+            assert unenrolled.returncode == 0, unenrolled.stderr
+            with httpx.Client(verify=tls(web.server_ca, cert, key)) as device:
+                assert device.get(f"{web.url}/orders").status_code == 403  # the very next one
+    finally:
+        preference.update_preference(site.db.uow(), DeviceTrust(auto_enroll=True), actor="admin")
+
+
+def tls(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """A client's TLS: trusting ``ca``, presenting ``cert`` (with ``key``) when given."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    return context

@@ -24,6 +24,7 @@ TABLES = {
     "sync_runs",
     "ceremony_challenges",
     "auto_enroll_checks",
+    "access_epoch",
 }
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ceremony import fields, protocol
+from ceremony.admin import AdminApi
 from ceremony.authn import DeviceAuthentication
 from ceremony.autoenroll import AutoEnrollment
 from ceremony.device_ca import DeviceCA
@@ -195,6 +196,7 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
         EnrollmentCeremony(db),
         AutoEnrollment(db, PendingQueue(), limiter, 0),
         DeviceAuthentication(db, DeviceCA.load_or_create(tmp_path / "device-ca")),
+        admin=AdminApi(db, Settings()),
     )
     spec = app.openapi()
     assert spec["components"]["securitySchemes"] == {
@@ -208,7 +210,7 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
     routes = {
         (path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()
     }
-    assert len(routes) == 10
+    assert len(routes) == 10 + 19  # and the admin API's (ceremony.admin)
     for (path, _), operation in routes.items():
         answers = operation["responses"]
         if path == "/healthz":
@@ -223,7 +225,7 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
         assert operation["security"] == [{"userCredential": []}], path
         for status in ("400", "401", "413", "431", "503"):
             assert answers[status]["content"]["application/json"]["schema"] == error, (path, status)
-        if path.startswith(("/v1/enroll/", "/v1/auto-enroll", "/v1/authenticate/")):
+        if path.startswith(("/v1/enroll/", "/v1/auto-enroll", "/v1/authenticate/", "/v1/admin")):
             assert {"403", "404", "409"} <= set(answers), path
         if path.startswith("/v1/auto-enroll"):
             assert answers["429"]["headers"]["Retry-After"]["required"] is True

@@ -6,11 +6,11 @@ import httpx
 import pytest
 import respx
 
-from ceremony.agent.enroll import CeremonyClient, self_token
+from ceremony.agent.enroll import CeremonyClient, cleartext_refusal, self_token
 from ceremony.agent.errors import ServiceError
 from inventory.domain import CollectedData, OSType
 
-URL = "http://devtrust.test:8800"
+URL = "https://devtrust.test:8800"
 DEVICE = CollectedData(serial_number="LNX-1", os_type=OSType.LINUX)
 
 
@@ -55,3 +55,24 @@ def test_an_unreachable_service_names_the_url_and_the_setting() -> None:
         f"cannot reach the devtrust service at {URL}: refused (is DEVTRUST_API_URL right?)"
     )
     assert refused.value.status is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://devtrust.example.com", "http://127.0.0.1:8800", "http://[::1]:8800",
+     "http://localhost:8800", "http://127.0.0.2"],
+)  # fmt: skip
+def test_https_anywhere_and_plain_http_only_on_this_machine(url: str) -> None:
+    assert cleartext_refusal(url) is None
+
+
+def test_a_credential_is_never_sent_in_clear_across_a_network() -> None:
+    with pytest.raises(ServiceError) as refused:
+        CeremonyClient("http://devtrust.example.com:8800", "secret-credential")
+    assert str(refused.value) == (
+        "refusing to send your credential in clear to http://devtrust.example.com:8800: use "
+        "https:// in DEVTRUST_API_URL (plain http is for a service on this machine only)"
+    )
+    assert cleartext_refusal("ftp://x") == (
+        "DEVTRUST_API_URL must be an https:// (or a local http://) URL, not 'ftp://x'"
+    )

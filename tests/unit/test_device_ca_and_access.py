@@ -87,7 +87,7 @@ def test_issued_certificates_carry_the_three_device_extensions(ca: DeviceCA) -> 
 
 @pytest.mark.parametrize("mode", ["off", "optional"])
 def test_off_and_optional_let_everyone_in(ca: DeviceCA, mode: str) -> None:
-    assert check_access(None, mode, is_bot=False) is None
+    assert check_access(None, mode, is_bot=False, ca=ca.cert) is None
     assert check_access(user_cert(ca), mode, is_bot=False, ca=ca.cert, now=NOW) == DEVICE
 
 
@@ -95,13 +95,13 @@ def test_required_needs_a_trusted_device_from_everyone(ca: DeviceCA) -> None:
     assert check_access(user_cert(ca), "required", is_bot=False, ca=ca.cert, now=NOW) == DEVICE
     for is_bot in (False, True):
         with pytest.raises(AccessDenied, match=f"^{REQUIRES_TRUSTED_DEVICE}$"):
-            check_access(None, "required", is_bot=is_bot)
+            check_access(None, "required", is_bot=is_bot, ca=ca.cert)
 
 
 def test_required_for_humans_exempts_bots(ca: DeviceCA) -> None:
-    assert check_access(None, "required-for-humans", is_bot=True) is None
+    assert check_access(None, "required-for-humans", is_bot=True, ca=ca.cert) is None
     with pytest.raises(AccessDenied, match=f"^{REQUIRES_TRUSTED_DEVICE}$"):
-        check_access(None, "required-for-humans", is_bot=False)
+        check_access(None, "required-for-humans", is_bot=False, ca=ca.cert)
 
 
 def test_an_unknown_mode_refuses(ca: DeviceCA) -> None:
@@ -117,3 +117,16 @@ def test_certificates_from_another_ca_expired_or_without_extensions_are_not_trus
     for cert, now in ((user_cert(stranger), NOW), (user_cert(ca), later), (ca.cert, NOW)):
         with pytest.raises(AccessDenied, match=REQUIRES_TRUSTED_DEVICE):
             check_access(cert, "required", is_bot=False, ca=ca.cert, now=now)
+
+
+def test_a_self_signed_certificate_with_copied_extensions_is_never_trusted(
+    tmp_path: Path, ca: DeviceCA
+) -> None:
+    """What the README once showed (no CA given) accepted this; the CA is now required."""
+    copycat = DeviceCA.load_or_create(tmp_path / "copycat", now=NOW)
+    forged = user_cert(copycat)  # the same three extensions, signed by someone else
+    assert device_extensions(forged) == DEVICE
+    with pytest.raises(AccessDenied, match=REQUIRES_TRUSTED_DEVICE):
+        check_access(forged, "required", is_bot=False, ca=ca.cert, now=NOW)
+    with pytest.raises(TypeError):
+        check_access(forged, "required", is_bot=False)  # type: ignore[call-arg]

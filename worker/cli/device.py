@@ -136,7 +136,9 @@ def _agent(collected: CollectedData) -> Iterator[tuple[CeremonyClient, Prover]]:
         )
     state_dir = current.agent_dir_value
     try:
-        with CeremonyClient(current.api_url, current.user_token.get_secret_value()) as client:
+        with CeremonyClient(
+            current.api_url, current.user_token.get_secret_value(), ca_file=current.api_ca_file
+        ) as client:
             if collected.os_type is OSType.MACOS:
                 prover = Prover(state_dir, key=SoftwareEnclaveKey.load_or_create(state_dir))
             else:

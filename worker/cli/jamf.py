@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from inventory.domain import SyncRun
 
 from ._common import TextOrJson, actor, database, echo_json, format_rows, info, settings
-
-if TYPE_CHECKING:  # the lock modules import redis: not on every CLI start
-    from worker.locks import LockState
 
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
@@ -77,36 +74,13 @@ def status(
     Exits 3 when an inventory's alert is raised (its last two syncs failed), in either
     format, so that a cron job or a monitoring check can act on it."""
     from inventory.serialize import run_to_dict
-    from inventory.services import source_sync as store
     from jamf.config import source_from_settings
-    from worker.jobs import sync_lock
-    from worker.locks import LockUnavailable
+    from worker.jobs import sync_status
 
     source = source_from_settings(settings())
-    db = database()
-    report = []
-    for spec in source.inventories:
-        runs = store.recent_runs(db.uow(), spec.name, limit=50)
-        finished = [r for r in runs if r.status != store.RUNNING]
-        lock: LockState | None = None
-        try:
-            lock = sync_lock(settings(), spec.name)
-        except LockUnavailable as exc:
-            info(f"cannot tell whether a sync is running: {exc}")
-        report.append(
-            {
-                "source": source.name,
-                "inventory": spec.name,
-                "alert": store.alert(runs),
-                # Who holds the sync lock while they look alive; a dead holder's lock is
-                # under "lock" only, with when it frees.
-                "syncing": lock.owner if lock and not lock.holder_dead else None,
-                "lock": _lock_entry(lock),
-                "running": next((r for r in runs if r.status == store.RUNNING), None),
-                "last_partial": next((r for r in finished if r.kind == "partial"), None),
-                "last_full": next((r for r in finished if r.kind == "full"), None),
-            }
-        )
+    report, notes = sync_status(database(), settings(), source)
+    for note in notes:
+        info(note)
     alert = any(entry["alert"] for entry in report)
     if format is TextOrJson.JSON:
         echo_json(
@@ -154,18 +128,6 @@ def status(
 ALERT_EXIT = 3  # `jamf status`: an inventory's last two syncs failed
 
 
-def _lock_entry(lock: LockState | None) -> dict[str, Any] | None:
-    if lock is None:
-        return None
-    frees_at = lock.frees_at()
-    return {
-        "owner": lock.owner,
-        "holder_dead": lock.holder_dead,
-        "frees_at": frees_at.isoformat() if frees_at else None,
-        "renewed_ago": lock.renewed_ago,
-        "pid": lock.pid,
-        "description": lock.describe(),
-    }
 
 
 def _run_row(inventory: str, run: SyncRun) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ that has already started.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -78,10 +79,51 @@ def beat(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8800,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="TLS certificate (PEM, chain after it)", metavar="FILE"),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="its key (PEM)", metavar="FILE")
+    ] = None,
+    tls_self_signed: Annotated[
+        bool,
+        typer.Option("--tls-self-signed", help="make a self-signed pair under <data dir>/tls"),
+    ] = False,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-client-ca",
+            help="ask for (not require) client certificates of this CA",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
-    """Run the ceremony HTTP service: enrollment, auto-enrollment, /healthz, /openapi.json."""
+    """Run the ceremony HTTP service: enrollment, auto-enrollment, /healthz, /openapi.json.
+
+    Plain HTTP on loopback only; elsewhere give --tls-cert/--tls-key or --tls-self-signed.
+
+    DEVTRUST_TLS_TERMINATED_BY_PROXY=true: a proxy in front ends TLS (plain HTTP anywhere).
+    """
     if not 0 < port < 65536:
         raise typer.BadParameter("--port must be between 1 and 65535")
+    from ceremony.tls import server_tls
+    from jamf.simulator.server import bind
+
+    # A host that does not resolve or a port taken is said before what TLS would say.
+    bind(host, port).close()
+    current = settings()
+    tls, notes = server_tls(
+        host,
+        cert_file=tls_cert or current.tls_cert_file,
+        key_file=tls_key or current.tls_key_file,
+        self_signed=tls_self_signed or current.tls_self_signed,
+        client_ca_file=tls_client_ca or current.tls_client_ca_file,
+        terminated_by_proxy=current.tls_terminated_by_proxy,
+        data_dir=current.data_dir,
+    )
+    for note in notes:
+        typer.echo(note, err=True)
     import uvicorn
 
     from ceremony.authn import AuthConfig, DeviceAuthentication
@@ -94,13 +136,11 @@ def serve(
     from ceremony.service import broker_check, create_app, database_check
     from inventory.durations import parse_duration
     from inventory.errors import ConfigurationError
-    from jamf.simulator.server import bind
     from worker.celery import broker_settings
     from worker.celery import create_app as create_celery
     from worker.dispatch import CeleryCheckQueue
     from worker.logs import configure_logging
 
-    current = settings()
     queue = broker_settings(current)
     checks = {
         "database": database_check(current),
@@ -147,9 +187,30 @@ def serve(
 
     webhooks = JamfWebhooks(current, DeviceSyncQueue(celery, current).submit)
     metrics = service_metrics(current, celery)
-    app = create_app(current, checks, ceremony, auto, authentication, webhooks, metrics)
+    from ceremony.gate import gate_for
+
+    secret = current.access_proxy_secret
+    access = gate_for(
+        database(), current.database_url_value, ca.cert,
+        trusted_proxies=current.access_trusted_proxies,
+        proxy_secret=secret.get_secret_value() if secret else None,
+    )  # fmt: skip
+    from ceremony.admin import AdminApi
+
+    admin = AdminApi(database(), current)  # /v1/admin/* and /v1/me/devices
+    app = create_app(
+        current, checks, ceremony, auto, authentication, webhooks, metrics, access=access,
+        admin=admin,
+    )  # fmt: skip
+    # What start-up built lives as long as the process: out of the collector's sight, so
+    # that a full collection, every few thousand requests, does not walk it (a pause of
+    # tens of milliseconds on every request waiting meanwhile).
+    import gc
+
+    gc.freeze()
     # h11 with bounded headers, not httptools: see ceremony.limits.
-    uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS)
+    tls_options = tls.uvicorn_options() if tls is not None else {}
+    uvicorn.run(app, host=host, port=port, log_config=None, **SERVER_OPTIONS, **tls_options)
 
 
 def service_metrics(current: Any, celery: Any) -> Any:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from inventory.errors import DevtrustError
 
@@ -46,6 +46,18 @@ class LockState:
     frees_in: float | None = None
     renewed_ago: float | None = None
     pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``devtrust jamf status --format json`` (and the admin API) report the lock."""
+        frees_at = self.frees_at()
+        return {
+            "owner": self.owner,
+            "holder_dead": self.holder_dead,
+            "frees_at": frees_at.isoformat() if frees_at else None,
+            "renewed_ago": self.renewed_ago,
+            "pid": self.pid,
+            "description": self.describe(),
+        }
 
     def frees_at(self, now: datetime | None = None) -> datetime | None:
         if self.frees_in is None:
