@@ -67,7 +67,16 @@ from ceremony.protocol import (
 )
 from ceremony.service import Credential
 from inventory.db import Database
-from inventory.domain import Device, OSType, Page, Role, SyncRun, TokenKind, User
+from inventory.domain import (
+    MAX_ASSET_TAG_LENGTH,
+    Device,
+    OSType,
+    Page,
+    Role,
+    SyncRun,
+    TokenKind,
+    User,
+)
 from inventory.durations import parse_duration
 from inventory.errors import (
     AccessDenied,
@@ -213,7 +222,17 @@ def _page(page: Page) -> DevicePage:
 # -- the routes -----------------------------------------------------------------------
 
 # A device, as the CLI names one: its asset tag or its id (an asset tag may hold a "/").
-DevicePath = Annotated[SerialNumber, Path(description="the device's asset tag or device id (UUID)")]
+# The document leaves "%" out of the path's pattern: a "%" in an asset tag must travel as
+# "%25", and a client (or a fuzzer) that sends one bare sends another string. The route
+# takes every asset tag the inventory can hold, "%" included, once decoded.
+DevicePath = Annotated[
+    SerialNumber,
+    Path(description="the device's asset tag or device id (UUID); a '%' in it as %25"),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_ASSET_TAG_LENGTH,
+         "pattern": "^ *[!-$&-~](?:[ -$&-~]*[!-$&-~])? *$"}
+    ),
+]  # fmt: skip
 OSQuery = Annotated[
     OSType | None, Query(description="the device's OS, when two devices share the asset tag")
 ]
@@ -579,5 +598,3 @@ def _status(admin: AdminApi, source: Any) -> JamfStatus:
     ]
     alert = any(entry["alert"] for entry in entries)
     return JamfStatus(inventories=entries, alert=alert, notes=notes)
-
-

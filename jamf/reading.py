@@ -618,7 +618,7 @@ class ProcessReader:
         while True:
             try:
                 message = pickle.load(stream)  # noqa: S301 - our own child's pipe
-            except EOFError:
+            except (EOFError, pickle.UnpicklingError):  # gone, maybe in the middle of a page
                 raise _died(child, errors) from None
             kind = message[0]
             if kind == "page":

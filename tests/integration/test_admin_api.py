@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -184,6 +185,11 @@ def test_every_admin_route_is_listed_here_and_in_the_openapi_document(site: Site
             for operation in operations.values():
                 assert operation["security"] == [{"userCredential": []}]
                 assert {"400", "401", "403", "404", "409", "503"} <= set(operation["responses"])
+                for param in operation.get("parameters", []):
+                    if param["name"] == "ref":  # a bare "%" would decode to another tag
+                        pattern = param["schema"]["pattern"]
+                        assert re.search(pattern, "C02 XL0 GJJ") and re.search(pattern, "a/b")
+                        assert not re.search(pattern, "C02%EF%BF%BD")
 
 
 def test_no_credential_or_a_bad_one_is_401_on_every_route(site: Site) -> None:
