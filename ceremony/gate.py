@@ -18,8 +18,11 @@ The cluster's mode decides as ``ceremony.access.check_access`` says: ``off`` and
 ``required-for-humans`` lets bots through (a bot is known by the user credential the
 proxy forwards, ``Authorization: Bearer``, or by its certificate's user).
 
-A certificate is public, so the header proves something only when the proxy checked
-the TLS handshake: it is believed only from ``access_trusted_proxies`` (default: the
+Only the one header ``access_certificate_header`` names is read (default nginx's): a
+proxy overwrites the header it sets, but passes the others on from the client, so a
+client could put someone else's certificate in one of those. A certificate is public,
+so the header proves something only when the proxy checked the TLS handshake: it is
+believed only from ``access_trusted_proxies`` (default: the
 loopback addresses), or with ``X-Devtrust-Proxy-Secret`` equal to
 ``access_proxy_secret`` (compared in constant time). From anyone else it is refused.
 
@@ -384,9 +387,13 @@ class AccessState:
         return None if row is None else (row[0], frozenset(row[1]))
 
     def was_removed(self, device_id: str) -> bool:
-        """Whether the audit log has the device's removal (only asked when refusing)."""
-        if OFFLINE.get():
-            raise NeedsDatabase
+        """Whether the audit log has the device's removal (only asked when refusing; kept,
+        so that a removed device's certificate sent again costs no query)."""
+        return self._remembered(  # type: ignore[no-any-return]
+            "removed", device_id, lambda: self._read_removed(device_id)
+        )
+
+    def _read_removed(self, device_id: str) -> bool:
         query = (
             select(AuditEventRow.id)
             .where(AuditEventRow.type == audit.DEVICE_DELETE, AuditEventRow.device_id == device_id)
@@ -418,9 +425,13 @@ class AccessGate:
         *,
         trusted_proxies: Sequence[str] = LOOPBACK,
         proxy_secret: str | None = None,
+        certificate_header: str = CERT_HEADERS[0],
         clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
+        if certificate_header not in CERT_HEADERS:
+            raise ValueError(f"unknown client certificate header {certificate_header!r}")
         self.state = state
+        self.header = certificate_header
         self.ca = ca
         self.networks = trusted_networks(trusted_proxies)
         self.secret = proxy_secret.encode() if proxy_secret else None
@@ -468,7 +479,10 @@ class AccessGate:
                         cert.not_valid_after_utc)  # fmt: skip
 
     def check(self, headers: Mapping[str, str], peer: str | None) -> Verdict:
-        found = next(((h, headers[h]) for h in CERT_HEADERS if headers.get(h)), None)
+        # Only the header this deployment's proxy sets: the proxy overwrites that one, and
+        # passes the others on from the client as they came.
+        value = headers.get(self.header)
+        found = (self.header, value) if value else None
         if found is not None:
             distrust = self._from_proxy(peer, headers)
             if distrust is not None:
@@ -548,9 +562,11 @@ def gate_for(
     *,
     trusted_proxies: Sequence[str],
     proxy_secret: str | None,
+    certificate_header: str = CERT_HEADERS[0],
 ) -> AccessGate:
     state = AccessState(db, watcher_for(database_url))
-    return AccessGate(state, ca, trusted_proxies=trusted_proxies, proxy_secret=proxy_secret)
+    return AccessGate(state, ca, trusted_proxies=trusted_proxies, proxy_secret=proxy_secret,
+                      certificate_header=certificate_header)  # fmt: skip
 
 
 # -- the route -----------------------------------------------------------------------

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         "believes (the proxies that verify the TLS handshake); a list, or CIDRs separated "
         "by commas",
     )
+    access_certificate_header: str = Field(
+        "X-SSL-Client-Cert",
+        description="the one header GET /v1/access/check reads the client certificate from: "
+        "X-SSL-Client-Cert (nginx), X-Forwarded-Tls-Client-Cert (Traefik) or "
+        "X-Forwarded-Client-Cert (Envoy); the others are never read",
+    )
     access_proxy_secret: SecretStr | None = Field(
         None,
         description="X-Devtrust-Proxy-Secret a proxy elsewhere sends with the certificate; "
@@ -201,6 +207,16 @@ class Settings(BaseSettings):
                 {"choices": choices, "value": value},
             )
         return value
+
+    @field_validator("access_certificate_header")
+    @classmethod
+    def _certificate_header(cls, value: str) -> str:
+        known = ("x-ssl-client-cert", "x-forwarded-tls-client-cert", "x-forwarded-client-cert")
+        if value.strip().lower() not in known:
+            raise ValueError(
+                "use X-SSL-Client-Cert, X-Forwarded-Tls-Client-Cert or X-Forwarded-Client-Cert"
+            )
+        return value.strip()
 
     @field_validator("access_trusted_proxies", mode="before")
     @classmethod

@@ -213,16 +213,30 @@ def test_every_proxys_header_and_only_trusted_proxies(site: Site, db: Database) 
     device = site.enrolled("LNX-ACCESS-5")
     pem = site.cert(device)
     der_b64 = "".join(pem.strip().splitlines()[1:-1])
-    url = f"{site.url}/v1/access/check"
-    traefik = httpx.get(url, headers={"X-Forwarded-Tls-Client-Cert": quote(der_b64)})
-    assert traefik.status_code == 200, traefik.text
+    traefik = {"X-Forwarded-Tls-Client-Cert": quote(der_b64)}
     xfcc = f'By=spiffe://app;Hash=abc;Cert="{quote(pem)}";Subject="CN=alice"'
-    envoy = httpx.post(f"{url}/orders/42", headers={"X-Forwarded-Client-Cert": xfcc})
-    assert envoy.status_code == 200, envoy.text  # ext_authz: the method and path appended
-    assert envoy.headers["X-Devtrust-Asset-Tag"] == "LNX-ACCESS-5"
+    envoy = {"X-Forwarded-Client-Cert": xfcc}
+    # The nginx gate reads X-SSL-Client-Cert alone: what the proxy passes on unchanged
+    # from the client (the other proxies' headers) is never believed.
+    for forged in (traefik, envoy):
+        assert site.check(None, **forged).status_code == 401
+    ca = site.ca
+    for header, sent in (("x-forwarded-tls-client-cert", traefik),
+                         ("x-forwarded-client-cert", envoy)):  # fmt: skip
+        gate = gate_for(db, site.db_url, ca.cert, trusted_proxies=["127.0.0.0/8"],
+                        proxy_secret=None, certificate_header=header)  # fmt: skip
+        try:
+            with serving(create_app(Settings(), {}, access=gate)) as other:
+                url = f"{other}/v1/access/check"
+                answer = httpx.post(f"{url}/orders/42", headers=sent)  # ext_authz's form
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["X-Devtrust-Asset-Tag"] == "LNX-ACCESS-5"
+                nginx_style = {"X-SSL-Client-Cert": quote(pem)}
+                assert httpx.get(url, headers=nginx_style).status_code == 401
+        finally:
+            gate.close()
 
     # A gate that believes only 10.0.0.0/8: this test's loopback client is not a proxy.
-    ca = site.ca
     strict = gate_for(db, site.db_url, ca.cert, trusted_proxies=["10.0.0.0/8"],
                       proxy_secret="s3cret")  # fmt: skip
     try:

@@ -268,6 +268,10 @@ def test_nginx_lets_a_logged_in_device_through_and_refuses_it_once_unenrolled(
                 # nginx overwrites the header with what it verified (here: nothing).
                 forged = {"X-SSL-Client-Cert": cert.read_text().replace("\n", "%0A")}
                 assert bare.get(f"{web.url}/orders", headers=forged).status_code == 401
+                # nor in another proxy's header, which nginx passes on as it came.
+                body = "".join(cert.read_text().strip().splitlines()[1:-1])
+                traefik = {"X-Forwarded-Tls-Client-Cert": body}
+                assert bare.get(f"{web.url}/orders", headers=traefik).status_code == 401
 
             unenrolled = site.admin("devices", "unenroll", mac.asset_tag)
             assert unenrolled.returncode == 0, unenrolled.stderr

@@ -194,6 +194,7 @@ def serve(
         database(), current.database_url_value, ca.cert,
         trusted_proxies=current.access_trusted_proxies,
         proxy_secret=secret.get_secret_value() if secret else None,
+        certificate_header=current.access_certificate_header.lower(),
     )  # fmt: skip
     from ceremony.admin import AdminApi
 
