@@ -320,7 +320,12 @@ class AccessState:
             self._memory = {}
             self._generation += 1
 
-    def _remembered(self, kind: str, key: Any, read: Callable[[], Any]) -> Any:
+    def _remembered(
+        self, kind: str, key: Any, read: Callable[[], Any], *, keep_none: bool = True
+    ) -> Any:
+        """``read()``'s value for ``key``, from memory when it may be. ``keep_none``: also
+        remember that there is none (not for keys a client makes up, which would grow
+        the memory without bound)."""
         with self._lock:
             self._look()
             usable = self.watcher.listening
@@ -334,7 +339,7 @@ class AccessState:
         with self._lock:
             self.misses += 1
             self._look()
-            if usable and generation == self._generation:
+            if usable and generation == self._generation and (keep_none or value is not None):
                 self._memory.setdefault(kind, {})[key] = value
         return value
 
@@ -360,8 +365,9 @@ class AccessState:
             digest = credential_hash(credential)
         except Unauthenticated:
             return None
+        # Any string a client sends: an unknown one is read again, never kept.
         return self._remembered(  # type: ignore[no-any-return]
-            "bearers", digest, lambda: self._read_bearer(digest)
+            "bearers", digest, lambda: self._read_bearer(digest), keep_none=False
         )
 
     def _read_device(self, device_id: str) -> DeviceState | None:

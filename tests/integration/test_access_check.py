@@ -206,6 +206,9 @@ def test_no_unverifiable_or_untrusted_certificate_gets_401_and_the_mode_applies(
     as_bot = site.check(None, Authorization=f"Bearer {bot}")
     assert as_bot.status_code == 200 and as_bot.headers["X-Devtrust-User"] == "ci-bot"
     assert site.check(None, Authorization=f"Bearer {human}").status_code == 401
+    for n in range(30):  # made-up credentials are refused, and never kept in memory
+        assert site.check(None, Authorization=f"Bearer made-up-{n}").status_code == 401
+    assert len(site.gate.state._memory.get("bearers", {})) == 2  # ci-bot and hugo
     assert site.check(pem).status_code == 200
 
 
