@@ -123,12 +123,12 @@ def events_page(
 ) -> list[AuditEvent]:
     """Up to ``limit`` matching events older than the event ``before`` (keyset on the
     id; None: from the newest), newest first: ``list_events`` a page at a time."""
-    if type and type not in EVENT_TYPES:
+    if type is not None and type not in EVENT_TYPES:
         raise InvalidArgument(
             f"unknown event type {quoted(type)}: use one of {', '.join(EVENT_TYPES)}"
         )
     query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
-    if type:
+    if type is not None:
         query = query.where(AuditEventRow.type == type)
     if failed_only:
         query = query.where(AuditEventRow.success.is_(False))

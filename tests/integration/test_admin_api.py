@@ -600,6 +600,7 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("PATCH", "/v1/admin/users/acc", {"roles": None}, "roles: may be left out, but not null"),
     ("DELETE", "/v1/admin/users/a%20b", None, "path.name: "),
     ("GET", "/v1/admin/audit?type=device.explode", None, "unknown event type 'device.explode'"),
+    ("GET", "/v1/admin/audit?type=", None, "unknown event type ''"),  # not "any type"
     ("GET", "/v1/admin/audit?since=yesterday", None, "query.since: "),
     ("GET", "/v1/admin/audit?after=0", None, "query.after: "),
     ("GET", "/v1/admin/audit?failed=maybe", None, "query.failed: "),
