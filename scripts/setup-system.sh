@@ -14,6 +14,8 @@ PACKAGES=(
   libtss2-dev swtpm swtpm-tools tpm2-tools jq curl
   redis-server redis-tools postgresql postgresql-client docker-compose rabbitmq-server
   nginx-light
+  # the web console's browser tests drive Debian's Chromium (Playwright cannot download one here)
+  chromium fonts-dejavu-core
 )
 
 say() { printf '[setup] %s\n' "$*" >&2; }
