@@ -54,6 +54,7 @@ from ceremony.protocol import (
     JamfStatus,
     JamfSyncQueued,
     JamfSyncRequest,
+    JamfTask,
     PreferenceUpdate,
     PreferenceUpdated,
     RawRecord,
@@ -73,7 +74,6 @@ from inventory.domain import (
     OSType,
     Page,
     Role,
-    SyncRun,
     TokenKind,
     User,
 )
@@ -84,9 +84,15 @@ from inventory.errors import (
     DevtrustError,
     InvalidArgument,
     NotFound,
+    one_line,
 )
 from inventory.preference import parse_device_trust, to_resource
-from inventory.serialize import device_to_dict, event_to_dict, run_to_dict, user_to_dict
+from inventory.serialize import (
+    device_to_dict,
+    event_to_dict,
+    no_mdm_record,
+    user_to_dict,
+)
 from inventory.services import audit, preference, tokens, users
 from inventory.services import devices as device_service
 from inventory.settings import Settings
@@ -114,6 +120,12 @@ class Misconfigured(DevtrustError):
     http_status = 503
 
 
+class TaskReader(Protocol):
+    """What the result backend knows of a queued task (``worker.cli._queue.task_view``)."""
+
+    def __call__(self, task_id: str) -> Any: ...
+
+
 class SyncQueue(Protocol):
     """Queues a Jamf sync on the worker; the task's id (``worker.cli._queue.send_sync``)."""
 
@@ -128,6 +140,7 @@ class AdminApi:
     db: Database
     settings: Settings
     queue_sync: SyncQueue | None = None
+    read_task: TaskReader | None = None
 
     def register(self, app: FastAPI) -> None:
         admin_routes(app, self)
@@ -138,6 +151,15 @@ class AdminApi:
         from worker.cli._queue import send_sync
 
         return send_sync(self.settings, inventory=inventory, kind=kind, force=force, actor=actor)
+
+    def task(self, task_id: str) -> JamfTask:
+        if self.read_task is not None:
+            view = self.read_task(task_id)
+        else:
+            from worker.cli._queue import task_view
+
+            view = task_view(task_id)
+        return JamfTask(**view.to_dict())
 
     def token_ttl(self) -> timedelta:
         """``devices enroll``'s default: the enrollment_token_ttl setting."""
@@ -244,6 +266,11 @@ PageSize = Annotated[
     int, Query(ge=1, le=device_service.MAX_PAGE_SIZE, description="devices per page")
 ]
 UserPath = Annotated[UserName, Path(description="the user's name")]
+# What `devtrust jamf sync` printed: a Celery task id (a UUID).
+TaskId = Annotated[
+    str, Path(pattern="^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+              description="the task id `POST /v1/admin/jamf/sync` answered")
+]  # fmt: skip
 # One of ``audit.EVENT_TYPES`` (the service refuses any other, as the CLI does).
 EventType = Annotated[str, WithJsonSchema({"type": "string", "enum": list(audit.EVENT_TYPES)})]
 
@@ -340,7 +367,7 @@ def _device_routes(app: FastAPI, admin: AdminApi, caller: Auth, device_admin: Au
     def diff_device(ref: DevicePath, credential: Credential, os: OSQuery = None) -> DeviceDiff:
         """``devtrust devices diff``: the device's last collected data against its MDM
         profile, field by field; a field with ``ok`` false fails auto-enrollment."""
-        from inventory.drift import compare
+        from inventory.drift import diff_report, no_collected_data
 
         me = caller(credential)
         with conflicts():
@@ -349,23 +376,8 @@ def _device_routes(app: FastAPI, admin: AdminApi, caller: Auth, device_admin: Au
             )
         history = device_service.collected_history(db.uow(), device.id, limit=1)
         if not history:
-            raise Conflict(
-                f"device {device.label} has sent no collected data yet: it is recorded when the "
-                "device enrolls or logs in (run `devtrust device collect` on the device to see it)"
-            )
-        collected = history[0]
-        moment = collected.record_time or collected.collect_time
-        return DeviceDiff(
-            device=device_to_dict(device),
-            collect_time=moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None,
-            # A field the profile lacks is "checked": false, "ok": null: it passed nothing.
-            fields=[
-                {"field": f.name, "collected": f.collected, "profile": f.profile,
-                 "checked": f.checked, "ok": f.ok if f.checked else None,
-                 "check": f.verdict, "problem": f.problem, "advice": f.advice}
-                for f in compare(device, collected)
-            ],
-        )  # fmt: skip
+            raise Conflict(no_collected_data(device))
+        return DeviceDiff.model_validate(diff_report(device, history[0]))
 
     @app.get(f"{base}/{{ref:path}}/raw", responses=answers.ADMIN)
     def raw_device(ref: DevicePath, credential: Credential, os: OSQuery = None) -> RawRecord:
@@ -377,10 +389,7 @@ def _device_routes(app: FastAPI, admin: AdminApi, caller: Auth, device_admin: Au
                 me, lambda: device_service.raw_record(db.uow(), ref, os_type=os), lambda r: r[0]
             )
         if text is None:
-            raise Conflict(
-                f"device {device.label} has no MDM record: none is kept until an MDM sync "
-                "writes the device (`devtrust jamf sync`)"
-            )
+            raise Conflict(no_mdm_record(device))
         return RawRecord(device=device_to_dict(device), record=json.loads(text))
 
     @app.post(f"{base}/{{ref:path}}/enroll-token", status_code=201, responses=answers.ADMIN)
@@ -580,6 +589,19 @@ def _jamf_routes(app: FastAPI, admin: AdminApi, device_admin: Auth) -> None:
         return JamfSyncQueued(task_id=task_id, inventory=spec.name, kind=body.kind,
                               force=body.force)  # fmt: skip
 
+    @app.get("/v1/admin/jamf/tasks/{task_id}", responses=answers.ADMIN)
+    def jamf_task(task_id: TaskId, credential: Credential) -> JamfTask:
+        """``devtrust jamf sync --wait``: a queued sync's state, its progress while it runs
+        and its run (or error) once done. 503 when the result backend cannot be read."""
+        device_admin(credential)
+        try:
+            return admin.task(task_id)
+        except (OSError, RuntimeError) as exc:
+            raise Misconfigured(
+                f"cannot read the sync task's state: the result backend did not answer "
+                f"({one_line(exc)})"
+            ) from None
+
     @app.get("/v1/admin/jamf/status", responses=answers.ADMIN)
     def jamf_status(credential: Credential) -> JamfStatus:
         """``devtrust jamf status --format json``: each inventory's last partial and full
@@ -589,12 +611,8 @@ def _jamf_routes(app: FastAPI, admin: AdminApi, device_admin: Auth) -> None:
 
 
 def _status(admin: AdminApi, source: Any) -> JamfStatus:
-    from worker.jobs import sync_status
+    from worker.jobs import sync_status_json
 
-    report, notes = sync_status(admin.db, admin.settings, source)
-    entries = [
-        {k: run_to_dict(v) if isinstance(v, SyncRun) else v for k, v in entry.items()}
-        for entry in report
-    ]
+    entries, notes = sync_status_json(admin.db, admin.settings, source)
     alert = any(entry["alert"] for entry in entries)
     return JamfStatus(inventories=entries, alert=alert, notes=notes)

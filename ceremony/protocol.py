@@ -567,6 +567,18 @@ class JamfSyncQueued(Wire):
     force: bool
 
 
+class JamfTask(Wire):
+    """A queued sync as ``devtrust jamf sync --wait`` follows it: Celery's ``state``
+    (PENDING too for an id it does not know), and once ``done`` the run's ``outcome`` or
+    the task's ``error``."""
+
+    state: str
+    done: bool
+    progress: dict[str, Any] | None  # pages_done, pages_expected, fetched, kind, inventory
+    outcome: Any
+    error: str | None
+
+
 class JamfStatus(Wire):
     """``devtrust jamf status --format json``, under ``inventories``; ``alert`` is what
     makes the CLI exit 3, ``notes`` what it says on stderr."""

@@ -275,3 +275,30 @@ def mismatch(failed: Sequence[Field]) -> str:
 def mismatch_in_full(failed: Sequence[Field]) -> str:
     """The same for the audit log, each field with both values."""
     return "device does not match its MDM profile: " + "; ".join(str(f) for f in failed)
+
+
+def no_collected_data(device: Device) -> str:
+    """Why a device has nothing to compare (``devices diff`` before its first report)."""
+    return (
+        f"device {device.label} has sent no collected data yet: it is recorded when the "
+        "device enrolls or logs in (run `devtrust device collect` on the device to see it)"
+    )
+
+
+def diff_report(device: Device, collected: CollectedData) -> dict[str, object]:
+    """``devtrust devices diff --format json`` (and ``GET /v1/admin/devices/{ref}/diff``):
+    the device, when its data was collected, and every field's comparison. A field the
+    profile lacks is ``"checked": false, "ok": null``: it passed nothing."""
+    from inventory.serialize import device_to_dict
+
+    moment = collected.record_time or collected.collect_time
+    return {
+        "device": device_to_dict(device),
+        "collect_time": moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None,
+        "fields": [
+            {"field": f.name, "collected": f.collected, "profile": f.profile,
+             "checked": f.checked, "ok": f.ok if f.checked else None,
+             "check": f.verdict, "problem": f.problem, "advice": f.advice}
+            for f in compare(device, collected)
+        ],
+    }  # fmt: skip

@@ -54,19 +54,21 @@ FIELDS = ("mode", "auto_enroll", "ekcert_allowed_cas", "min_attestation")
 
 
 def to_resource(pref: Preference) -> dict[str, Any]:
-    dt = pref.device_trust
     return {
         "kind": KIND,
         "version": VERSION,
         "metadata": {"name": NAME, "revision": pref.revision},
-        "spec": {
-            "device_trust": {
-                "mode": dt.mode.value,
-                "auto_enroll": dt.auto_enroll,
-                "ekcert_allowed_cas": list(dt.ekcert_allowed_cas),
-                "min_attestation": min_attestation_text(dt.min_attestation),
-            }
-        },
+        "spec": {"device_trust": device_trust_fields(pref.device_trust)},
+    }
+
+
+def device_trust_fields(dt: DeviceTrust) -> dict[str, Any]:
+    """The resource's ``spec.device_trust``, as ``parse_device_trust`` reads it back."""
+    return {
+        "mode": dt.mode.value,
+        "auto_enroll": dt.auto_enroll,
+        "ekcert_allowed_cas": list(dt.ekcert_allowed_cas),
+        "min_attestation": min_attestation_text(dt.min_attestation),
     }
 
 

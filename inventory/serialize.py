@@ -103,6 +103,14 @@ def raw_record_text(record: Any, limit: int = RAW_RECORD_LIMIT) -> str:
     return candidate
 
 
+def no_mdm_record(device: Device) -> str:
+    """Why ``devices get --raw`` has nothing to show."""
+    return (
+        f"device {device.label} has no MDM record: none is kept until an MDM sync "
+        "writes the device (`devtrust jamf sync`)"
+    )
+
+
 def pretty_raw(text: str) -> str:
     """A stored raw record as indented JSON, to paste into a ticket."""
     return json.dumps(json.loads(text), indent=2, ensure_ascii=False)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -26,6 +29,11 @@ ACTOR = "ops-admin"
 CREDENTIAL = re.compile(r"[A-Za-z0-9_-]{43,}")
 ENROLL_LINE = re.compile(r"devtrust device enroll --token=([A-Za-z0-9_-]{20,})")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+# Where the remote CLI's database "is": nothing listens there, so a command that opened
+# the database instead of calling the API would fail.
+NOWHERE_DATABASE = "postgresql+psycopg://devtrust@127.0.0.1:9/nowhere?connect_timeout=2"
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,62 @@ class Cli(Protocol):
 
 
 @pytest.fixture
-def cli(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch, bare_cli: Cli) -> Cli:
-    """``cli("devices", "ls")`` runs ``devtrust devices ls`` on the test's database."""
-    monkeypatch.setenv("DEVTRUST_DATABASE_URL", db_url)
-    return bare_cli
+def cli(
+    request: pytest.FixtureRequest,
+    db: Database,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bare_cli: Cli,
+) -> Iterator[Cli]:
+    """``cli("devices", "ls")`` runs ``devtrust devices ls`` on the test's database.
+
+    A test marked ``@both_ways`` runs twice: so, and through a real ``devtrust serve``'s
+    admin API as the device admin ``ops-admin`` (DEVTRUST_API_URL and DEVTRUST_USER_TOKEN
+    set), with the CLI's database URL pointing at nothing and its Unix login another
+    name, so that what it prints and what the audit log names can only come from the API.
+    """
+    if getattr(request, "param", "local") == "local":
+        monkeypatch.setenv("DEVTRUST_DATABASE_URL", db_url)
+        yield bare_cli
+        return
+    with remote_admin(db, db_url, tmp_path / "served") as (url, token):
+        monkeypatch.setenv("DEVTRUST_API_URL", url)
+        monkeypatch.setenv("DEVTRUST_USER_TOKEN", token)
+        monkeypatch.setenv("DEVTRUST_DATABASE_URL", NOWHERE_DATABASE)
+        monkeypatch.setenv("DEVTRUST_DATA_DIR", str(tmp_path / "cli-data"))
+        monkeypatch.setenv("LOGNAME", "unix-login")
+        yield bare_cli
+    assert not (tmp_path / "cli-data").exists(), "the remote CLI wrote to its data directory"
+
+
+#: Runs a CLI test locally and remotely (see ``cli``); ``remotely`` only through the API.
+both_ways = pytest.mark.parametrize("cli", ["local", "remote"], indirect=True)
+remotely = pytest.mark.parametrize("cli", ["remote"], indirect=True)
+
+
+@contextmanager
+def remote_admin(db: Database, db_url: str, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """The admin API on ``db``, served on loopback: its URL and the credential of the
+    admin ``ops-admin`` (every role), made with the audit log left empty as found."""
+    from sqlalchemy import delete
+
+    from ceremony.admin import AdminApi
+    from ceremony.service import create_app
+    from inventory.domain import Role
+    from inventory.models import AuditEventRow
+    from inventory.services import users
+    from inventory.settings import Settings
+    from tests.ceremony import serving
+
+    served = Settings(data_dir=data_dir, database_url=db_url)
+    # The first admin, as `devtrust users add` makes one locally: it grants every role.
+    roles = (Role.DEVICE_ADMIN, Role.EDITOR, Role.ACCESS, Role.BOT)
+    _, token = users.add_user(db.uow(), ACTOR, roles, actor="setup")
+    with db.engine.begin() as conn:
+        conn.execute(delete(AuditEventRow))
+    with serving(create_app(served, {}, admin=AdminApi(db, served))) as url:
+        yield url, token
 
 
 @pytest.fixture
@@ -72,6 +132,12 @@ def bare_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         return Result(code, out, err)
 
     return invoke
+
+
+def without_admin(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``users ls`` rows (table or JSON) other than the remote CLI's own admin: a test's
+    users are the same both ways."""
+    return [r for r in rows if r.get("User", r.get("name")) != ACTOR]
 
 
 def ok(result: Result) -> Result:

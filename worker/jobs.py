@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from inventory.db import Database, once_more_if_dropped
-from inventory.domain import CollectedData, IssuedToken
+from inventory.domain import CollectedData, IssuedToken, SyncRun
 from inventory.durations import parse_duration
 from inventory.errors import ConfigurationError, DevtrustError, InvalidArgument, one_line
 from inventory.serialize import run_to_dict
@@ -198,6 +198,19 @@ def sync_status(
             }
         )
     return report, notes
+
+
+def sync_status_json(
+    db: Database, settings: Settings, source: SourceSpec
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``sync_status`` with each run as ``run_to_dict``: what ``jamf status --format json``
+    prints and ``GET /v1/admin/jamf/status`` answers under ``inventories``."""
+    report, notes = sync_status(db, settings, source)
+    entries = [
+        {k: run_to_dict(v) if isinstance(v, SyncRun) else v for k, v in entry.items()}
+        for entry in report
+    ]
+    return entries, notes
 
 
 def purge_challenges(settings: Settings) -> int:

@@ -8,17 +8,15 @@ challenge. The user's credential (``DEVTRUST_USER_TOKEN``) goes with every reque
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import httpx
 from pydantic import ValidationError
 
 from ceremony.agent.errors import ServiceError
 from ceremony.agent.tpm import DeviceTPM, load_ak
 from ceremony.agent.tpm import Quote as TPMQuote
+from ceremony.client import ApiClient
 from ceremony.protocol import (
     Collected,
     EnrollChallenge,
@@ -33,7 +31,6 @@ from ceremony.protocol import (
     TPMResponse,
     Wire,
 )
-from ceremony.tls import client_context, verification_failure
 from inventory.domain import CollectedData
 
 
@@ -43,98 +40,18 @@ class EnclaveKey(Protocol):
     def sign(self, challenge: bytes) -> bytes: ...
 
 
-def cleartext_refusal(api_url: str) -> str | None:
-    """Why ``api_url`` may not carry a credential, or None: https anywhere, http to a
-    loopback address only."""
-    parts = urlsplit(api_url)
-    if parts.scheme == "https":
-        return None
-    if parts.scheme != "http" or not parts.hostname:
-        return f"DEVTRUST_API_URL must be an https:// (or a local http://) URL, not {api_url!r}"
-    host = parts.hostname
-    if host == "localhost":
-        return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
-    return (
-        f"refusing to send your credential in clear to {api_url}: use https:// in "
-        "DEVTRUST_API_URL (plain http is for a service on this machine only)"
-    )
-
-
-class CeremonyClient:
-    """JSON over HTTP to the ceremony service, as the user whose credential it holds."""
-
-    def __init__(
-        self,
-        api_url: str,
-        user_token: str,
-        *,
-        timeout: float = 30.0,
-        ca_file: Path | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        """``ca_file`` (DEVTRUST_API_CA_FILE): the PEM bundle of the CAs an https service's
-        certificate is verified with; the system's trust store when None. Plain http is
-        for a service on this machine only: the credential must not cross a network in
-        clear."""
-        self.api_url = api_url.rstrip("/")
-        refusal = cleartext_refusal(self.api_url)
-        if refusal is not None:
-            raise ServiceError(refusal)
-        self.ca_file = ca_file
-        self._http = httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {user_token}"},
-            timeout=timeout,
-            verify=client_context(ca_file),
-            transport=transport,
-        )
+class CeremonyClient(ApiClient):
+    """The enrollment and login round trips: typed bodies (``ceremony.protocol``) out,
+    JSON objects back."""
 
     def __enter__(self) -> CeremonyClient:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
     def post(self, path: str, body: Wire) -> dict[str, Any]:
-        return self._call("POST", path, body.model_dump(mode="json"))
+        return self.request("POST", path, body.model_dump(mode="json"))
 
     def get(self, path: str) -> dict[str, Any]:
-        return self._call("GET", path, None)
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        try:
-            response = self._http.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            failure = verification_failure(exc, self.ca_file)
-            if failure is not None:
-                raise ServiceError(
-                    f"cannot verify the devtrust service at {self.api_url}: {failure}"
-                ) from None
-            raise ServiceError(
-                f"cannot reach the devtrust service at {self.api_url}: {exc} "
-                "(is DEVTRUST_API_URL right?)"
-            ) from None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if response.is_success and isinstance(payload, dict):
-            return payload
-        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-            raise ServiceError(payload["error"], response.status_code)
-        raise ServiceError(
-            f"the devtrust service answered {response.status_code} "
-            f"{response.reason_phrase} to {path}",
-            response.status_code,
-        )
+        return self.request("GET", path)
 
 
 def wire_collected(collected: CollectedData) -> Collected:

@@ -112,6 +112,14 @@ def list_events(
     return newest[::-1]
 
 
+def check_event_type(type: str | None) -> None:
+    """Refuse a ``type`` filter no event can have (an empty one included)."""
+    if type is not None and type not in EVENT_TYPES:
+        raise InvalidArgument(
+            f"unknown event type {quoted(type)}: use one of {', '.join(EVENT_TYPES)}"
+        )
+
+
 def events_page(
     uow: UnitOfWork,
     *,
@@ -123,10 +131,7 @@ def events_page(
 ) -> list[AuditEvent]:
     """Up to ``limit`` matching events older than the event ``before`` (keyset on the
     id; None: from the newest), newest first: ``list_events`` a page at a time."""
-    if type is not None and type not in EVENT_TYPES:
-        raise InvalidArgument(
-            f"unknown event type {quoted(type)}: use one of {', '.join(EVENT_TYPES)}"
-        )
+    check_event_type(type)
     query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
     if type is not None:
         query = query.where(AuditEventRow.type == type)

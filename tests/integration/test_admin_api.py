@@ -143,6 +143,7 @@ def cli_json(cli: Cli, *argv: str) -> Any:
 # Every admin route, with a request its schema accepts. The device and user named do not
 # exist: what is checked is who gets past the role check, and that nothing is changed.
 GHOST = "GHOST-0001"
+TASK = "0b5c2a55-1d2e-4f60-9a7b-4b7f1e2d3c4a"  # a task id no one queued
 ADMIN_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/admin/devices", None),
     ("POST", "/v1/admin/devices", {"os_type": "macos", "asset_tag": GHOST}),
@@ -162,11 +163,12 @@ ADMIN_ROUTES: list[tuple[str, str, Any]] = [
     ("PATCH", "/v1/admin/config", {"device_trust": {"mode": "off"}}),
     ("POST", "/v1/admin/jamf/sync", {"kind": "full"}),
     ("GET", "/v1/admin/jamf/status", None),
+    ("GET", f"/v1/admin/jamf/tasks/{TASK}", None),
 ]
 
 
 def template(path: str) -> str:
-    parts = path.replace(GHOST, "{ref}").split("/")
+    parts = path.replace(GHOST, "{ref}").replace(TASK, "{task_id}").split("/")
     return "/".join("{name}" if p == "acc" else p for p in parts)
 
 
@@ -614,6 +616,7 @@ BAD: list[tuple[str, str, Any, str]] = [
      "request body: force only applies to a full sync: give kind full"),
     ("POST", "/v1/admin/jamf/sync", {"kind": "sometimes"}, "kind: "),
     ("POST", "/v1/admin/jamf/sync", {"inventory": "a\nb"}, "inventory: "),
+    ("GET", "/v1/admin/jamf/tasks/not-a-task", None, "path.task_id: "),
 ]  # fmt: skip
 
 
@@ -660,6 +663,10 @@ def test_devtrust_serve_serves_the_admin_api_and_queues_syncs_on_the_workers_que
         assert queued.status_code == 202, queued.text
         status = client.get("/v1/admin/jamf/status")
         assert status.status_code == 200, status.text
+        task = client.get(f"/v1/admin/jamf/tasks/{queued.json()['task_id']}")
+        assert task.status_code == 200, task.text  # queued, and no worker to take it
+        assert task.json() == {"state": "PENDING", "done": False, "progress": None,
+                               "outcome": None, "error": None}  # fmt: skip
         me = client.get("/v1/me/devices")
         assert (me.status_code, me.json()) == (200, {"devices": [], "next": None})
     task_id = queued.json()["task_id"]

@@ -18,13 +18,16 @@ from tests.cli import (
     UUID,
     Cli,
     add_device,
+    both_ways,
     ok,
+    remotely,
     table,
 )
 
 # --- the reference guide's walkthrough -------------------------------------------------
 
 
+@both_ways
 def test_guide_walkthrough_add_list_enroll_remove_is_printed_and_audited(cli: Cli) -> None:
     added = ok(cli("devices", "add", "--os=macos", f"--asset-tag={TAG}"))
     assert added.out == f"Device {TAG}/macOS added to the inventory\n"
@@ -76,6 +79,7 @@ def test_guide_walkthrough_add_list_enroll_remove_is_printed_and_audited(cli: Cl
     assert all(e["success"] and e["actor"] == ACTOR for e in events)
 
 
+@both_ways
 def test_devices_ls_on_an_empty_inventory_prints_the_header_and_a_hint(cli: Cli) -> None:
     listed = ok(cli("devices", "ls"))
     header, rows = table(listed.out)
@@ -99,6 +103,7 @@ def test_devices_ls_on_an_empty_inventory_prints_the_header_and_a_hint(cli: Cli)
 # --- machine-readable output -----------------------------------------------------------
 
 
+@both_ways
 def test_devices_ls_json_is_a_list_of_devices(cli: Cli) -> None:
     mac_id = add_device(cli, TAG, "macos")
     linux_id = add_device(cli, "LNX-0001", "linux")
@@ -113,10 +118,12 @@ def test_devices_ls_json_is_a_list_of_devices(cli: Cli) -> None:
     assert by_tag["LNX-0001"]["os_type"] == "linux"
 
 
+@both_ways
 def test_devices_ls_json_on_an_empty_inventory_is_an_empty_list(cli: Cli) -> None:
     assert json.loads(ok(cli("devices", "ls", "--format", "json")).out) == []
 
 
+@both_ways
 def test_devices_get_prints_json_or_a_yaml_resource_by_default(cli: Cli) -> None:
     device_id = add_device(cli)
     as_json = json.loads(ok(cli("devices", "get", TAG, "--format", "json")).out)
@@ -136,6 +143,7 @@ def test_devices_get_prints_json_or_a_yaml_resource_by_default(cli: Cli) -> None
     assert by_id == as_yaml
 
 
+@both_ways
 def test_devices_get_text_shows_one_field_per_line_and_dashes_for_nothing(
     cli: Cli, db: Database
 ) -> None:
@@ -160,6 +168,7 @@ def test_devices_get_text_shows_one_field_per_line_and_dashes_for_nothing(
     assert "None" not in lines.values()
 
 
+@both_ways
 def test_devices_enroll_json_carries_the_token_for_the_device(cli: Cli) -> None:
     device_id = add_device(cli)
     issued = json.loads(
@@ -319,6 +328,21 @@ def test_refused_command_prints_one_error_line_and_changes_no_device(
     assert ok(cli("devices", "ls")).out == before
 
 
+
+@remotely
+def test_every_refusal_is_the_same_line_through_the_admin_api(cli: Cli) -> None:
+    """The refusals above, each on the same inventory one after the other (none changes
+    it), with the CLI calling the API: the service refuses them in the same words."""
+    add_device(cli)
+    before = ok(cli("devices", "ls")).out
+    for param in REFUSALS:
+        argv, message = param.values
+        refused = cli(*argv)
+        assert refused.code == 1, (param.id, refused)
+        assert message in refused.error_line, param.id
+        assert refused.out == "", param.id
+    assert ok(cli("devices", "ls")).out == before
+
 USAGE_ERRORS = [
     pytest.param(
         ["devices", "add", f"--asset-tag={TAG}"],
@@ -380,6 +404,7 @@ def test_usage_error_is_refused_without_traceback_or_change(cli: Cli) -> None:
     assert ok(cli("devices", "ls")).out == before
 
 
+@both_ways
 def test_refused_enrollment_is_audited_as_failed(cli: Cli) -> None:
     cli("devices", "enroll", "--asset-tag=NOPE123")
     _, rows = table(ok(cli("audit", "ls", "--failed")).out)
@@ -389,6 +414,7 @@ def test_refused_enrollment_is_audited_as_failed(cli: Cli) -> None:
     assert "NOPE123" in row["Message"]
 
 
+@both_ways
 def test_devices_add_user_assigns_the_device_and_get_shows_it_in_every_format(
     cli: Cli,
 ) -> None:
@@ -408,6 +434,7 @@ def test_devices_add_user_assigns_the_device_and_get_shows_it_in_every_format(
     )
 
 
+@both_ways
 def test_devices_add_with_an_unknown_user_is_refused_and_adds_nothing(cli: Cli) -> None:
     refused = cli("devices", "add", "--os", "linux", "--asset-tag", "LNX-0043", "--user", "nobody")
     assert refused.code != 0

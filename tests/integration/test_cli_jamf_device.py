@@ -17,6 +17,7 @@ from tests.cli import (
     TAG,
     Cli,
     add_device,
+    both_ways,
     ok,
     table,
 )
@@ -47,6 +48,7 @@ def test_console_script_reports_a_bad_argument_in_one_line_without_traceback(
     assert done.stdout == ""
 
 
+@both_ways
 def test_jamf_status_shows_last_runs_and_the_alert(cli: Cli, db: Database) -> None:
     from inventory.services import source_sync as store
 
@@ -177,6 +179,7 @@ def _synced_mac_with_report(db: Database, **collected: str) -> None:
         uow.commit()
 
 
+@both_ways
 def test_devices_diff_marks_each_drifted_field_and_says_what_to_do(db: Database, cli: Cli) -> None:
     _synced_mac_with_report(db, os_version="14.3", os_login_user="mallory")
     result = cli("devices", "diff", TAG)
@@ -199,6 +202,7 @@ def test_devices_diff_marks_each_drifted_field_and_says_what_to_do(db: Database,
     assert failed == ["os_version", "os_login_user"]
 
 
+@both_ways
 def test_devices_diff_of_a_matching_device_exits_0(db: Database, cli: Cli) -> None:
     _synced_mac_with_report(db)
     result = ok(cli("devices", "diff", TAG))
@@ -207,6 +211,7 @@ def test_devices_diff_of_a_matching_device_exits_0(db: Database, cli: Cli) -> No
     )
 
 
+@both_ways
 def test_devices_diff_without_collected_data_says_when_it_comes(cli: Cli) -> None:
     add_device(cli)
     line = cli("devices", "diff", TAG).error_line

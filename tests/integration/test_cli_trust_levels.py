@@ -16,7 +16,7 @@ from ceremony.protocol import EnrollComplete, EnrollInit, MacOSKey, MacOSRespons
 from inventory.db import Database
 from inventory.domain import CollectedData, OSType, Role
 from inventory.services import devices, tokens, users
-from tests.cli import TAG, Cli, ok, preference, table
+from tests.cli import TAG, Cli, both_ways, ok, preference, table
 from tests.integration.test_cli_users_config import editor, replace_in_file
 
 
@@ -42,6 +42,7 @@ def enroll_a_mac(db: Database, key_dir: Path) -> None:
     )
 
 
+@both_ways
 def test_devices_ls_and_get_show_the_trust_level_of_enrolled_devices(
     cli: Cli, db: Database, tmp_path: Path
 ) -> None:
@@ -68,6 +69,7 @@ def test_devices_ls_and_get_show_the_trust_level_of_enrolled_devices(
     )
 
 
+@both_ways
 def test_config_sets_min_attestation_and_refuses_a_bad_value_in_one_line(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,9 +15,11 @@ from tests.cli import (
     CREDENTIAL,
     Cli,
     Result,
+    both_ways,
     ok,
     preference,
     table,
+    without_admin,
 )
 
 # --- users --------------------------------------------------------------------------------
@@ -30,6 +32,7 @@ def credential_of(result: Result) -> str:
     return found[0]
 
 
+@both_ways
 def test_users_add_prints_the_credential_once_and_ls_never_shows_it(cli: Cli) -> None:
     added = ok(cli("users", "add", "alice", "--roles", "access,editor"))
     assert 'User "alice" created (roles: access, editor).' in added.out
@@ -37,11 +40,11 @@ def test_users_add_prints_the_credential_once_and_ls_never_shows_it(cli: Cli) ->
     token = credential_of(added)
 
     listed = ok(cli("users", "ls"))
-    _, rows = table(listed.out)
+    rows = without_admin(table(listed.out)[1])
     assert [(r["User"], r["Roles"]) for r in rows] == [("alice", "access, editor")]
     assert token not in listed.out
     as_json = ok(cli("users", "ls", "--format", "json")).out
-    assert [(u["name"], u["roles"]) for u in json.loads(as_json)] == [
+    assert [(u["name"], u["roles"]) for u in without_admin(json.loads(as_json))] == [
         ("alice", ["access", "editor"])
     ]
     assert token not in as_json
@@ -54,15 +57,17 @@ def test_users_add_json_includes_the_token(cli: Cli) -> None:
     assert CREDENTIAL.fullmatch(added["token"])
 
 
+@both_ways
 def test_users_add_twice_is_refused(cli: Cli) -> None:
     ok(cli("users", "add", "alice", "--roles", "access"))
     refused = cli("users", "add", "alice", "--roles", "editor")
     assert refused.code != 0
     assert "user 'alice' already exists" in refused.error_line
-    _, rows = table(ok(cli("users", "ls")).out)
+    rows = without_admin(table(ok(cli("users", "ls")).out)[1])
     assert [(r["User"], r["Roles"]) for r in rows] == [("alice", "access")]
 
 
+@both_ways
 def test_users_reset_token_prints_a_new_credential(cli: Cli) -> None:
     old = credential_of(ok(cli("users", "add", "alice", "--roles", "access")))
     reset = ok(cli("users", "reset-token", "alice"))
@@ -71,11 +76,12 @@ def test_users_reset_token_prints_a_new_credential(cli: Cli) -> None:
     assert new != old
 
 
+@both_ways
 def test_users_rm_removes_the_user_from_the_listing(cli: Cli) -> None:
     ok(cli("users", "add", "alice", "--roles", "access"))
     ok(cli("users", "add", "bob", "--roles", "bot"))
     assert ok(cli("users", "rm", "alice")).out == 'User "alice" removed\n'
-    _, rows = table(ok(cli("users", "ls")).out)
+    rows = without_admin(table(ok(cli("users", "ls")).out)[1])
     assert [r["User"] for r in rows] == ["bob"]
     refused = cli("users", "rm", "alice")
     assert refused.code != 0
@@ -103,6 +109,7 @@ def test_users_add_with_a_bad_role_is_refused(cli: Cli, roles: str, message: str
     assert table(ok(cli("users", "ls")).out)[1] == []
 
 
+@both_ways
 def test_users_add_and_edit_declare_the_logins_a_user_has_on_devices(cli: Cli) -> None:
     ok(
         cli(
@@ -115,13 +122,13 @@ def test_users_add_and_edit_declare_the_logins_a_user_has_on_devices(cli: Cli) -
             "alice,alice.smith@corp.example",
         )
     )
-    _, rows = table(ok(cli("users", "ls")).out)
+    rows = without_admin(table(ok(cli("users", "ls")).out)[1])
     assert [(r["User"], r["Logins"]) for r in rows] == [
         ("alice", "alice, alice.smith@corp.example")
     ]
     edited = ok(cli("users", "edit", "alice", "--logins", "asmith", "--roles", "access,editor"))
     assert edited.out == 'User "alice" updated (roles: access, editor; logins: asmith).\n'
-    [user] = json.loads(ok(cli("users", "ls", "--format", "json")).out)
+    [user] = without_admin(json.loads(ok(cli("users", "ls", "--format", "json")).out))
     assert (user["roles"], user["logins"]) == (["access", "editor"], ["asmith"])
     _, events = table(ok(cli("audit", "ls", "--type", "user.update")).out)
     assert "user alice now has roles access, editor and logins asmith" in events[-1]["Message"]
@@ -150,13 +157,14 @@ def test_users_edit_refuses_bad_input_in_one_line_and_changes_nothing(
     refused = cli("users", *args)
     assert refused.code != 0
     assert message in refused.error_line
-    _, rows = table(ok(cli("users", "ls")).out)
+    rows = without_admin(table(ok(cli("users", "ls")).out)[1])
     assert [(r["User"], r["Roles"], r["Logins"]) for r in rows] == [("alice", "access", "alice")]
 
 
 # --- config --------------------------------------------------------------------------------
 
 
+@both_ways
 def test_config_show_is_the_default_cluster_auth_preference(cli: Cli) -> None:
     shown = preference(cli)
     assert shown["kind"] == "cluster_auth_preference"
@@ -170,6 +178,7 @@ def test_config_show_is_the_default_cluster_auth_preference(cli: Cli) -> None:
     assert as_json == shown
 
 
+@both_ways
 def test_config_set_changes_the_preference_and_is_audited(cli: Cli) -> None:
     changed = ok(cli("config", "set", "device_trust.auto_enroll", "true"))
     assert changed.out == "cluster_auth_preference updated: device_trust.auto_enroll\n"
@@ -237,6 +246,7 @@ def replace_in_file(old: str, new: str) -> str:
     )
 
 
+@both_ways
 def test_config_edit_applies_the_edited_mode(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -282,6 +292,7 @@ def test_config_edit_applies_the_edited_mode(
         ),
     ],
 )
+@both_ways
 def test_config_edit_that_is_invalid_is_refused_and_changes_nothing(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
 ) -> None:

@@ -6,8 +6,9 @@ import httpx
 import pytest
 import respx
 
-from ceremony.agent.enroll import CeremonyClient, cleartext_refusal, self_token
+from ceremony.agent.enroll import CeremonyClient, self_token
 from ceremony.agent.errors import ServiceError
+from ceremony.client import cleartext_refusal
 from inventory.domain import CollectedData, OSType
 
 URL = "https://devtrust.test:8800"

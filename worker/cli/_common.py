@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
@@ -15,6 +15,9 @@ from inventory.db import Database
 from inventory.errors import InvalidArgument, quoted
 from inventory.services.audit import MAX_ACTOR_LENGTH
 from inventory.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ._remote import AdminClient
 
 _state: dict[str, Any] = {}
 
@@ -55,10 +58,29 @@ def database() -> Database:
     return _state["db"]  # type: ignore[no-any-return]
 
 
+def remote() -> AdminClient | None:
+    """The admin API's client when the CLI is pointed at one: DEVTRUST_API_URL and
+    DEVTRUST_USER_TOKEN both set (in the environment or the config file). None: the
+    local mode, on the database directly (the embedded default, and bootstrapping)."""
+    if "remote" not in _state:
+        s = settings()
+        token = s.user_token.get_secret_value().strip() if s.user_token else ""
+        if "api_url" in s.model_fields_set and token:
+            from ._remote import AdminClient
+
+            _state["remote"] = AdminClient(s)
+        else:
+            _state["remote"] = None
+    return _state["remote"]  # type: ignore[no-any-return]
+
+
 def close() -> None:
     db = _state.pop("db", None)
     if db is not None:
         db.close()
+    client = _state.pop("remote", None)
+    if client is not None:
+        client.close()
     _state.clear()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -64,31 +66,78 @@ def send_sync(settings: Settings, *, inventory: str, kind: str, force: bool, act
     return str(result.id)
 
 
+@dataclass(frozen=True)
+class TaskView:
+    """A queued task as a follower sees it: ``GET /v1/admin/jamf/tasks/{id}`` answers
+    exactly these fields, so the CLI follows a sync the same way either side of the API."""
+
+    state: str  # Celery's: PENDING (or not known), STARTED, PROGRESS, SUCCESS, FAILURE...
+    done: bool
+    progress: dict[str, Any] | None = None  # a running sync's pages and counts
+    outcome: Any = None  # a finished task's result (the sync's run)
+    error: str | None = None  # why a failed task failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "done": self.done, "progress": self.progress,
+                "outcome": self.outcome, "error": self.error}  # fmt: skip
+
+
+def task_view(task_id: str) -> TaskView:
+    """What the result backend knows of ``task_id`` now (PENDING for a task it does not
+    know: Celery cannot tell a queued task from an unknown one)."""
+    from celery import states
+    from celery.result import AsyncResult
+
+    from worker.celery import app
+
+    result = AsyncResult(task_id, app=app)
+    state = result.state
+    if state not in states.READY_STATES:
+        info = result.info if state == "PROGRESS" else None
+        return TaskView(state, False, progress=info if isinstance(info, dict) else None)
+    if state == states.SUCCESS:
+        return TaskView(state, True, outcome=result.result)
+    return TaskView(state, True, error=one_line(result.result) or state)
+
+
+class Lost(DevtrustError):
+    """What the follower asks for went away while it waited."""
+
+
 def follow(settings: Settings, task_id: str, *, timeout: float) -> int:
     """Show the task's progress until it ends; the exit status the CLI should return."""
     from kombu.exceptions import OperationalError
 
     from worker.celery import app
 
+    def view() -> TaskView:
+        try:
+            return task_view(task_id)
+        except (OperationalError, OSError, RuntimeError) as exc:
+            raise Lost(f"lost the result backend {_results(app)} while waiting "
+                       f"({one_line(exc)})") from None  # fmt: skip
+
+    return follow_view(view, task_id, timeout=timeout, where=_where(settings))
+
+
+def follow_view(
+    view: Callable[[], TaskView], task_id: str, *, timeout: float, where: str
+) -> int:
+    """Follow the task ``view`` reads until it ends, with a progress bar on a terminal;
+    the exit status the CLI should return. ``where`` is the queue a worker should serve."""
     try:
-        return _follow(settings, task_id, timeout=timeout)
-    except (OperationalError, OSError, RuntimeError) as exc:
+        return _follow(view, task_id, timeout=timeout, where=where)
+    except Lost as exc:
         typer.echo(
-            f"error: lost the result backend {_results(app)} while waiting ({one_line(exc)}); "
-            "the sync may still run: `devtrust jamf status` tells",
-            err=True,
+            f"error: {exc}; the sync may still run: `devtrust jamf status` tells", err=True
         )
         return 1
 
 
-def _follow(settings: Settings, task_id: str, *, timeout: float) -> int:
-    from celery.result import AsyncResult
+def _follow(view: Callable[[], TaskView], task_id: str, *, timeout: float, where: str) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from worker.celery import app
-
-    result = AsyncResult(task_id, app=app)
     console = Console(stderr=True)
     began = time.monotonic()
     deadline = began + timeout
@@ -104,12 +153,12 @@ def _follow(settings: Settings, task_id: str, *, timeout: float) -> int:
         *columns, console=console, transient=True, disable=not console.is_terminal
     ) as bar:
         line = bar.add_task("waiting for a worker", total=None, devices=0)
-        while not result.ready():
+        while not (current := view()).done:
             if time.monotonic() > deadline:
                 typer.echo(f"error: task {task_id} still running after {timeout:g} s", err=True)
                 return 1
-            info = result.info if result.state == "PROGRESS" else None
-            if isinstance(info, dict):
+            info = current.progress
+            if info is not None:
                 bar.update(
                     line,
                     description=f"{info.get('kind', '')} sync of {info.get('inventory', '')}",
@@ -117,21 +166,21 @@ def _follow(settings: Settings, task_id: str, *, timeout: float) -> int:
                     total=max(info.get("pages_expected", 0), info.get("pages_done", 0)) or None,
                     devices=info.get("fetched", 0),
                 )
-            elif result.state == "STARTED":
+            elif current.state == "STARTED":
                 bar.update(line, description="syncing")
             elif not hinted and time.monotonic() - began > NO_WORKER_HINT_SECONDS:
                 hinted = True
                 console.print(
                     f"no worker has taken task {task_id} yet: is `devtrust worker` running "
-                    f"on {_where(settings)}?",
+                    f"on {where}?",
                     highlight=False,
                     soft_wrap=True,
                 )
             time.sleep(POLL_SECONDS)
-    if result.failed():
-        typer.echo(f"error: the sync task failed: {result.result}", err=True)
+    if current.error is not None:
+        typer.echo(f"error: the sync task failed: {current.error}", err=True)
         return 1
-    return _summary(result.result)
+    return _summary(current.outcome)
 
 
 def _summary(outcome: Any) -> int:

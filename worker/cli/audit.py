@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,7 +12,10 @@ from inventory.errors import InvalidArgument, quoted
 from inventory.serialize import event_to_dict
 from inventory.services import audit as audit_service
 
-from ._common import TextOrJson, database, echo_json, format_rows, info
+from ._common import TextOrJson, database, echo_json, format_rows, info, remote
+
+if TYPE_CHECKING:
+    from ._remote import AdminClient
 
 # The newest MAX_LIMIT events are more than a terminal shows; a larger number is a typo,
 # and one beyond 64 bits overflowed in the database driver.
@@ -38,24 +41,32 @@ def ls(
         raise InvalidArgument(
             f"--limit must be at least 1 and at most {MAX_LIMIT:,}, got {quoted(limit)}"
         )
-    db = database()
-    start: datetime | None = None
-    if since is not None:
-        start = db.clock() - parse_duration(since, what="--since")
-    events = audit_service.list_events(
-        db.uow(), type=type, failed_only=failed, since=start, limit=limit
-    )
+    back = parse_duration(since, what="--since") if since is not None else None
+    audit_service.check_event_type(type)
+    api = remote()
+    if api is not None:
+        start = datetime.now(UTC) - back if back is not None else None
+        events = _remote_events(api, type=type, failed=failed, since=start, limit=limit)
+    else:
+        db = database()
+        start = db.clock() - back if back is not None else None
+        events = [
+            event_to_dict(e)
+            for e in audit_service.list_events(
+                db.uow(), type=type, failed_only=failed, since=start, limit=limit
+            )
+        ]
     if format is TextOrJson.JSON:
-        echo_json([event_to_dict(e) for e in events])
+        echo_json(events)
         return
     rows = [
         (
-            f"{e.time:%Y-%m-%d %H:%M:%S}",
-            e.type,
-            "ok" if e.success else "FAILED",
-            e.actor,
-            e.asset_tag or "",
-            e.message,
+            f"{datetime.fromisoformat(e['time']):%Y-%m-%d %H:%M:%S}",
+            e["type"],
+            "ok" if e["success"] else "FAILED",
+            e["actor"],
+            e["asset_tag"] or "",
+            e["message"],
         )
         for e in events
     ]
@@ -66,3 +77,30 @@ def ls(
     )
     if not events:
         info("No matching events.")
+
+
+def _remote_events(
+    api: AdminClient, *, type: str | None, failed: bool, since: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` matching events, oldest first, read newest first a page at a
+    time from the admin API."""
+    newest: list[dict[str, Any]] = []
+    after: str | None = None
+    while len(newest) < limit:
+        page = api.call(
+            "GET",
+            "/v1/admin/audit",
+            type=type,
+            failed=failed,
+            since=since.isoformat().replace("+00:00", "Z") if since is not None else None,
+            after=after,
+            limit=min(API_PAGE, limit - len(newest)),
+        )
+        newest.extend(page["events"])
+        after = page.get("next")
+        if not after:
+            break
+    return newest[::-1]
+
+
+API_PAGE = 5000  # the admin API's largest page of events

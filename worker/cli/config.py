@@ -7,16 +7,22 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from inventory.errors import InvalidArgument, InvalidPreference, quoted
-from inventory.preference import DeviceTrust, from_resource, to_resource, with_value
+from inventory.preference import (
+    DeviceTrust,
+    device_trust_fields,
+    from_resource,
+    to_resource,
+    with_value,
+)
 from inventory.services import preference as preference_service
 
-from ._common import YamlOrJson, actor, database, echo_json, echo_yaml, info
+from ._common import YamlOrJson, actor, database, echo_json, echo_yaml, info, remote
 
 app = typer.Typer(help="Show and change the cluster device-trust preference.", no_args_is_help=True)
 
@@ -26,7 +32,7 @@ def show(
     format: Annotated[YamlOrJson, typer.Option("--format", help="yaml or json")] = YamlOrJson.YAML,
 ) -> None:
     """Print the preference as a cluster_auth_preference resource."""
-    resource = to_resource(preference_service.get_preference(database().uow()))
+    resource = _resource()
     if format is YamlOrJson.JSON:
         echo_json(resource)
     else:
@@ -47,17 +53,16 @@ def set_(
     ],
 ) -> None:
     """Change one field of the preference."""
-    uow = database().uow()
-    current = preference_service.get_preference(uow)
-    wanted = with_value(current.device_trust, key, value)
-    _store(wanted, current.revision)
+    resource = _resource()
+    wanted = with_value(from_resource(resource), key, value)
+    _store(wanted, resource["metadata"]["revision"])
 
 
 @app.command("edit")
 def edit() -> None:
     """Edit the preference in $EDITOR, as YAML; an invalid edit changes nothing."""
-    current = preference_service.get_preference(database().uow())
-    original = yaml.safe_dump(to_resource(current), sort_keys=False)
+    resource = _resource()
+    original = yaml.safe_dump(resource, sort_keys=False)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     with tempfile.TemporaryDirectory(prefix="devtrust-") as tmp:
         path = Path(tmp) / "cluster_auth_preference.yaml"
@@ -85,13 +90,27 @@ def edit() -> None:
         raise InvalidPreference(
             f"the edited resource is not valid YAML{where}; nothing changed"
         ) from None
-    _store(from_resource(document), current.revision)
+    _store(from_resource(document), resource["metadata"]["revision"])
+
+
+def _resource() -> dict[str, Any]:
+    """The preference as a cluster_auth_preference resource, from the API or the database."""
+    api = remote()
+    if api is not None:
+        return api.call("GET", "/v1/admin/config")
+    return to_resource(preference_service.get_preference(database().uow()))
 
 
 def _store(wanted: DeviceTrust, revision: int) -> None:
-    _, changed = preference_service.update_preference(
-        database().uow(), wanted, actor=actor(), expected_revision=revision
-    )
+    """Store ``wanted`` unless the preference changed since it was read at ``revision``."""
+    api = remote()
+    if api is not None:
+        body = {"device_trust": device_trust_fields(wanted), "revision": revision}
+        changed = api.call("PATCH", "/v1/admin/config", body)["changed"]
+    else:
+        _, changed = preference_service.update_preference(
+            database().uow(), wanted, actor=actor(), expected_revision=revision
+        )
     if changed:
         typer.echo(
             f"cluster_auth_preference updated: {', '.join('device_trust.' + c for c in changed)}"

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from inventory.domain import CollectedData, Device, OSType, Page, TokenKind, normalize_asset_tag
+from inventory.domain import (
+    EnrollStatus,
+    OSType,
+    TokenKind,
+    device_label,
+    normalize_asset_tag,
+)
 from inventory.durations import format_duration, parse_duration
 from inventory.errors import InvalidArgument
-from inventory.serialize import device_to_dict, pretty_raw
+from inventory.serialize import device_to_dict, no_mdm_record, pretty_raw
 from inventory.services import devices as device_service
 from inventory.services import tokens as token_service
 from inventory.services.tokens import MAX_TTL, MIN_TTL
@@ -26,12 +33,10 @@ from ._common import (
     echo_yaml,
     format_rows,
     info,
+    remote,
     settings,
     table_lines,
 )
-
-if TYPE_CHECKING:
-    from inventory.drift import Field
 
 app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
 
@@ -85,13 +90,20 @@ def add(
     os_type = OSType.parse(os)
     tag = normalize_asset_tag(asset_tag)
     token_ttl = _token_ttl(ttl) if enroll or ttl is not None else None
-    who = actor()
-    device = device_service.register_device(
-        database().uow(), os_type=os_type, asset_tag=tag, actor=who, assigned_user=user
-    )
-    typer.echo(f"Device {device.label} added to the inventory")
+    api = remote()
+    if api is not None:
+        body = {"os_type": os_type.value, "asset_tag": tag, "assigned_user": user}
+        added = api.call("POST", "/v1/admin/devices", body)["device"]
+    else:
+        added = device_to_dict(
+            device_service.register_device(
+                database().uow(), os_type=os_type, asset_tag=tag, actor=actor(),
+                assigned_user=user,
+            )
+        )  # fmt: skip
+    typer.echo(f"Device {_label(added)} added to the inventory")
     if token_ttl is not None and enroll:
-        _print_token(device.id, None, token_ttl)
+        _print_token(added["id"], None, token_ttl if ttl is not None or api is None else None)
 
 
 @app.command("ls")
@@ -100,13 +112,13 @@ def ls(
     page_size: Annotated[int, typer.Option(help="rows read per query")] = 500,
 ) -> None:
     """List devices, streaming page by page so large fleets print at once."""
-    pages = device_service.iter_pages(database().uow(), page_size=page_size)
+    pages = _pages(page_size)
     if format is TextOrJson.JSON:
         _stream_json(pages)
         return
     widths: list[int] | None = None
     for page in pages:
-        rows = [_row(d) for d in page.items]
+        rows = [_row(d) for d in page]
         if widths is None:
             widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(HEADERS)]
             sys.stdout.write("\n".join(table_lines(HEADERS, [], widths, header=True)) + "\n")
@@ -118,26 +130,42 @@ def ls(
         sys.stdout.flush()
 
 
-def _row(device: Device) -> tuple[str, str, str, str, str]:
-    credential = device.credential
-    level = credential.attestation_type.level.value if credential is not None else "-"
+def _pages(page_size: int) -> Iterator[list[dict[str, Any]]]:
+    """The inventory a page at a time (as ``--format json`` prints each device), from the
+    admin API or the database; either way one page is held at a time."""
+    if not 1 <= page_size <= device_service.MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"--page-size must be between 1 and {device_service.MAX_PAGE_SIZE}, got {page_size}"
+        )
+    api = remote()
+    if api is not None:
+        yield from api.pages("/v1/admin/devices", "devices", limit=page_size)
+        return
+    for page in device_service.iter_pages(database().uow(), page_size=page_size):
+        yield [device_to_dict(d) for d in page.items]
+
+
+def _label(device: dict[str, Any]) -> str:
+    return device_label(device["asset_tag"], OSType(device["os_type"]))
+
+
+def _row(device: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    credential = device["credential"]
     return (
-        device.asset_tag,
-        device.os_type.display,
-        device.enroll_status.display,
-        level,
-        device.id,
+        device["asset_tag"],
+        OSType(device["os_type"]).display,
+        EnrollStatus(device["enroll_status"]).display,
+        credential["trust_level"] if credential is not None else "-",
+        device["id"],
     )
 
 
-def _stream_json(pages: Iterator[Page]) -> None:
-    import json
-
+def _stream_json(pages: Iterator[list[dict[str, Any]]]) -> None:
     first = True
     sys.stdout.write("[")
     for page in pages:
-        for device in page.items:
-            sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(device_to_dict(device)))
+        for device in page:
+            sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(device))
             first = False
         sys.stdout.flush()
     sys.stdout.write("\n]\n" if not first else "]\n")
@@ -164,8 +192,11 @@ def get(
         _print_raw(name, os_type)
         return
     format = format or Format.YAML
-    device = device_service.get_device(database().uow(), name, os_type=os_type)
-    data = device_to_dict(device)
+    api = remote()
+    if api is not None:
+        data = api.device("GET", name, os_type)["device"]
+    else:
+        data = device_to_dict(device_service.get_device(database().uow(), name, os_type=os_type))
     if format is Format.JSON:
         echo_json(data)
     elif format is Format.YAML:
@@ -179,14 +210,17 @@ def get(
 
 def _print_raw(name: str, os_type: OSType | None) -> None:
     """The record the MDM sent when a sync last wrote the device, as indented JSON."""
-    device, text = device_service.raw_record(database().uow(), name, os_type=os_type)
-    if text is None:
-        raise InvalidArgument(
-            f"device {device.label} has no MDM record: none is kept until an MDM sync "
-            "writes the device (`devtrust jamf sync`)"
-        )
-    typer.echo(pretty_raw(text))
-    source = device.source.name if device.source else "the MDM"
+    api = remote()
+    if api is not None:
+        answer = api.device("GET", name, os_type, "/raw")
+        source = (answer["device"]["source"] or {}).get("name") or "the MDM"
+        typer.echo(json.dumps(answer["record"], indent=2, ensure_ascii=False))
+    else:
+        device, text = device_service.raw_record(database().uow(), name, os_type=os_type)
+        if text is None:
+            raise InvalidArgument(no_mdm_record(device))
+        typer.echo(pretty_raw(text))
+        source = device.source.name if device.source else "the MDM"
     info(
         f"(the record {source} sent when a sync last changed the device: a newer one that "
         "moved only check-in times, IP addresses or sizes is not stored)"
@@ -214,7 +248,11 @@ def rm(
 ) -> None:
     """Remove a device from the inventory, by asset tag or by device id."""
     name, os_type = _address(ref, asset_tag, device_id, os)
-    device_service.remove_device(database().uow(), name, actor=actor(), os_type=os_type)
+    api = remote()
+    if api is not None:
+        api.device("DELETE", name, os_type)
+    else:
+        device_service.remove_device(database().uow(), name, actor=actor(), os_type=os_type)
     typer.echo(f'Device "{name}" removed')
 
 
@@ -231,29 +269,36 @@ def enroll(
 ) -> None:
     """Create an enrollment token for a registered device."""
     name, os_type = _address(ref, asset_tag, device_id, os)
-    token_ttl = _token_ttl(ttl)
+    # Remotely, no --ttl is the service's own default (its enrollment_token_ttl).
+    token_ttl = _token_ttl(ttl) if ttl is not None or remote() is None else None
     _print_token(name, os_type, token_ttl, as_json=format is TextOrJson.JSON)
 
 
 def _print_token(
-    ref: str, os_type: OSType | None, ttl: timedelta, *, as_json: bool = False
+    ref: str, os_type: OSType | None, ttl: timedelta | None, *, as_json: bool = False
 ) -> None:
-    issued = token_service.create_token(
-        database().uow(), ref, actor=actor(), kind=TokenKind.ADMIN, ttl=ttl, os_type=os_type
-    )
-    if as_json:
-        echo_json(
-            {
-                "token": issued.token,
-                "device_id": issued.device.id,
-                "asset_tag": issued.device.asset_tag,
-                "expire_time": issued.expire_time.isoformat(),
-            }
+    """Mint a token (``ttl`` None: the service's default lifetime) and show it once."""
+    api = remote()
+    if api is not None:
+        wanted = {"ttl_seconds": int(ttl.total_seconds())} if ttl is not None else {}
+        answer = api.device("POST", ref, os_type, "/enroll-token", body=wanted)
+        token, device_id, tag = answer["token"], answer["device_id"], answer["asset_tag"]
+        expire_time = datetime.fromisoformat(answer["expire_time"])
+        ttl = timedelta(seconds=answer["ttl_seconds"])
+    else:
+        assert ttl is not None
+        issued = token_service.create_token(
+            database().uow(), ref, actor=actor(), kind=TokenKind.ADMIN, ttl=ttl, os_type=os_type
         )
+        token, device_id, tag = issued.token, issued.device.id, issued.device.asset_tag
+        expire_time = issued.expire_time
+    if as_json:
+        echo_json({"token": token, "device_id": device_id, "asset_tag": tag,
+                   "expire_time": expire_time.isoformat()})  # fmt: skip
         return
-    typer.echo(f'Run the command below on device "{issued.device.asset_tag}" to enroll it:')
-    typer.echo(f"devtrust device enroll --token={issued.token}")
-    expires = f"{issued.expire_time:%Y-%m-%d %H:%M:%S} UTC"
+    typer.echo(f'Run the command below on device "{tag}" to enroll it:')
+    typer.echo(f"devtrust device enroll --token={token}")
+    expires = f"{expire_time:%Y-%m-%d %H:%M:%S} UTC"
     info(f"(the token expires in {format_duration(ttl)}, at {expires})")
 
 
@@ -266,13 +311,19 @@ def unenroll(
 ) -> None:
     """Make an enrolled device not enrolled again (owner and credential cleared)."""
     name, os_type = _address(ref, asset_tag, device_id, os)
-    device, changed = device_service.unenroll_device(
-        database().uow(), name, actor=actor(), os_type=os_type
-    )
-    if changed:
-        typer.echo(f"Device {device.label} unenrolled")
+    api = remote()
+    if api is not None:
+        answer = api.device("POST", name, os_type, "/unenroll")
+        label, changed = _label(answer["device"]), bool(answer["changed"])
     else:
-        typer.echo(f"Device {device.label} is not enrolled; nothing to do")
+        device, changed = device_service.unenroll_device(
+            database().uow(), name, actor=actor(), os_type=os_type
+        )
+        label = device.label
+    if changed:
+        typer.echo(f"Device {label} unenrolled")
+    else:
+        typer.echo(f"Device {label} is not enrolled; nothing to do")
 
 
 @app.command("diff")
@@ -287,61 +338,46 @@ def diff(
 
     Marks each field auto-enrollment would refuse and says what to do; exits 1 if any.
     """
-    from inventory.drift import compare
-
     name, os_type = _address(ref, asset_tag, device_id, os)
-    db = database()
-    device = device_service.get_device(db.uow(), name, os_type=os_type)
-    history = device_service.collected_history(db.uow(), device.id, limit=1)
-    if not history:
-        raise InvalidArgument(
-            f"device {device.label} has sent no collected data yet: it is recorded when the "
-            "device enrolls or logs in (run `devtrust device collect` on the device to see it)"
-        )
-    fields = compare(device, history[0])
-    failed = [f for f in fields if not f.ok]
-    if format is TextOrJson.JSON:
-        echo_json(
-            {
-                "device": device_to_dict(device),
-                "collect_time": _when(history[0].record_time or history[0].collect_time),
-                # A field the profile lacks is "checked": false, "ok": null: it passed nothing.
-                "fields": [
-                    {"field": f.name, "collected": f.collected, "profile": f.profile,
-                     "checked": f.checked, "ok": f.ok if f.checked else None,
-                     "check": f.verdict, "problem": f.problem, "advice": f.advice}
-                    for f in fields
-                ],
-            }
-        )  # fmt: skip
+    api = remote()
+    if api is not None:
+        report = api.device("GET", name, os_type, "/diff")
     else:
-        _print_diff(device, history[0], fields, failed)
+        from inventory.drift import diff_report, no_collected_data
+
+        db = database()
+        device = device_service.get_device(db.uow(), name, os_type=os_type)
+        history = device_service.collected_history(db.uow(), device.id, limit=1)
+        if not history:
+            raise InvalidArgument(no_collected_data(device))
+        report = diff_report(device, history[0])
+    failed = [f for f in report["fields"] if f["checked"] and not f["ok"]]
+    if format is TextOrJson.JSON:
+        echo_json(report)
+    else:
+        _print_diff(report, failed)
     if failed:
         raise typer.Exit(1)
 
 
-def _when(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None
-
-
-def _print_diff(
-    device: Device, collected: CollectedData, fields: list[Field], failed: list[Field]
-) -> None:
-    profile_time = device.profile.update_time if device.profile else None
-    reported = _when(collected.record_time) or "at an unknown time"
-    if device.profile is None:
+def _print_diff(report: dict[str, Any], failed: list[dict[str, Any]]) -> None:
+    device = report["device"]
+    profile = device["profile"]
+    if profile is None:
         mdm = "no MDM profile"
     else:
-        mdm = f"MDM profile from {_when(profile_time) or 'an unknown time'}"
-    typer.echo(f"Device {device.label}: collected {reported}, {mdm}")
-    rows = [(f.name, f.collected or "-", f.profile or "-", f.verdict) for f in fields]
+        mdm = f"MDM profile from {_stamp(profile['update_time']) or 'an unknown time'}"
+    reported = report["collect_time"] or "at an unknown time"
+    typer.echo(f"Device {_label(device)}: collected {reported}, {mdm}")
+    fields = report["fields"]
+    rows = [(f["field"], f["collected"] or "-", f["profile"] or "-", f["check"]) for f in fields]
     for line in format_rows(("Field", "Collected", "MDM Profile", "Check"), rows):
         typer.echo(line)
-    if device.profile is None:
+    if profile is None:
         typer.echo("The device has no MDM profile: auto-enrollment refuses it; enroll it by hand.")
-    unchecked = [f.name for f in fields if not f.checked]
+    unchecked = [f["field"] for f in fields if not f["checked"]]
     if not failed:
-        if device.profile is None:
+        if profile is None:
             return
         if unchecked:
             typer.echo(
@@ -353,4 +389,9 @@ def _print_diff(
         return
     typer.echo(f"{len(failed)} field(s) would fail auto-enrollment:")
     for field in failed:
-        typer.echo(f"- {field.name}: {field.advice}")
+        typer.echo(f"- {field['field']}: {field['advice']}")
+
+
+def _stamp(iso: str | None) -> str | None:
+    """A time as the JSON carries it, as the text output shows it."""
+    return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M:%S} UTC" if iso else None

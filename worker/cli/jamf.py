@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 
-from inventory.domain import SyncRun
-
-from ._common import TextOrJson, actor, database, echo_json, format_rows, info, settings
+from ._common import (
+    TextOrJson,
+    actor,
+    database,
+    echo_json,
+    format_rows,
+    info,
+    remote,
+    settings,
+)
 
 # The simulator's well-known defaults, not secrets: it serves generated data.
 SIMULATOR_CLIENT_SECRET = "devtrust-secret"  # noqa: S105
@@ -43,6 +51,7 @@ def sync(
     """Queue a sync of one inventory on the worker and print the task id."""
     from jamf.config import source_from_settings
     from worker.cli._queue import follow, send_sync
+    from worker.cli._remote import follow_remote
 
     # Everything is checked before anything is queued: a refused option queues nothing.
     if force and not full:
@@ -54,13 +63,23 @@ def sync(
             f"--timeout must be a number of seconds above 0 and at most {MAX_WAIT_SECONDS:g}, "
             f"not {timeout:g}"
         )
-    spec = source_from_settings(settings()).inventory(inventory)
     kind = "full" if full else "partial"
-    task_id = send_sync(settings(), inventory=spec.name, kind=kind, force=force, actor=actor())
+    api = remote()
+    if api is not None:
+        body = {"inventory": inventory, "kind": kind, "force": force}
+        queued = api.call("POST", "/v1/admin/jamf/sync", body)
+        task_id, name = queued["task_id"], queued["inventory"]
+    else:
+        name = source_from_settings(settings()).inventory(inventory).name
+        task_id = send_sync(settings(), inventory=name, kind=kind, force=force, actor=actor())
     typer.echo(task_id)
-    info(f"queued a {kind} sync of {spec.name} (task {task_id})")
+    info(f"queued a {kind} sync of {name} (task {task_id})")
     if wait:
-        code = follow(settings(), task_id, timeout=timeout or DEFAULT_WAIT_SECONDS)
+        limit = timeout or DEFAULT_WAIT_SECONDS
+        if api is not None:
+            code = follow_remote(api, task_id, timeout=limit)
+        else:
+            code = follow(settings(), task_id, timeout=limit)
         if code:
             raise typer.Exit(code)
 
@@ -73,22 +92,17 @@ def status(
 
     Exits 3 when an inventory's alert is raised (its last two syncs failed), in either
     format, so that a cron job or a monitoring check can act on it."""
-    from inventory.serialize import run_to_dict
-    from jamf.config import source_from_settings
-    from worker.jobs import sync_status
-
-    source = source_from_settings(settings())
-    report, notes = sync_status(database(), settings(), source)
+    api = remote()
+    if api is not None:
+        answer = api.call("GET", "/v1/admin/jamf/status")
+        report, notes = answer["inventories"], answer["notes"]
+    else:
+        report, notes = _local_status()
     for note in notes:
         info(note)
     alert = any(entry["alert"] for entry in report)
     if format is TextOrJson.JSON:
-        echo_json(
-            [
-                {k: run_to_dict(v) if isinstance(v, SyncRun) else v for k, v in entry.items()}
-                for entry in report
-            ]
-        )
+        echo_json(report)
         if alert:
             raise typer.Exit(ALERT_EXIT)
         return
@@ -96,16 +110,14 @@ def status(
     for entry in report:
         for key in ("last_partial", "last_full", "running"):
             run = entry[key]
-            if isinstance(run, SyncRun):
+            if _is_run(run):
                 rows.append(_run_row(str(entry["inventory"]), run))
     headers = ("Inventory", "Kind", "Status", "Started (UTC)", "Took", "Fetched", "Created",
                "Updated", "Unchanged", "Deleted", "Skipped", "Error")  # fmt: skip
     if rows:
         typer.echo("\n".join(format_rows(headers, rows)))
     for entry in report:
-        if not isinstance(entry["last_partial"], SyncRun) and not isinstance(
-            entry["last_full"], SyncRun
-        ):
+        if not _is_run(entry["last_partial"]) and not _is_run(entry["last_full"]):
             info(f"{entry['source']}/{entry['inventory']}: no sync has finished yet.")
         held = entry["lock"]
         if isinstance(held, dict):
@@ -130,17 +142,30 @@ ALERT_EXIT = 3  # `jamf status`: an inventory's last two syncs failed
 
 
 
-def _run_row(inventory: str, run: SyncRun) -> tuple[str, ...]:
-    took = f"{(run.end_time - run.start_time).total_seconds():.1f} s" if run.end_time else "-"
+def _local_status() -> tuple[list[dict[str, Any]], list[str]]:
+    from jamf.config import source_from_settings
+    from worker.jobs import sync_status_json
+
+    return sync_status_json(database(), settings(), source_from_settings(settings()))
+
+
+def _is_run(value: object) -> bool:
+    """A report entry's run (``run_to_dict``), not its absence or another field."""
+    return isinstance(value, dict) and "kind" in value and "status" in value
+
+
+def _run_row(inventory: str, run: dict[str, Any]) -> tuple[str, ...]:
+    took = f"{run['seconds']:.1f} s" if run["end_time"] and run["seconds"] is not None else "-"
+    start = datetime.fromisoformat(run["start_time"])
     return (
         inventory,
-        run.kind,
-        run.status,
-        f"{run.start_time:%Y-%m-%d %H:%M:%S}",
+        run["kind"],
+        run["status"],
+        f"{start:%Y-%m-%d %H:%M:%S}",
         took,
-        *(str(n) for n in (run.fetched, run.created, run.updated, run.unchanged)),
-        *(str(n) for n in (run.deleted, run.skipped)),
-        (run.error or "")[:120],
+        *(str(run[k]) for k in ("fetched", "created", "updated", "unchanged")),
+        *(str(run[k]) for k in ("deleted", "skipped")),
+        (run["error"] or "")[:120],
     )
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from inventory.domain import Role
+from inventory.errors import InvalidArgument
 from inventory.serialize import user_to_dict
 from inventory.services import users as user_service
 
-from ._common import TextOrJson, actor, database, echo_json, format_rows, info
+from ._common import TextOrJson, actor, database, echo_json, format_rows, info, remote
 
 app = typer.Typer(help="Manage users, their roles and credentials.", no_args_is_help=True)
 
@@ -24,6 +27,12 @@ def _print_credential(name: str, token: str, roles: str, *, as_json: bool, verb:
         "Credential, shown only this once; the device agent reads it from DEVTRUST_USER_TOKEN:"
     )
     typer.echo(token)
+
+
+def _print_remote_credential(made: dict[str, Any], *, as_json: bool, verb: str) -> None:
+    _print_credential(
+        made["name"], made["token"], ", ".join(made["roles"]), as_json=as_json, verb=verb
+    )
 
 
 @app.command("add")
@@ -42,6 +51,12 @@ def add(
     """Create a user and print their credential once."""
     parsed = Role.parse_many(roles)
     declared = user_service.parse_logins(logins or [])
+    api = remote()
+    if api is not None:
+        body = {"name": name, "roles": [r.value for r in parsed], "logins": list(declared)}
+        made = api.call("POST", "/v1/admin/users", body)
+        _print_remote_credential(made, as_json=format is TextOrJson.JSON, verb="created")
+        return
     user, token = user_service.add_user(
         database().uow(), name, parsed, actor=actor(), logins=declared
     )
@@ -69,12 +84,25 @@ def edit(
     """Change a user's roles or logins; their credential stays."""
     parsed = Role.parse_many(roles) if roles is not None else None
     declared = user_service.parse_logins(logins) if logins is not None else None
-    user = user_service.edit_user(
-        database().uow(), name, actor=actor(), roles=parsed, logins=declared
-    )
+    api = remote()
+    if api is not None:
+        body: dict[str, list[str]] = {}
+        if parsed is not None:
+            body["roles"] = [r.value for r in parsed]
+        if declared is not None:
+            body["logins"] = list(declared)
+        if not body:
+            raise InvalidArgument("nothing to change: give --roles and/or --logins")
+        user = api.call("PATCH", f"/v1/admin/users/{quote(name, safe='')}", body)["user"]
+    else:
+        user = user_to_dict(
+            user_service.edit_user(
+                database().uow(), name, actor=actor(), roles=parsed, logins=declared
+            )
+        )
     typer.echo(
-        f'User "{user.name}" updated (roles: {", ".join(r.value for r in user.roles)}; '
-        f"logins: {', '.join(user.logins) or '-'})."
+        f'User "{user["name"]}" updated (roles: {", ".join(user["roles"])}; '
+        f"logins: {', '.join(user['logins']) or '-'})."
     )
 
 
@@ -83,16 +111,20 @@ def ls(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """List users and their roles."""
-    users = user_service.list_users(database().uow())
+    api = remote()
+    if api is not None:
+        users = api.call("GET", "/v1/admin/users")["users"]
+    else:
+        users = [user_to_dict(u) for u in user_service.list_users(database().uow())]
     if format is TextOrJson.JSON:
-        echo_json([user_to_dict(u) for u in users])
+        echo_json(users)
         return
     rows = [
         (
-            u.name,
-            ", ".join(r.value for r in u.roles),
-            ", ".join(u.logins) or "-",
-            f"{u.create_time:%Y-%m-%d %H:%M:%S}",
+            u["name"],
+            ", ".join(u["roles"]),
+            ", ".join(u["logins"]) or "-",
+            f"{datetime.fromisoformat(u['create_time']):%Y-%m-%d %H:%M:%S}",
         )
         for u in users
     ]
@@ -104,8 +136,12 @@ def ls(
 @app.command("rm")
 def rm(name: Annotated[str, typer.Argument(help="the user to remove", metavar="NAME")]) -> None:
     """Remove a user; their credential stops working at once."""
-    user = user_service.remove_user(database().uow(), name, actor=actor())
-    typer.echo(f'User "{user.name}" removed')
+    api = remote()
+    if api is not None:
+        removed = api.call("DELETE", f"/v1/admin/users/{quote(name, safe='')}")["user"]["name"]
+    else:
+        removed = user_service.remove_user(database().uow(), name, actor=actor()).name
+    typer.echo(f'User "{removed}" removed')
 
 
 @app.command("reset-token")
@@ -116,6 +152,13 @@ def reset_token(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Replace a user's credential and print the new one once."""
+    api = remote()
+    if api is not None:
+        made = api.call("POST", f"/v1/admin/users/{quote(name, safe='')}/reset-token")
+        _print_remote_credential(
+            made, as_json=format is TextOrJson.JSON, verb="has a new credential"
+        )
+        return
     user, token = user_service.reset_token(database().uow(), name, actor=actor())
     _print_credential(
         user.name,
