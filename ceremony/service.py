@@ -14,7 +14,7 @@ Routes (JSON; the device agent sends the user's credential as ``Authorization: B
 - ``POST /v1/webhooks/jamf``: Jamf Pro's webhooks, each queueing a sync of the one
   device it names on the worker (``ceremony.webhooks``);
 - ``/v1/admin/*`` and ``GET /v1/me/devices``: the admin CLI's operations, by role
-  (``ceremony.admin``);
+  (``ceremony.admin``); ``/ui/``: the web console on them (``ceremony.console``);
 - ``GET /v1/access/check``: the proxies' forward-auth check of a forwarded device
   certificate, answered from memory that every change invalidates (``ceremony.gate``);
 - ``GET /healthz``: whether the database and the broker answer;
@@ -81,6 +81,7 @@ from inventory.settings import Settings
 
 if TYPE_CHECKING:  # ceremony.admin imports this module
     from ceremony.admin import AdminApi
+    from ceremony.console import AdminConsole
 
 log = logging.getLogger("devtrust.serve")
 
@@ -197,8 +198,12 @@ def create_app(
     metrics: Metrics | None = None,
     access: AccessGate | None = None,
     admin: AdminApi | None = None,
+    console: AdminConsole | bool = True,
 ) -> FastAPI:
     """The service; ``checks`` are what ``/healthz`` tries (name -> raises if unwell).
+
+    With ``admin``, the web console (``/ui/``) is served too, on the admin API's
+    inventory, unless ``console`` is False (or is the console to serve).
 
     Without ``ceremony`` and ``auto_enrollment`` only ``/healthz`` (and ``/metrics``) is
     served.
@@ -252,6 +257,12 @@ def create_app(
         access_routes(app, access)
     if admin is not None:
         admin.register(app)
+    if console is True and admin is not None:
+        from ceremony.console import AdminConsole
+
+        console = AdminConsole(admin)
+    if not isinstance(console, bool):
+        console.register(app)
 
     @app.get(
         "/healthz",

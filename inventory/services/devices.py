@@ -6,17 +6,18 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Table, bindparam, delete, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from inventory.db import UnitOfWork, inserting
 from inventory.domain import (
     POSTURE_FIELDS,
     AttestationType,
+    AuditEvent,
     CollectedData,
     Credential,
     Device,
@@ -27,11 +28,12 @@ from inventory.domain import (
     Profile,
     Source,
     SourceOrigin,
+    TrustLevel,
     normalize_asset_tag,
     normalize_user_name,
 )
 from inventory.errors import AlreadyExists, InvalidArgument, NotFound, quoted
-from inventory.models import CollectedDataRow, DeviceRow, UserRow
+from inventory.models import AuditEventRow, CollectedDataRow, DeviceRow, UserRow
 from inventory.services import audit
 
 DEFAULT_PAGE_SIZE = 500
@@ -427,3 +429,213 @@ def to_device(row: Any) -> Device:
         update_time=row.update_time,
         assigned_user=getattr(row, "assigned_user", None),
     )
+
+
+# -- the web console's listings and counts ------------------------------------------------
+
+#: ``DeviceFilter.source`` for devices no source wrote (registered by hand).
+NO_SOURCE = "-"
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices a listing holds; None: any. ``user``: only that user's devices
+    (their owner, or assigned to them), as ``list_user_devices``."""
+
+    os_type: OSType | None = None
+    enroll_status: EnrollStatus | None = None
+    trust_level: TrustLevel | None = None
+    source: str | None = None  # a source's name, or NO_SOURCE
+    owner: str | None = None
+    tag_prefix: str | None = None  # asset tags starting with it
+    user: str | None = None
+
+
+def _matching(where: DeviceFilter) -> list[ColumnElement[bool]]:
+    c = _DEVICES.c
+    clauses: list[ColumnElement[bool]] = []
+    if where.os_type is not None:
+        clauses.append(c.os_type == where.os_type.value)
+    if where.enroll_status is not None:
+        clauses.append(c.enroll_status == where.enroll_status.value)
+    if where.trust_level is TrustLevel.SOFTWARE_KEY:
+        clauses.append(c.credential_id.is_not(None))
+        clauses.append(
+            or_(c.credential_attestation_type.is_(None), c.credential_attestation_type == "none")
+        )
+    elif where.trust_level is not None:
+        clauses.append(c.credential_id.is_not(None))
+        clauses.append(c.credential_attestation_type == where.trust_level.value)
+    if where.source == NO_SOURCE:
+        clauses.append(c.source_name.is_(None))
+    elif where.source is not None:
+        clauses.append(c.source_name == where.source)
+    if where.owner is not None:
+        clauses.append(c.owner == where.owner)
+    if where.user is not None:
+        clauses.append(or_(c.owner == where.user, c.assigned_user == where.user))
+    if where.tag_prefix:
+        # The lower bound lets the (asset_tag, os_type) index start the scan at the prefix.
+        escaped = where.tag_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append(c.asset_tag >= where.tag_prefix)
+        clauses.append(c.asset_tag.like(f"{escaped}%", escape="\\"))
+    return clauses
+
+
+def list_matching_devices(
+    uow: UnitOfWork,
+    where: DeviceFilter,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> Page:
+    """One page of the devices ``where`` matches, ordered and paged (keyset, the same
+    cursors) as ``list_devices``."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    c = _DEVICES.c
+    query = (
+        select(*[col for col in _DEVICES.c if col.name != "source_record"])
+        .where(*_matching(where))
+        .order_by(c.asset_tag, c.os_type)
+        .limit(limit + 1)
+    )
+    if cursor:
+        query = query.where(tuple_(c.asset_tag, c.os_type) > _decode_cursor(cursor))
+    with uow.read():
+        rows = uow.session.execute(query).all()
+        items = [to_device(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = _encode_cursor(items[-1].asset_tag, items[-1].os_type.value)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@dataclass(frozen=True)
+class DeviceCounts:
+    """What the console's devices page shows at its top."""
+
+    registered: int
+    enrolled: int
+    by_trust_level: dict[TrustLevel, int]
+    by_os: dict[OSType, int]
+    by_source: dict[str, int]  # a source's name, or NO_SOURCE
+    drifted: int  # enrolled or not, whose last collected data fails its comparison
+
+
+def device_counts(uow: UnitOfWork, *, user: str | None = None) -> DeviceCounts:
+    """The inventory's devices counted (``user``: only theirs), in one grouped pass,
+    and how many have drifted from their MDM profile (``inventory.drift.compare`` over
+    each device's last collected data: the verdict of ``devtrust devices diff``)."""
+    c = _DEVICES.c
+    scope = [] if user is None else _matching(DeviceFilter(user=user))
+    # Grouped by what is counted; a credential is counted, not grouped on.
+    groups = (
+        select(
+            c.os_type,
+            c.enroll_status,
+            c.credential_attestation_type,
+            c.source_name,
+            func.count().label("n"),
+            func.count(c.credential_id).label("credentials"),
+        )
+        .where(*scope)
+        .group_by(c.os_type, c.enroll_status, c.credential_attestation_type, c.source_name)
+    )
+    registered = enrolled = 0
+    by_trust: dict[TrustLevel, int] = dict.fromkeys(TrustLevel, 0)
+    by_os: dict[OSType, int] = {}
+    by_source: dict[str, int] = {}
+    with uow.read():
+        for row in uow.session.execute(groups):
+            registered += row.n
+            if row.enroll_status == EnrollStatus.ENROLLED.value:
+                enrolled += row.n
+            if row.credentials:
+                level = AttestationType(row.credential_attestation_type or "none").level
+                by_trust[level] += row.credentials
+            os_type = OSType(row.os_type)
+            by_os[os_type] = by_os.get(os_type, 0) + row.n
+            name = row.source_name or NO_SOURCE
+            by_source[name] = by_source.get(name, 0) + row.n
+        drifted = _count_drifted_within(uow, scope)
+    return DeviceCounts(registered, enrolled, by_trust, by_os, by_source, drifted)
+
+
+# What the drift count reads of each device's newest report: its columns, prefixed.
+_REPORTED = [f.name for f in fields(CollectedData)]
+
+
+def _count_drifted_within(uow: UnitOfWork, scope: list[ColumnElement[bool]]) -> int:
+    from inventory.drift import compare
+
+    newest = (
+        select(_COLLECTED.c.device_id, func.max(_COLLECTED.c.id).label("id"))
+        .group_by(_COLLECTED.c.device_id)
+        .subquery()
+    )
+    device_columns = [col for col in _DEVICES.c if col.name != "source_record"]
+    query = (
+        select(*device_columns, *[_COLLECTED.c[n].label(f"reported_{n}") for n in _REPORTED])
+        .select_from(_DEVICES)
+        .join(newest, newest.c.device_id == _DEVICES.c.id)
+        .join(_COLLECTED, _COLLECTED.c.id == newest.c.id)
+        .where(*scope)
+    )
+    drifted = 0
+    for row in uow.session.execute(query):
+        values = {n: getattr(row, f"reported_{n}") for n in _REPORTED}
+        collected = CollectedData(**values | {"os_type": OSType(values["os_type"])})
+        if any(not f.ok for f in compare(to_device(row), collected)):
+            drifted += 1
+    return drifted
+
+
+def device_events(uow: UnitOfWork, device_id: str, *, limit: int = 50) -> list[AuditEvent]:
+    """The audit trail of one device, newest first."""
+    return audit_events(uow, AuditFilter(device_id=device_id), limit=limit)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events a listing holds; None: any. ``success`` False: failed only."""
+
+    type: str | None = None
+    success: bool | None = None
+    actor: str | None = None
+    asset_tag: str | None = None
+    device_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None  # exclusive
+
+
+def audit_events(
+    uow: UnitOfWork, where: AuditFilter, *, before: int | None = None, limit: int = 100
+) -> list[AuditEvent]:
+    """Up to ``limit`` events ``where`` matches, older than the event ``before`` (keyset
+    on the id; None: from the newest), newest first: ``audit.events_page`` with the
+    console's filters (actor, asset tag, device, a time range, success or failure)."""
+    if where.type is not None and where.type not in audit.EVENT_TYPES:
+        raise InvalidArgument(
+            f"unknown event type {quoted(where.type)}: use one of {', '.join(audit.EVENT_TYPES)}"
+        )
+    row = AuditEventRow
+    query = select(row).order_by(row.id.desc()).limit(limit)
+    if where.type is not None:
+        query = query.where(row.type == where.type)
+    if where.success is not None:
+        query = query.where(row.success.is_(where.success))
+    if where.actor is not None:
+        query = query.where(row.actor == where.actor)
+    if where.asset_tag is not None:
+        query = query.where(row.asset_tag == where.asset_tag)
+    if where.device_id is not None:
+        query = query.where(row.device_id == where.device_id)
+    if where.since is not None:
+        query = query.where(row.time >= where.since)
+    if where.until is not None:
+        query = query.where(row.time < where.until)
+    if before is not None:
+        query = query.where(row.id < before)
+    with uow.read():
+        return [audit._to_event(r) for r in uow.session.scalars(query).all()]

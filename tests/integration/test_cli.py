@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from typing import cast
 
 import pytest
 import yaml
@@ -336,7 +337,7 @@ def test_every_refusal_is_the_same_line_through_the_admin_api(cli: Cli) -> None:
     add_device(cli)
     before = ok(cli("devices", "ls")).out
     for param in REFUSALS:
-        argv, message = param.values
+        argv, message = cast(tuple[list[str], str], param.values)
         refused = cli(*argv)
         assert refused.code == 1, (param.id, refused)
         assert message in refused.error_line, param.id

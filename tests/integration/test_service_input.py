@@ -210,7 +210,7 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_every_answer(
     routes = {
         (path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()
     }
-    assert len(routes) == 10 + 19  # and the admin API's (ceremony.admin)
+    assert len(routes) == 10 + 20  # and the admin API's (ceremony.admin)
     for (path, _), operation in routes.items():
         answers = operation["responses"]
         if path == "/healthz":
