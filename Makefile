@@ -70,6 +70,9 @@ bench: setup services
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.auto_enroll
 	$(PY) -m bench.ceremony
+	$(PY) -m bench.access
+	$(PY) -m bench.console
+	$(PY) -m bench.remote_ls
 
 clean:
 	rm -rf $(VENV) .devtrust .pytest_cache .mypy_cache .ruff_cache

@@ -141,3 +141,22 @@ def test_the_cli_administers_a_remote_server_with_no_database_of_its_own(tmp_pat
         )
         assert "(is DEVTRUST_API_URL right?)" in gone.stderr
     assert not (tmp_path / "laptop").exists()
+
+
+def test_bench_remote_ls_smoke_prints_both_formats_peaks_and_ratios() -> None:
+    """``bench/remote_ls.py`` at a small size, so that it cannot rot (the figures the
+    README gives come from its full run)."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.remote_ls", "--smoke"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for fmt in ("text", "json"):
+        assert re.search(
+            rf"devices ls --format {fmt}\s+through the API: 3,000 devices peak [\d.]+ MiB, "
+            rf"one page \(500\) peak [\d.]+ MiB, limit 1.25x = [\d.]+ MiB  ratio 0\.\d\d",
+            done.stdout,
+        ), done.stdout
+    assert done.stdout.splitlines()[-1] == "ok: memory stays flat"
