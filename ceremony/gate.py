@@ -26,6 +26,11 @@ believed only from ``access_trusted_proxies`` (default: the
 loopback addresses), or with ``X-Devtrust-Proxy-Secret`` equal to
 ``access_proxy_secret`` (compared in constant time). From anyone else it is refused.
 
+A device may also ask devtrust itself, with no proxy, over mutual TLS (``devtrust serve
+--tls-client-ca <the device CA's certificate>``): the certificate it presented in the
+handshake, which proved that it holds the key, is believed from any address. A forwarded
+header, when there is one, comes first: a proxy's own client certificate is not a device's.
+
 The check is on the hot path of every request a proxy lets through, so it reads from
 memory: verified certificates by their header's text, devices by id, users, the
 preference. Whatever changes one of those, in any process, makes the database say so
@@ -75,6 +80,8 @@ from inventory.services.users import credential_hash
 log = logging.getLogger("devtrust.access")
 
 CERT_HEADERS = ("x-ssl-client-cert", "x-forwarded-tls-client-cert", "x-forwarded-client-cert")
+# Where a certificate came from when the client presented it to devtrust itself (mTLS).
+TLS_PEER = "the TLS handshake"
 SECRET_HEADER = "x-devtrust-proxy-secret"  # noqa: S105 - a header name
 MAX_CERT_HEADER = 16 * 1024
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -466,9 +473,11 @@ class AccessGate:
         )
 
     def _verify(self, header: str, value: str) -> Verified | str:
-        """The certificate in one header, verified; or why it cannot be (a 401)."""
+        """The certificate in one header (or the TLS handshake's), verified; or why it
+        cannot be (a 401)."""
         try:
-            cert = x509.load_der_x509_certificate(forwarded_der(header, value))
+            der = _pem_der(value) if header == TLS_PEER else forwarded_der(header, value)
+            cert = x509.load_der_x509_certificate(der)
         except Unreadable as exc:
             return f"the client certificate in {header} cannot be read: {exc}"
         except ValueError:
@@ -484,7 +493,13 @@ class AccessGate:
         return Verified(user, device_extensions(cert), cert.not_valid_before_utc,
                         cert.not_valid_after_utc)  # fmt: skip
 
-    def check(self, headers: Mapping[str, str], peer: str | None) -> Verdict:
+    def check(
+        self, headers: Mapping[str, str], peer: str | None, tls_peer: str | None = None
+    ) -> Verdict:
+        """The verdict on the device certificate the proxy forwarded in its header, or
+        else on ``tls_peer``: the PEM certificate the client itself presented in the TLS
+        handshake with devtrust (``devtrust serve --tls-client-ca``), which proved that it
+        holds the key, so it is believed from any address."""
         # Only the header this deployment's proxy sets: the proxy overwrites that one, and
         # passes the others on from the client as they came.
         value = headers.get(self.header)
@@ -493,6 +508,8 @@ class AccessGate:
             distrust = self._from_proxy(peer, headers)
             if distrust is not None:
                 return Verdict(401, distrust)
+        elif tls_peer is not None:
+            found = (TLS_PEER, tls_peer)
         mode, minimum = self.state.preference()
         if mode not in ("off", "optional", "required", "required-for-humans"):
             return Verdict(403, f"{REQUIRES_TRUSTED_DEVICE} (unknown device_trust.mode {mode!r})")
@@ -589,9 +606,11 @@ class NeedsDatabase(Exception):
 def access_routes(app: FastAPI, gate: AccessGate) -> None:
     async def check(request: Request) -> Response:
         headers, peer = request.headers, request.client.host if request.client else None
-        verdict = _from_memory(gate, headers, peer)
+        chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain")
+        tls_peer = chain[0] if chain else None  # ceremony.limits.BoundedH11Protocol's
+        verdict = _from_memory(gate, headers, peer, tls_peer)
         if verdict is None:  # a miss: the database, off the event loop
-            verdict = await run_in_threadpool(gate.check, headers, peer)
+            verdict = await run_in_threadpool(gate.check, headers, peer, tls_peer)
         if verdict.status == 200:
             return Response(status_code=200, headers=verdict.headers())
         response = JSONResponse({"error": verdict.reason}, status_code=verdict.status)
@@ -617,10 +636,12 @@ def access_routes(app: FastAPI, gate: AccessGate) -> None:
     )
 
 
-def _from_memory(gate: AccessGate, headers: Mapping[str, str], peer: str | None) -> Verdict | None:
+def _from_memory(
+    gate: AccessGate, headers: Mapping[str, str], peer: str | None, tls_peer: str | None
+) -> Verdict | None:
     token = OFFLINE.set(True)
     try:
-        return gate.check(headers, peer)
+        return gate.check(headers, peer, tls_peer)
     except NeedsDatabase:
         return None
     finally:

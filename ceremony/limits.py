@@ -19,7 +19,9 @@ read whole into memory. h11 stops at ``max_incomplete_event_size``; uvicorn then
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -131,6 +133,26 @@ class BoundedH11Protocol(H11Protocol):
                 raise
 
         self.conn.next_event = noting_the_status  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """On a TLS connection whose client presented a certificate (``--tls-client-ca``
+        asks for one, and the handshake verified it and the client's key), every request
+        carries it as the ASGI TLS extension's ``client_cert_chain`` (uvicorn passes none):
+        ``scope["extensions"]["tls"]``, read by the access check."""
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return
+        tls = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)],
+               "tls_version": ssl_object.version()}  # fmt: skip
+        app = self.app
+
+        async def with_peer(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
+            await app(scope, receive, send)
+
+        self.app = with_peer
 
     def send_400_response(self, msg: str) -> None:
         if self._status_hint != 431:

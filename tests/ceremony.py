@@ -43,19 +43,21 @@ class PendingQueue:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on 127.0.0.1; yields its base URL."""
+def serving(app: FastAPI, **tls: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1 (over TLS given uvicorn's ``ssl_*`` options,
+    as ``ceremony.tls.ServerTLS.uvicorn_options`` makes them); yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", **SERVER_OPTIONS
-    )
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off", **SERVER_OPTIONS,
+        **tls,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
         wait_until(lambda: server.started or not thread.is_alive(), 10, "uvicorn did not start")
         assert thread.is_alive(), "uvicorn exited at startup"
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -256,3 +256,59 @@ def test_every_proxys_header_and_only_trusted_proxies(site: Site, db: Database) 
             assert right.status_code == 200
     finally:
         strict.close()
+
+
+def test_a_device_asking_devtrust_itself_over_mutual_tls_is_judged_by_its_handshake(
+    site: Site, db: Database, tmp_path: Path
+) -> None:
+    """No proxy: `devtrust serve --tls-client-ca <device CA>`, and a device presenting its
+    certificate in the handshake (which proves its key). Believed from any address (the
+    gate here trusts no proxy), revoked at once like a forwarded one; without it, 401."""
+    import ssl
+
+    from ceremony.tls import ServerTLS, self_signed_pair
+
+    device = site.enrolled("LNX-MTLS-1")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = site.ca.issue(user="alice", public_key=key.public_key(), device=device,
+                         ttl=datetime.timedelta(hours=1), now=NOW)  # fmt: skip
+    cert_file, key_file = tmp_path / "device.pem", tmp_path / "device.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
+    )
+    ca_file = tmp_path / "device-ca.pem"
+    ca_file.write_bytes(site.ca.cert.public_bytes(serialization.Encoding.PEM))
+    pair = self_signed_pair(tmp_path / "tls", "127.0.0.1")
+    tls = ServerTLS(pair.cert_file, pair.key_file, client_ca_file=ca_file).uvicorn_options()
+    no_proxy = gate_for(db, site.db_url, site.ca.cert, trusted_proxies=[], proxy_secret=None)
+
+    def client(with_cert: bool) -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(pair.cert_file))
+        if with_cert:
+            context.load_cert_chain(str(cert_file), str(key_file))
+        return httpx.Client(verify=context, timeout=10)
+
+    try:
+        with serving(create_app(Settings(), {}, access=no_proxy), **tls) as url:
+            check = f"{url}/v1/access/check"
+            with client(with_cert=True) as mac:
+                passed = mac.get(check)
+                assert passed.status_code == 200, passed.text
+                assert passed.headers["X-Devtrust-User"] == "alice"
+                assert passed.headers["X-Devtrust-Asset-Tag"] == "LNX-MTLS-1"
+                # A header from this client is a forwarded one: not believed (no proxy).
+                forged = mac.get(check, headers={"X-SSL-Client-Cert": quote(site.cert(device))})
+                assert forged.status_code == 401
+                assert "not a trusted proxy" in forged.json()["error"]
+                assert site.cli("devices", "unenroll", "LNX-MTLS-1").returncode == 0
+                refused = mac.get(check)  # the same connection, the very next request
+                assert refused.status_code == 403
+                assert refused.json() == {
+                    "error": "device LNX-MTLS-1 is not enrolled (it was unenrolled)"
+                }
+            with client(with_cert=False) as bare:
+                assert bare.get(check).status_code == 401
+    finally:
+        no_proxy.close()
