@@ -73,6 +73,7 @@ bench: setup services
 	$(PY) -m bench.access
 	$(PY) -m bench.console
 	$(PY) -m bench.remote_ls
+	$(PY) -m bench.cli_start
 
 clean:
 	rm -rf $(VENV) .devtrust .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,6 @@ import sys
 
 import click
 import typer
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from inventory.errors import QUOTE_LIMIT, DevtrustError, clip, one_line
 
@@ -22,7 +21,7 @@ app = typer.Typer(
     name="devtrust",
     help="devtrust: a trusted-device inventory kept in step with Jamf Pro.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -101,6 +100,20 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _database_error(exc: Exception) -> str | None:
+    """What the database said, when ``exc`` is SQLAlchemy's; None otherwise. (SQLAlchemy
+    is imported only by the commands that open the database: an error of its own means
+    it was.)"""
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy is None:
+        return None
+    if isinstance(exc, sqlalchemy.DBAPIError):
+        return (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
+    if isinstance(exc, sqlalchemy.SQLAlchemyError):
+        return str(exc)
+    return None
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status, never raising."""
     debug = os.environ.get("DEVTRUST_DEBUG") == "1"
@@ -119,15 +132,6 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(str(exc))
-    except DBAPIError as exc:
-        if debug:
-            raise
-        detail = (str(exc.orig).strip().splitlines() or ["unknown error"])[0]
-        return _fail(f"database error: {detail}")
-    except SQLAlchemyError as exc:
-        if debug:
-            raise
-        return _fail(f"database error: {exc}")
     except BrokenPipeError:
         # `devtrust devices ls | head`: the reader left; that is not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -136,6 +140,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
+        database = _database_error(exc)
+        if database is not None:
+            return _fail(f"database error: {database}")
         return _fail(
             f"unexpected {type(exc).__name__}: {one_line(exc)} "
             "(run again with DEVTRUST_DEBUG=1 for details)"

@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
-from inventory.db import Database
 from inventory.errors import InvalidArgument, quoted
-from inventory.services.audit import MAX_ACTOR_LENGTH
-from inventory.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from inventory.db import Database
+    from inventory.settings import Settings
+
     from ._remote import AdminClient
+
+# The settings (pydantic) and the database (SQLAlchemy) are imported on first use: a
+# command that needs neither (`--help`, `--version`, completion) starts in a fraction of
+# the time (bench/cli_start.py).
 
 _state: dict[str, Any] = {}
 
@@ -46,6 +50,8 @@ class YamlOrJson(StrEnum):
 
 def settings() -> Settings:
     if "settings" not in _state:
+        from inventory.settings import load_settings
+
         _state["settings"] = load_settings()
     return _state["settings"]  # type: ignore[no-any-return]
 
@@ -53,6 +59,8 @@ def settings() -> Settings:
 def database() -> Database:
     """The inventory database, opened (and its schema upgraded) on first use."""
     if "db" not in _state:
+        from inventory.db import Database
+
         s = settings()
         _state["db"] = Database.connect(s.database_url_value, migrate=s.auto_migrate)
     return _state["db"]  # type: ignore[no-any-return]
@@ -91,6 +99,8 @@ def actor() -> str:
     a name the audit log cannot hold would otherwise fail every admin write (PostgreSQL
     refuses a value longer than the column), and a control character would garble the log.
     """
+    from inventory.services.audit import MAX_ACTOR_LENGTH
+
     try:
         name = getpass.getuser()
     except (KeyError, OSError):

@@ -9,8 +9,6 @@ import typer
 
 from inventory.durations import parse_duration
 from inventory.errors import InvalidArgument, quoted
-from inventory.serialize import event_to_dict
-from inventory.services import audit as audit_service
 
 from ._common import TextOrJson, database, echo_json, format_rows, info, remote
 
@@ -37,6 +35,9 @@ def ls(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """List audit events, oldest first."""
+    from inventory.serialize import event_to_dict
+    from inventory.services import audit as audit_service
+
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidArgument(
             f"--limit must be at least 1 and at most {MAX_LIMIT:,}, got {quoted(limit)}"

@@ -7,22 +7,16 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
 from inventory.errors import InvalidArgument, InvalidPreference, quoted
-from inventory.preference import (
-    DeviceTrust,
-    device_trust_fields,
-    from_resource,
-    to_resource,
-    with_value,
-)
-from inventory.services import preference as preference_service
 
 from ._common import YamlOrJson, actor, database, echo_json, echo_yaml, info, remote
+
+if TYPE_CHECKING:
+    from inventory.preference import DeviceTrust
 
 app = typer.Typer(help="Show and change the cluster device-trust preference.", no_args_is_help=True)
 
@@ -53,6 +47,8 @@ def set_(
     ],
 ) -> None:
     """Change one field of the preference."""
+    from inventory.preference import from_resource, with_value
+
     resource = _resource()
     wanted = with_value(from_resource(resource), key, value)
     _store(wanted, resource["metadata"]["revision"])
@@ -61,6 +57,10 @@ def set_(
 @app.command("edit")
 def edit() -> None:
     """Edit the preference in $EDITOR, as YAML; an invalid edit changes nothing."""
+    import yaml
+
+    from inventory.preference import from_resource
+
     resource = _resource()
     original = yaml.safe_dump(resource, sort_keys=False)
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
@@ -95,6 +95,9 @@ def edit() -> None:
 
 def _resource() -> dict[str, Any]:
     """The preference as a cluster_auth_preference resource, from the API or the database."""
+    from inventory.preference import to_resource
+    from inventory.services import preference as preference_service
+
     api = remote()
     if api is not None:
         return api.call("GET", "/v1/admin/config")
@@ -103,6 +106,9 @@ def _resource() -> dict[str, Any]:
 
 def _store(wanted: DeviceTrust, revision: int) -> None:
     """Store ``wanted`` unless the preference changed since it was read at ``revision``."""
+    from inventory.preference import device_trust_fields
+    from inventory.services import preference as preference_service
+
     api = remote()
     if api is not None:
         body = {"device_trust": device_trust_fields(wanted), "revision": revision}

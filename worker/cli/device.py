@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from inventory.domain import CollectedData, OSType, device_label, normalize_user_name
 from inventory.errors import DevtrustError, InvalidArgument
 
 from ._common import TextOrJson, echo_json, info, settings
@@ -16,6 +15,7 @@ from ._common import TextOrJson, echo_json, info, settings
 if TYPE_CHECKING:
     from ceremony.agent.enroll import CeremonyClient
     from ceremony.agent.login import Prover
+    from inventory.domain import CollectedData
 
 app = typer.Typer(
     help="This device: its asset tag, its collected data, and enrolling it.",
@@ -79,6 +79,8 @@ def enroll(
 
     DEVTRUST_API_URL names the ceremony service.
     """
+    from inventory.domain import OSType, device_label
+
     if (token is None) == (not current_device):
         raise typer.BadParameter("give either --token or --current-device")
     if token is not None and not token.strip():
@@ -103,6 +105,7 @@ def login(
     A registered device that is not enrolled yet is auto-enrolled first, when allowed.
     """
     from ceremony.agent.login import login as run_login
+    from inventory.domain import OSType, device_label, normalize_user_name
 
     # Checked before anything is collected or sent: the name also names the key file.
     try:
@@ -128,6 +131,7 @@ def _agent(collected: CollectedData) -> Iterator[tuple[CeremonyClient, Prover]]:
     from ceremony.agent.login import Prover
     from ceremony.agent.softkey import SoftwareEnclaveKey
     from ceremony.agent.tpm import DeviceTPM
+    from inventory.domain import OSType
 
     current = settings()
     if current.user_token is None or not current.user_token.get_secret_value().strip():

@@ -6,23 +6,12 @@ import json
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inventory.domain import (
-    EnrollStatus,
-    OSType,
-    TokenKind,
-    device_label,
-    normalize_asset_tag,
-)
 from inventory.durations import format_duration, parse_duration
 from inventory.errors import InvalidArgument
-from inventory.serialize import device_to_dict, no_mdm_record, pretty_raw
-from inventory.services import devices as device_service
-from inventory.services import tokens as token_service
-from inventory.services.tokens import MAX_TTL, MIN_TTL
 
 from ._common import (
     Format,
@@ -37,6 +26,12 @@ from ._common import (
     settings,
     table_lines,
 )
+
+if TYPE_CHECKING:
+    from inventory.domain import OSType
+
+# The inventory's modules (SQLAlchemy, pydantic) are imported by the commands that use
+# them, not here: `devtrust --help` and completion import this module and need none.
 
 app = typer.Typer(help="Manage the device inventory.", no_args_is_help=True)
 
@@ -60,6 +55,9 @@ def _address(
     ref: str | None, asset_tag: str | None, device_id: str | None, os: str | None
 ) -> tuple[str, OSType | None]:
     """The device reference and OS the command names, checked before any lookup."""
+    from inventory.domain import OSType
+    from inventory.services import devices as device_service
+
     return (
         device_service.one_ref(ref, device_id=device_id, asset_tag=asset_tag),
         OSType.parse(os) if os is not None else None,
@@ -68,6 +66,8 @@ def _address(
 
 def _token_ttl(ttl: str | None) -> timedelta:
     """--ttl, or the enrollment_token_ttl setting, each named as the user set it."""
+    from inventory.services.tokens import MAX_TTL, MIN_TTL
+
     if ttl is not None:
         text, what = ttl, "--ttl"
     else:
@@ -86,6 +86,10 @@ def add(
     ] = None,
 ) -> None:
     """Register a device in the inventory."""
+    from inventory.domain import OSType, normalize_asset_tag
+    from inventory.serialize import device_to_dict
+    from inventory.services import devices as device_service
+
     # Everything is checked before anything is written: a refused --ttl adds no device.
     os_type = OSType.parse(os)
     tag = normalize_asset_tag(asset_tag)
@@ -133,6 +137,9 @@ def ls(
 def _pages(page_size: int) -> Iterator[list[dict[str, Any]]]:
     """The inventory a page at a time (as ``--format json`` prints each device), from the
     admin API or the database; either way one page is held at a time."""
+    from inventory.serialize import device_to_dict
+    from inventory.services import devices as device_service
+
     if not 1 <= page_size <= device_service.MAX_PAGE_SIZE:
         raise InvalidArgument(
             f"--page-size must be between 1 and {device_service.MAX_PAGE_SIZE}, got {page_size}"
@@ -146,10 +153,14 @@ def _pages(page_size: int) -> Iterator[list[dict[str, Any]]]:
 
 
 def _label(device: dict[str, Any]) -> str:
+    from inventory.domain import OSType, device_label
+
     return device_label(device["asset_tag"], OSType(device["os_type"]))
 
 
 def _row(device: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    from inventory.domain import EnrollStatus, OSType
+
     credential = device["credential"]
     return (
         device["asset_tag"],
@@ -185,6 +196,9 @@ def get(
     ] = False,
 ) -> None:
     """Show one device with its profile, posture and credential."""
+    from inventory.serialize import device_to_dict
+    from inventory.services import devices as device_service
+
     name, os_type = _address(ref, asset_tag, device_id, os)
     if raw:
         if format not in (None, Format.JSON):
@@ -210,6 +224,9 @@ def get(
 
 def _print_raw(name: str, os_type: OSType | None) -> None:
     """The record the MDM sent when a sync last wrote the device, as indented JSON."""
+    from inventory.serialize import no_mdm_record, pretty_raw
+    from inventory.services import devices as device_service
+
     api = remote()
     if api is not None:
         answer = api.device("GET", name, os_type, "/raw")
@@ -247,6 +264,8 @@ def rm(
     os: OS = None,
 ) -> None:
     """Remove a device from the inventory, by asset tag or by device id."""
+    from inventory.services import devices as device_service
+
     name, os_type = _address(ref, asset_tag, device_id, os)
     api = remote()
     if api is not None:
@@ -278,6 +297,9 @@ def _print_token(
     ref: str, os_type: OSType | None, ttl: timedelta | None, *, as_json: bool = False
 ) -> None:
     """Mint a token (``ttl`` None: the service's default lifetime) and show it once."""
+    from inventory.domain import TokenKind
+    from inventory.services import tokens as token_service
+
     api = remote()
     if api is not None:
         wanted = {"ttl_seconds": int(ttl.total_seconds())} if ttl is not None else {}
@@ -310,6 +332,8 @@ def unenroll(
     os: OS = None,
 ) -> None:
     """Make an enrolled device not enrolled again (owner and credential cleared)."""
+    from inventory.services import devices as device_service
+
     name, os_type = _address(ref, asset_tag, device_id, os)
     api = remote()
     if api is not None:
@@ -338,6 +362,8 @@ def diff(
 
     Marks each field auto-enrollment would refuse and says what to do; exits 1 if any.
     """
+    from inventory.services import devices as device_service
+
     name, os_type = _address(ref, asset_tag, device_id, os)
     api = remote()
     if api is not None:

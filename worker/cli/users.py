@@ -8,10 +8,7 @@ from urllib.parse import quote
 
 import typer
 
-from inventory.domain import Role
 from inventory.errors import InvalidArgument
-from inventory.serialize import user_to_dict
-from inventory.services import users as user_service
 
 from ._common import TextOrJson, actor, database, echo_json, format_rows, info, remote
 
@@ -49,6 +46,9 @@ def add(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Create a user and print their credential once."""
+    from inventory.domain import Role
+    from inventory.services import users as user_service
+
     parsed = Role.parse_many(roles)
     declared = user_service.parse_logins(logins or [])
     api = remote()
@@ -82,6 +82,10 @@ def edit(
     ] = None,
 ) -> None:
     """Change a user's roles or logins; their credential stays."""
+    from inventory.domain import Role
+    from inventory.serialize import user_to_dict
+    from inventory.services import users as user_service
+
     parsed = Role.parse_many(roles) if roles is not None else None
     declared = user_service.parse_logins(logins) if logins is not None else None
     api = remote()
@@ -111,6 +115,9 @@ def ls(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """List users and their roles."""
+    from inventory.serialize import user_to_dict
+    from inventory.services import users as user_service
+
     api = remote()
     if api is not None:
         users = api.call("GET", "/v1/admin/users")["users"]
@@ -136,6 +143,8 @@ def ls(
 @app.command("rm")
 def rm(name: Annotated[str, typer.Argument(help="the user to remove", metavar="NAME")]) -> None:
     """Remove a user; their credential stops working at once."""
+    from inventory.services import users as user_service
+
     api = remote()
     if api is not None:
         removed = api.call("DELETE", f"/v1/admin/users/{quote(name, safe='')}")["user"]["name"]
@@ -152,6 +161,8 @@ def reset_token(
     format: Annotated[TextOrJson, typer.Option("--format", help="text or json")] = TextOrJson.TEXT,
 ) -> None:
     """Replace a user's credential and print the new one once."""
+    from inventory.services import users as user_service
+
     api = remote()
     if api is not None:
         made = api.call("POST", f"/v1/admin/users/{quote(name, safe='')}/reset-token")
