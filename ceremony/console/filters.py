@@ -20,7 +20,8 @@ from inventory.domain import (
 )
 from inventory.errors import InvalidArgument, quoted
 from inventory.services import audit
-from inventory.services.devices import NO_SOURCE, AuditFilter, DeviceFilter
+from inventory.services.audit import EventFilter
+from inventory.services.devices import NO_SOURCE, DeviceFilter
 
 DEVICE_PARAMS = ("q", "os", "status", "trust", "source", "owner", "after")
 AUDIT_PARAMS = ("type", "result", "actor", "asset_tag", "since", "until", "after")
@@ -105,7 +106,7 @@ def parse_time(params: Mapping[str, str], name: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def audit_filter(params: Mapping[str, str]) -> tuple[AuditFilter, int | None]:
+def audit_filter(params: Mapping[str, str]) -> tuple[EventFilter, int | None]:
     """The audit page's filter and the id of the event its page starts below."""
     unknown(params, AUDIT_PARAMS)
     kind = _choice(params, "type", audit.EVENT_TYPES)
@@ -117,7 +118,7 @@ def audit_filter(params: Mapping[str, str]) -> tuple[AuditFilter, int | None]:
     before = int(after) if after is not None else None
     if before is not None and not 0 < before < 2**63:
         raise InvalidArgument("after: not a page cursor of this listing (follow the Next link)")
-    where = AuditFilter(
+    where = EventFilter(
         type=kind,
         success=None if result in (None, "any") else result == "success",
         actor=_text(params, "actor", _MAX_ACTOR),

@@ -36,7 +36,6 @@ from inventory.domain import (
     User,
 )
 from inventory.errors import DevtrustError, InvalidArgument, NotFound, Unauthenticated, quoted
-from inventory.models import UserRow
 from inventory.preference import ANY, FIELDS, DeviceTrustMode, parse_device_trust, to_resource
 from inventory.serialize import device_to_dict, event_to_dict, pretty_raw, run_to_dict
 from inventory.services import audit, preference, tokens, users
@@ -148,12 +147,9 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
         session = signer.parse(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return page
-        with db.uow().read() as uow:
-            row = uow.session.get(UserRow, session.user)
-            user = users._to_user(row) if row is not None else None
-            credential_hash = row.token_hash if row is not None else None
-        if user is not None and signer.valid(session, credential_hash, datetime.now(UTC)):
-            page.user, page.session = user, session
+        found = users.user_and_credential_hash(db.uow(), session.user)
+        if found is not None and signer.valid(session, found[1], datetime.now(UTC)):
+            page.user, page.session = found[0], session
         return page
 
     def error_page(page: _Page, exc: DevtrustError | DBAPIError) -> Response:
@@ -361,7 +357,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
             fields=fields,
             drifted=fields is not None and any(not f.ok for f in fields),
             compared=_when(history[0].record_time or history[0].collect_time) if history else "",
-            events=[event_to_dict(e) for e in device_service.device_events(db.uow(), device.id)]
+            events=[event_to_dict(e) for e in audit.device_events(db.uow(), device.id)]
             if page.is_admin else [],
             actions=DEVICE_ACTIONS if page.is_admin else {},
             done=DONE.get(done or ""),
@@ -485,7 +481,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
     def audit_page(page: _Page) -> Response:
         params = _params(page.request)
         where, before = filters.audit_filter(params)
-        events = device_service.audit_events(db.uow(), where, before=before, limit=AUDIT_PAGE + 1)
+        events = audit.filtered_events(db.uow(), where, before=before, limit=AUDIT_PAGE + 1)
         more = len(events) > AUDIT_PAGE
         events = events[:AUDIT_PAGE]
         kept = {k: v for k, v in params.items() if k != "after" and v}
@@ -508,7 +504,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
                           "device_id", "message"])  # fmt: skip
             after = before
             while True:
-                batch = device_service.audit_events(db.uow(), where, before=after,
+                batch = audit.filtered_events(db.uow(), where, before=after,
                                                     limit=CSV_BATCH)  # fmt: skip
                 for e in batch:
                     out.writerow([_cell(v) for v in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -131,18 +132,55 @@ def events_page(
 ) -> list[AuditEvent]:
     """Up to ``limit`` matching events older than the event ``before`` (keyset on the
     id; None: from the newest), newest first: ``list_events`` a page at a time."""
-    check_event_type(type)
-    query = select(AuditEventRow).order_by(AuditEventRow.id.desc()).limit(limit)
-    if type is not None:
-        query = query.where(AuditEventRow.type == type)
-    if failed_only:
-        query = query.where(AuditEventRow.success.is_(False))
-    if since is not None:
-        query = query.where(AuditEventRow.time >= since)
+    where = EventFilter(type=type, success=False if failed_only else None, since=since)
+    return filtered_events(uow, where, before=before, limit=limit)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which audit events a listing holds; None: any. ``success`` False: failed only."""
+
+    type: str | None = None
+    success: bool | None = None
+    actor: str | None = None
+    asset_tag: str | None = None
+    device_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None  # exclusive
+
+
+def filtered_events(
+    uow: UnitOfWork, where: EventFilter, *, before: int | None = None, limit: int = 100
+) -> list[AuditEvent]:
+    """Up to ``limit`` events ``where`` matches, older than the event ``before`` (keyset
+    on the id; None: from the newest), newest first: what the CLI, the admin API and the
+    console's filters (actor, asset tag, device, a time range, success) list."""
+    check_event_type(where.type)
+    row = AuditEventRow
+    query = select(row).order_by(row.id.desc()).limit(limit)
+    if where.type is not None:
+        query = query.where(row.type == where.type)
+    if where.success is not None:
+        query = query.where(row.success.is_(where.success))
+    if where.actor is not None:
+        query = query.where(row.actor == where.actor)
+    if where.asset_tag is not None:
+        query = query.where(row.asset_tag == where.asset_tag)
+    if where.device_id is not None:
+        query = query.where(row.device_id == where.device_id)
+    if where.since is not None:
+        query = query.where(row.time >= where.since)
+    if where.until is not None:
+        query = query.where(row.time < where.until)
     if before is not None:
-        query = query.where(AuditEventRow.id < before)
+        query = query.where(row.id < before)
     with uow.read():
-        return [_to_event(row) for row in uow.session.scalars(query).all()]
+        return [_to_event(r) for r in uow.session.scalars(query).all()]
+
+
+def device_events(uow: UnitOfWork, device_id: str, *, limit: int = 50) -> list[AuditEvent]:
+    """The audit trail of one device, newest first."""
+    return filtered_events(uow, EventFilter(device_id=device_id), limit=limit)
 
 
 def _to_event(row: AuditEventRow) -> AuditEvent:

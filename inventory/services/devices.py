@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
@@ -17,7 +17,6 @@ from inventory.db import UnitOfWork, inserting
 from inventory.domain import (
     POSTURE_FIELDS,
     AttestationType,
-    AuditEvent,
     CollectedData,
     Credential,
     Device,
@@ -33,7 +32,7 @@ from inventory.domain import (
     normalize_user_name,
 )
 from inventory.errors import AlreadyExists, InvalidArgument, NotFound, quoted
-from inventory.models import AuditEventRow, CollectedDataRow, DeviceRow, UserRow
+from inventory.models import CollectedDataRow, DeviceRow, UserRow
 from inventory.services import audit
 
 DEFAULT_PAGE_SIZE = 500
@@ -184,12 +183,16 @@ def list_devices(
         after = _decode_cursor(cursor)
         query = query.where(tuple_(DeviceRow.asset_tag, DeviceRow.os_type) > after)
     with uow.read():
-        rows = uow.session.scalars(query).all()
-        items = [to_device(row) for row in rows[:limit]]
+        return _page(uow.session.scalars(query).all(), limit)
+
+
+def _page(rows: Sequence[Any], limit: int) -> Page:
+    """A keyset page of the ``limit + 1`` rows read (ordered by asset tag, then OS):
+    the first ``limit`` as devices, and the cursor after the last when there were more."""
+    items = [to_device(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        last = items[-1]
-        next_cursor = _encode_cursor(last.asset_tag, last.os_type.value)
+        next_cursor = _encode_cursor(items[-1].asset_tag, items[-1].os_type.value)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -225,12 +228,7 @@ def list_user_devices(
     if cursor:
         query = query.where(tuple_(DeviceRow.asset_tag, DeviceRow.os_type) > _decode_cursor(cursor))
     with uow.read():
-        rows = uow.session.scalars(query).all()
-        items = [to_device(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = _encode_cursor(items[-1].asset_tag, items[-1].os_type.value)
-    return Page(items=items, next_cursor=next_cursor)
+        return _page(uow.session.scalars(query).all(), limit)
 
 
 def _encode_cursor(asset_tag: str, os_type: str) -> str:
@@ -503,12 +501,7 @@ def list_matching_devices(
     if cursor:
         query = query.where(tuple_(c.asset_tag, c.os_type) > _decode_cursor(cursor))
     with uow.read():
-        rows = uow.session.execute(query).all()
-        items = [to_device(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = _encode_cursor(items[-1].asset_tag, items[-1].os_type.value)
-    return Page(items=items, next_cursor=next_cursor)
+        return _page(uow.session.execute(query).all(), limit)
 
 
 @dataclass(frozen=True)
@@ -589,53 +582,3 @@ def _count_drifted_within(uow: UnitOfWork, scope: list[ColumnElement[bool]]) -> 
         if any(not f.ok for f in compare(to_device(row), collected)):
             drifted += 1
     return drifted
-
-
-def device_events(uow: UnitOfWork, device_id: str, *, limit: int = 50) -> list[AuditEvent]:
-    """The audit trail of one device, newest first."""
-    return audit_events(uow, AuditFilter(device_id=device_id), limit=limit)
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """Which audit events a listing holds; None: any. ``success`` False: failed only."""
-
-    type: str | None = None
-    success: bool | None = None
-    actor: str | None = None
-    asset_tag: str | None = None
-    device_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None  # exclusive
-
-
-def audit_events(
-    uow: UnitOfWork, where: AuditFilter, *, before: int | None = None, limit: int = 100
-) -> list[AuditEvent]:
-    """Up to ``limit`` events ``where`` matches, older than the event ``before`` (keyset
-    on the id; None: from the newest), newest first: ``audit.events_page`` with the
-    console's filters (actor, asset tag, device, a time range, success or failure)."""
-    if where.type is not None and where.type not in audit.EVENT_TYPES:
-        raise InvalidArgument(
-            f"unknown event type {quoted(where.type)}: use one of {', '.join(audit.EVENT_TYPES)}"
-        )
-    row = AuditEventRow
-    query = select(row).order_by(row.id.desc()).limit(limit)
-    if where.type is not None:
-        query = query.where(row.type == where.type)
-    if where.success is not None:
-        query = query.where(row.success.is_(where.success))
-    if where.actor is not None:
-        query = query.where(row.actor == where.actor)
-    if where.asset_tag is not None:
-        query = query.where(row.asset_tag == where.asset_tag)
-    if where.device_id is not None:
-        query = query.where(row.device_id == where.device_id)
-    if where.since is not None:
-        query = query.where(row.time >= where.since)
-    if where.until is not None:
-        query = query.where(row.time < where.until)
-    if before is not None:
-        query = query.where(row.id < before)
-    with uow.read():
-        return [audit._to_event(r) for r in uow.session.scalars(query).all()]

@@ -83,6 +83,14 @@ def get_user(uow: UnitOfWork, name: str) -> User:
         return _to_user(_row(uow, name))
 
 
+def user_and_credential_hash(uow: UnitOfWork, name: str) -> tuple[User, str] | None:
+    """The user and the hash of their current credential (what a console session is
+    bound to: it changes with ``reset_token`` and goes with the user); None: no such user."""
+    with uow.read():
+        row = uow.session.get(UserRow, name)
+        return (_to_user(row), row.token_hash) if row is not None else None
+
+
 def remove_user(uow: UnitOfWork, name: str, *, actor: str) -> User:
     with uow:
         row = _row(uow, name)
