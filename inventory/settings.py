@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     jamf_sync_lock_ttl: str = Field(
         "60s", description="a dead worker's sync lock frees itself after this long"
     )
+    beat_lock_timeout: str = Field(
+        "60s",
+        description="on Redis, a standby beat takes over this long after the active one died",
+    )
     jamf_webhook_username: str = Field(
         "jamf", description="the Basic auth user Jamf Pro's webhooks send (with the password)"
     )

@@ -83,9 +83,11 @@ wait_for serve.log 'Uvicorn running' "devtrust serve"
 echo "devtrust serve is on port $api_port; log: serve.log"
 
 step devtrust config set device_trust.ekcert_allowed_cas "@$DEVTRUST_DATA_DIR/swtpm/ek-ca.pem"
+credential() { python -c 'import json, sys; print(json.load(sys.stdin)["token"])'; }
+printf '\n$ devtrust users add ops --roles device-admin,editor,access   (the first admin)\n'
+ops=$(devtrust users add ops --roles device-admin,editor,access --format json | credential)
 printf '\n$ devtrust users add alice --roles access   (her credential goes to the device)\n'
-alice=$(devtrust users add alice --roles access --format json |
-  python -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+alice=$(devtrust users add alice --roles access --format json | credential)
 step devtrust devices add --os linux --asset-tag LNX-DEMO-0001 --enroll | tee token.txt
 token=$(sed -n 's/.*devtrust device enroll --token=\([^ ]*\).*/\1/p' token.txt)
 
@@ -96,5 +98,10 @@ export DEVTRUST_DMI_DIR="$PWD/dmi" DEVTRUST_API_URL="http://127.0.0.1:$api_port"
 DEVTRUST_TPM_TCTI=$(sed -n 's/^tcti //p' swtpm.log)
 export DEVTRUST_TPM_TCTI DEVTRUST_USER_TOKEN="$alice"
 step devtrust device enroll --token "$token"
+
+# The admin, from anywhere: the same commands through the admin API, as ops (with
+# DEVTRUST_API_URL and DEVTRUST_USER_TOKEN set, the CLI never opens the database).
+export DEVTRUST_USER_TOKEN="$ops"
+printf '\n(the admin commands below go through the admin API at %s, as ops)\n' "$DEVTRUST_API_URL"
 step devtrust devices get LNX-DEMO-0001
 step devtrust audit ls --type device.enroll

@@ -11,6 +11,11 @@ all: kombu's filesystem transport carries the messages through directories under
 data directory, results are files beside them, and the locks are ``flock`` files.
 RabbitMQ (``amqp://``) works unchanged.
 
+Beat keeps its schedule, and when each entry last ran, where it survives a restart: on
+Redis in keys under ``devtrust:beat:`` (celery-redbeat, whose lock lets a second beat
+stand by and take over when the first dies), elsewhere in a file under the data
+directory (``beat/schedule``, Celery's shelve).
+
 Building the app reads the settings and connects to nothing.
 """
 
@@ -20,12 +25,12 @@ import errno
 import logging
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, beat, signals
-from celery.schedules import schedstate, schedule
+from celery.schedules import schedule
 
 from inventory.durations import parse_duration
 from inventory.errors import ConfigurationError
@@ -40,6 +45,12 @@ DEVICE_SYNC_TASK = "devtrust.jamf.device_sync"
 PURGE_EVERY = timedelta(hours=1)
 QUEUE = "devtrust"
 EMBEDDED_POLLING_INTERVAL = 0.1
+#: Beat's keys on Redis: ``devtrust:beat:<entry>`` (definition and last run),
+#: ``devtrust:beat:lock`` and redbeat's own ``devtrust:beat::schedule`` and ``::statics``.
+BEAT_KEY_PREFIX = "devtrust:beat:"
+#: Beat ticks at least this many times per lock timeout: the active beat renews the lock at
+#: every tick, and a standby tries for it as often.
+BEAT_TICKS_PER_LOCK_TIMEOUT = 5
 
 
 def embedded_paths(data_dir: Path) -> dict[str, Path]:
@@ -185,41 +196,65 @@ def _default_backend(broker: str) -> str:
     return "rpc://"
 
 
-class StartDelaySchedule(schedule):  # type: ignore[misc]
-    """Every ``run_every``, the first time ``delay`` after beat starts (0: at once).
+def beat_lock_timeout(settings: Settings) -> int:
+    """Seconds a dead beat's lock on Redis outlives it: the standby takes over then."""
+    timeout = parse_duration(
+        settings.beat_lock_timeout, what="beat_lock_timeout", at_least=timedelta(seconds=2)
+    )
+    return math.ceil(timeout.total_seconds())
 
-    A random delay per beat process spreads the syncs of many deployments, which would
-    otherwise all hit Jamf when they were (re)started together. Stateless, as beat asks
-    ``is_due`` more than once per run: the first run is due while the entry has not run
-    since beat started (its entries start with ``last_run_at`` at ``NEVER``).
+
+def beat_settings(settings: Settings, broker_url: str) -> dict[str, Any]:
+    """Celery configuration for beat: where it keeps its schedule, how often it ticks.
+
+    On Redis, celery-redbeat: the entries and their last runs in keys under
+    ``devtrust:beat:``, and a lock that one beat holds, renewed at every tick; a second
+    beat waits for it, trying every max loop interval, and takes over when the first
+    stopped renewing it for the lock timeout (at once when it stopped cleanly, as it
+    releases the lock). Elsewhere, Celery's shelve in ``<data dir>/beat/schedule``, written
+    after every task beat sends, so that even a killed beat forgets no run.
     """
+    timeout = beat_lock_timeout(settings)
+    conf: dict[str, Any] = {"beat_max_loop_interval": timeout / BEAT_TICKS_PER_LOCK_TIMEOUT}
+    if broker_url.startswith(("redis://", "rediss://")):
+        conf.update(
+            beat_scheduler="worker.celery:RedisScheduler",
+            redbeat_redis_url=broker_url,
+            redbeat_redis_options={},  # not the broker's transport options
+            redbeat_key_prefix=BEAT_KEY_PREFIX,
+            redbeat_lock_key=BEAT_KEY_PREFIX + "lock",
+            redbeat_lock_timeout=timeout,
+        )
+    else:
+        conf.update(
+            beat_scheduler="worker.celery:FileScheduler",
+            beat_schedule_filename=str(schedule_file(settings.data_dir)),
+            beat_sync_every=1,
+        )
+    return conf
 
-    def __init__(self, run_every: timedelta, delay: timedelta, app: Celery) -> None:
-        super().__init__(run_every=run_every, app=app)
-        self.first_due: datetime = self.now() + delay
 
-    def is_due(self, last_run_at: datetime) -> schedstate:
-        if last_run_at < self.first_due - self.run_every:
-            left = (self.first_due - self.now()).total_seconds()
-            if left > 0:
-                return schedstate(False, left)
-            return schedstate(True, self.seconds)
-        return super().is_due(last_run_at)
-
-
-# What a schedule entry's last run is before its first: long ago.
-NEVER = datetime(2000, 1, 1, tzinfo=UTC)
+def schedule_file(data_dir: Path) -> Path:
+    """Where beat keeps its schedule with no Redis (shelve may add ``.dat``, ``.dir``)."""
+    return data_dir.resolve() / "beat" / "schedule"
 
 
 def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
     """A partial and a full sync of every configured inventory, on their periods, and an
-    hourly purge of expired ceremony challenges."""
+    hourly purge of expired ceremony challenges.
+
+    The periods are the settings' each time beat starts. Each entry's ``last_run_at`` is
+    only for its first run ever: put a period before it, so that it comes after a random
+    delay up to ``jamf_sync_start_delay`` (partials a period later still). The schedulers
+    keep the last run they have for an entry, and its period counts from it.
+    """
     from jamf.config import source_from_settings
 
     source = source_from_settings(settings)
     spread = parse_duration(
         settings.jamf_sync_start_delay, what="jamf_sync_start_delay", allow_zero=True
     )
+    now = app.now()
     entries: dict[str, Any] = {}
     for spec in source.inventories:
         for kind, period in (
@@ -232,16 +267,16 @@ def beat_schedule(settings: Settings, app: Celery) -> dict[str, Any]:
                 delay += period
             entries[f"jamf-{kind}-{spec.name}"] = {
                 "task": SYNC_TASK,
-                "schedule": StartDelaySchedule(period, delay, app),
+                "schedule": schedule(run_every=period, app=app),
                 "kwargs": {"inventory": spec.name, "kind": kind, "scheduled": True},
-                "last_run_at": NEVER,
+                "last_run_at": now + delay - period,
                 # A run still queued when the next is due is dropped, not piled up.
                 "options": {"expires": period.total_seconds(), "queue": QUEUE},
             }
     entries["ceremony-purge"] = {
         "task": PURGE_TASK,
-        "schedule": StartDelaySchedule(PURGE_EVERY, PURGE_EVERY, app),
-        "last_run_at": NEVER,
+        "schedule": schedule(run_every=PURGE_EVERY, app=app),
+        "last_run_at": now,
         "options": {"expires": PURGE_EVERY.total_seconds(), "queue": QUEUE},
     }
     return entries
@@ -269,10 +304,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=int(time_limit.total_seconds()) - 60,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        beat_scheduler="worker.celery:Scheduler",
         timezone="UTC",
         enable_utc=True,
     )
+    celery.conf.update(beat_settings(settings, str(celery.conf.broker_url)))
     celery.conf.devtrust_settings = settings
     if str(celery.conf.broker_url).startswith(("redis://", "rediss://")):
         from worker.redelivery import RenewUnacked
@@ -298,13 +333,118 @@ def _unbind(**_: object) -> None:
     clear_context()
 
 
-class Scheduler(beat.Scheduler):  # type: ignore[misc]
-    """Celery's in-memory scheduler with our entries, built when beat starts (a worker
-    without beat needs no schedule) and with fresh start delays every time."""
+class _Entries:
+    """Our entries, built when beat starts (a worker without beat needs no schedule), from
+    the settings of the day: the stored schedule keeps each entry's last run, takes the
+    periods from here, gains the new inventories' entries and loses the removed ones'."""
+
+    app: Celery
 
     def setup_schedule(self) -> None:
         self.app.conf.beat_schedule = beat_schedule(self.app.conf.devtrust_settings, self.app)
+        super().setup_schedule()  # type: ignore[misc]
+
+
+class FileScheduler(_Entries, beat.PersistentScheduler):  # type: ignore[misc]
+    """Celery's shelve under the data directory, which one beat at a time holds: a second
+    beat on the same data directory waits for the first to end."""
+
+    _holding: Any = None
+
+    def setup_schedule(self) -> None:
+        import fcntl
+
+        path = Path(self.schedule_filename)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self._holding is None:
+            holding = (path.parent / (path.name + ".lock")).open("a")
+            try:
+                fcntl.flock(holding, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logging.getLogger("celery.beat").info(
+                    "beat: another beat holds %s: standing by until it ends", path
+                )
+                fcntl.flock(holding, fcntl.LOCK_EX)
+            self._holding = holding  # held until the scheduler closes
         super().setup_schedule()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._holding is not None:
+                self._holding.close()  # and with it the lock
+                self._holding = None
+
+
+def _redis_scheduler() -> type:
+    """``RedisScheduler``, made when beat asks for it: redbeat (and with it the Redis
+    client) is imported by beat alone, not by every command that imports this module."""
+    from redbeat import RedBeatScheduler  # type: ignore[import-untyped]
+    from redbeat.schedulers import (  # type: ignore[import-untyped]
+        RedBeatSchedulerEntry,
+        acquire_distributed_beat_lock,
+    )
+
+    # Ours takes the lock as redbeat's does, and says so when a standby waits for it.
+    signals.beat_init.disconnect(acquire_distributed_beat_lock)
+    signals.beat_init.connect(_acquire_beat_lock)
+
+    class RedisEntry(RedBeatSchedulerEntry):  # type: ignore[misc]
+        @property
+        def due_at(self) -> datetime | None:
+            """When the entry is next due. redbeat's own adds the time left to the last
+            run, not to now: a first run's ``last_run_at`` ahead of now came late."""
+            if self.last_run_at is None:
+                return self._default_now()  # type: ignore[no-any-return]
+            left = self.schedule.remaining_estimate(self.last_run_at)
+            if left is None:
+                return None
+            return self._default_now() + max(left, timedelta(0))  # type: ignore[no-any-return]
+
+    class RedisScheduler(_Entries, RedBeatScheduler):  # type: ignore[misc]
+        """celery-redbeat: the schedule in Redis, and its lock (see ``beat_settings``)."""
+
+        Entry = RedisEntry
+
+    RedisScheduler.__module__ = __name__
+    RedisScheduler.__qualname__ = "RedisScheduler"
+    return RedisScheduler
+
+
+def _acquire_beat_lock(sender: Any = None, **_: object) -> None:
+    """Take beat's lock on Redis when beat starts (redbeat's ``acquire_distributed_beat_lock``
+    with a line when another beat holds it, as then this one waits in silence)."""
+    from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
+
+    scheduler: Any = sender.scheduler
+    if not getattr(scheduler, "lock_key", None):
+        return
+    client = get_redis(scheduler.app)
+    lock = client.lock(
+        scheduler.lock_key, timeout=scheduler.lock_timeout, sleep=scheduler.max_interval
+    )
+    # redbeat's extension sets the lock's time left to the timeout, not adds it.
+    lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)
+    log = logging.getLogger("celery.beat")
+    if not lock.acquire(blocking=False):
+        log.info(
+            "beat: another beat holds the lock %s: standing by, to take over at most %s s "
+            "after it stops renewing it",
+            scheduler.lock_key,
+            round(scheduler.lock_timeout + scheduler.max_interval),
+        )
+        lock.acquire()
+    log.info("beat: Acquired lock")
+    scheduler.lock = lock
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisScheduler":
+        scheduler = _redis_scheduler()
+        globals()[name] = scheduler
+        return scheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DeviceSyncQueue:

@@ -5,7 +5,6 @@ inventory in a SQLite file they share; and the embedded default with no Redis at
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,7 @@ from tests.processes import (
     worker,
 )
 from worker import jobs
-from worker.celery import (
-    NEVER,
-    PURGE_TASK,
-    SYNC_TASK,
-    StartDelaySchedule,
-    beat_schedule,
-    broker_settings,
-    create_app,
-)
+from worker.celery import SYNC_TASK, broker_settings, create_app
 from worker.locks import locks_for
 from worker.redelivery import RenewUnacked
 
@@ -151,6 +143,45 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DEVTRUST_")}
 
 
+def devtrust_together(
+    *commands: tuple[dict[str, str], list[str]], timeout: float = 120
+) -> list[subprocess.CompletedProcess[str]]:
+    """``devtrust`` commands run at once, their results in order: each one's start costs
+    most of a second, which they then spend side by side."""
+    running = [
+        subprocess.Popen(
+            [DEVTRUST, *argv],
+            env={**_clean_env(), **env},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for env, argv in commands
+    ]
+    done = []
+    for process in running:
+        out, err = process.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
+def starting_worker(env: dict[str, str], name: str, cwd: Path | None = None) -> Any:
+    """A worker started, not yet ready (``Process.wait_for("ready")``): its start overlaps
+    what the test does meanwhile (a sync queued meanwhile waits for it)."""
+    argv = [DEVTRUST, "worker", "--concurrency", "1", "--name", f"{name}@%h"]
+    return started(argv, env, f"worker {name}", cwd)
+
+
+@contextmanager
+def workers(env: dict[str, str], *names: str) -> Iterator[list[Process]]:
+    """Workers started at once (``tests.processes.worker`` one after the other)."""
+    with ExitStack() as stack:
+        starting = [stack.enter_context(starting_worker(env, name)) for name in names]
+        for process in starting:
+            process.wait_for(r"ready", timeout=60)
+        yield starting
+
+
 # -- the task's function, with no broker -------------------------------------------------
 
 
@@ -187,48 +218,7 @@ def test_a_run_left_running_by_a_dead_worker_is_closed_by_the_next(tmp_path: Pat
         assert runs(env)[0][1] == store.FAILED and runs(env)[1][1] == store.SUCCEEDED
 
 
-# -- beat --------------------------------------------------------------------------------
-
-
-def test_beat_schedule_has_a_partial_and_a_full_sync_per_inventory(tmp_path: Path) -> None:
-    two = [
-        {"name": "macs", "sync_period_partial": "1h", "sync_period_full": "12h"},
-        {"name": "lab", "filter_rsql": "id<100", "sync_period_partial": "2h"},
-    ]
-    settings = load_settings(data_dir=tmp_path, jamf_inventory=two, jamf_sync_start_delay="10m")
-    app = create_app(settings)
-    entries = beat_schedule(settings, app)
-    assert sorted(entries) == [
-        "ceremony-purge",
-        "jamf-full-lab", "jamf-full-macs", "jamf-partial-lab", "jamf-partial-macs",
-    ]  # fmt: skip
-    purge = entries["ceremony-purge"]
-    assert purge["task"] == PURGE_TASK and purge["schedule"].run_every.total_seconds() == 3600
-    full = entries["jamf-full-macs"]
-    assert full["task"] == SYNC_TASK
-    assert full["kwargs"] == {"inventory": "macs", "kind": "full", "scheduled": True}
-    assert full["options"]["expires"] == 12 * 3600
-    assert full["schedule"].run_every.total_seconds() == 12 * 3600
-    assert entries["jamf-partial-lab"]["schedule"].run_every.total_seconds() == 2 * 3600
-    # The first full sync comes within the start delay; partials a period later.
-    due, wait = full["schedule"].is_due(full["last_run_at"])
-    assert not due and 0 < wait <= 600
-    partial = entries["jamf-partial-macs"]["schedule"]
-    assert 3500 <= partial.is_due(NEVER)[1] <= 3600 + 600
-
-
-def test_start_delay_zero_is_due_at_once_then_every_period() -> None:
-    app = create_app(load_settings())
-
-    every = StartDelaySchedule(timedelta(minutes=5), timedelta(0), app)
-    assert every.is_due(NEVER) == (True, 300)
-    assert every.is_due(NEVER) == (True, 300)  # asked twice, still due: no hidden state
-    ran = every.now()
-    due, next_in = every.is_due(ran)
-    assert not due and next_in == pytest.approx(300, abs=2)
-    later = StartDelaySchedule(timedelta(minutes=5), timedelta(minutes=2), app)
-    due, next_in = later.is_due(NEVER)
-    assert not due and 110 <= next_in <= 120
+# -- the broker's settings --------------------------------------------------------------
 
 
 def test_redis_messages_come_back_after_the_visibility_timeout_not_the_time_limit(
@@ -254,23 +244,6 @@ def test_redis_messages_come_back_after_the_visibility_timeout_not_the_time_limi
     )
 
 
-def test_beat_process_queues_scheduled_syncs_on_redis(tmp_path: Path, machine_redis: str) -> None:
-    inventory = [{"name": "default", "sync_period_partial": "1s", "sync_period_full": "2s"}]
-    env = env_for(
-        tmp_path, "http://127.0.0.1:9", machine_redis, DEVTRUST_JAMF_INVENTORY=json.dumps(inventory)
-    )
-    with started([DEVTRUST, "beat"], {**_clean_env(), **env}, "beat") as beat:
-        beat.wait_for("beat: Starting", timeout=30)
-        queue = redis.Redis.from_url(machine_redis)
-        wait_until(lambda: queue.llen("devtrust") >= 4, 30, "beat queued fewer than 4 tasks")
-    messages = [json.loads(m) for m in queue.lrange("devtrust", 0, -1)]
-    tasks = [m["headers"]["task"] for m in messages]
-    kinds = [json.loads(base64.b64decode(m["body"]))[1]["kind"] for m in messages]
-    assert set(tasks) == {SYNC_TASK}
-    assert "full" in kinds and "partial" in kinds
-    assert all(m["headers"]["expires"] for m in messages)  # a backlog expires
-
-
 # -- workers on Redis --------------------------------------------------------------------
 
 
@@ -284,7 +257,7 @@ def test_two_workers_racing_for_one_inventory_sync_it_once(
 ) -> None:
     with simulator(3000, "--latency-ms", "150") as jamf:
         env = env_for(tmp_path, jamf, machine_redis)
-        with worker(env, "w1"), worker(env, "w2"):
+        with workers(env, "w1", "w2"):
             first = send(env, kind="full")
             second = send(env, kind="full")
             results = sorted([first.get(timeout=120)["status"], second.get(timeout=120)["status"]])
@@ -298,10 +271,11 @@ def test_a_worker_killed_mid_sync_leaves_what_the_next_sync_completes(
 ) -> None:
     with simulator(3000, "--latency-ms", "150") as jamf:
         env = env_for(tmp_path, jamf, machine_redis)
-        jobs.sync_inventory(settings_for(env), kind="full")  # the inventory, complete
-        before = inventory_size(env)
-        assert before == managed_count(jamf)
-        with worker(env, "victim") as victim:
+        with starting_worker(env, "victim") as victim:
+            jobs.sync_inventory(settings_for(env), kind="full")  # the inventory, complete
+            before = inventory_size(env)
+            assert before == managed_count(jamf)
+            victim.wait_for(r"ready", timeout=60)
             send(env, kind="full")
             wait_until(
                 lambda: any(s == store.RUNNING and f > 0 for _, s, f in runs(env)),
@@ -311,8 +285,11 @@ def test_a_worker_killed_mid_sync_leaves_what_the_next_sync_completes(
             victim.kill(signal.SIGKILL)
         assert runs(env)[-1][1] == store.RUNNING
         assert inventory_size(env) == before  # nothing deleted by the killed run
-        time.sleep(3.5)  # the dead worker's lock expires (DEVTRUST_JAMF_SYNC_LOCK_TTL=3s)
-        with worker(env, "next"):
+        # The dead worker's lock expires (DEVTRUST_JAMF_SYNC_LOCK_TTL=3s after its renewal).
+        settings = settings_for(env)
+        with starting_worker(env, "next") as next_worker:
+            wait_until(lambda: not jobs.sync_lock(settings, "default"), 5, "the lock never freed")
+            next_worker.wait_for(r"ready", timeout=60)
             result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
         assert result.returncode == 0, result.stderr
         assert "full sync of default succeeded" in result.stdout
@@ -338,15 +315,17 @@ def test_a_live_workers_long_sync_is_never_redelivered_and_a_killed_ones_comes_b
             DEVTRUST_BROKER_VISIBILITY_TIMEOUT="4s", DEVTRUST_JAMF_SYNC_LOCK_TTL="2s",
             DEVTRUST_JAMF_MAX_CONNECTIONS="2",  # one page at a time: a slow sync
         )  # fmt: skip
-        with worker(env, "victim") as victim, worker(env, "bystander") as bystander:
+        with workers(env, "one", "other") as pair:  # started together: either takes it
             sent = send(env, kind="full")
             wait_until(
                 lambda: any(s == store.RUNNING and f > 0 for _, s, f in runs(env)),
                 60,
                 "the sync never got going",
             )
-            time.sleep(9)  # over twice the visibility timeout
             received = f"Task {SYNC_TASK}[{sent.id}] received"
+            wait_until(lambda: any(received in w.output() for w in pair), 10, "nobody logged it")
+            victim, bystander = pair if received in pair[0].output() else pair[::-1]
+            time.sleep(9)  # over twice the visibility timeout
             assert runs(env)[-1][1] == store.RUNNING, "the sync ended too soon to tell"
             assert received in victim.output()
             assert received not in bystander.output()  # not redelivered while its worker lives
@@ -365,11 +344,11 @@ def test_a_live_workers_long_sync_is_never_redelivered_and_a_killed_ones_comes_b
 def test_status_and_a_skipped_sync_say_a_killed_workers_lock_is_dead_and_when_it_frees(
     tmp_path: Path, machine_redis: str
 ) -> None:
-    # A 16 s lock: renewed every 5.3 s, told dead 8 s after its last renewal, free after 16.
+    # A 12 s lock: renewed every 4 s, told dead 6 s after its last renewal, free after 12.
     with simulator(3000, "--latency-ms", "500") as jamf:
         env = env_for(
             tmp_path, jamf, machine_redis,
-            DEVTRUST_JAMF_SYNC_LOCK_TTL="16s", DEVTRUST_JAMF_MAX_CONNECTIONS="2",
+            DEVTRUST_JAMF_SYNC_LOCK_TTL="12s", DEVTRUST_JAMF_MAX_CONNECTIONS="2",
         )  # fmt: skip
         settings = settings_for(env)
         with worker(env, "victim") as victim:
@@ -408,7 +387,7 @@ def test_status_and_a_skipped_sync_say_a_killed_workers_lock_is_dead_and_when_it
         status.stdout,
     )
     assert found, status.stdout
-    assert 8 <= int(found.group(1)) <= 16 and int(found.group(1)) + int(found.group(2)) in (16, 17)
+    assert 6 <= int(found.group(1)) <= 12 and int(found.group(1)) + int(found.group(2)) in (12, 13)
     assert skipped["status"] == jobs.SKIPPED
     assert re.fullmatch(
         "the lock of jamf/default is still held by a sync that is gone: " + dead,
@@ -454,7 +433,7 @@ def test_embedded_default_syncs_end_to_end_with_no_redis(tmp_path: Path) -> None
         env = env_for(tmp_path, jamf, DEVTRUST_JAMF_READ_PROCESS_MIN="100")
         elsewhere = tmp_path / "cwd"
         elsewhere.mkdir()
-        with worker(env, "solo", cwd=elsewhere) as solo:
+        with starting_worker(env, "solo", cwd=elsewhere) as solo:
             result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
             assert result.returncode == 0, result.stderr
             status = devtrust(env, "jamf", "status", "--format", "json")
@@ -491,13 +470,15 @@ def test_a_sync_the_worker_cannot_start_is_a_failed_run_with_its_reason_everywhe
     no_lab = (
         "the worker cannot start the sync: unknown Jamf inventory 'lab': configured are default"
     )
-    with worker(env, "solo") as solo:
+    with starting_worker(env, "solo") as solo:
         queued = devtrust(shell, "jamf", "sync", "--full")
         waited = devtrust(shell, "jamf", "sync", "--full", "--wait", "--timeout", "60")
         lab = devtrust(shell, "jamf", "sync", "--inventory", "lab", "--wait", "--timeout", "60")
-        status = devtrust(env, "jamf", "status")
-        as_json = devtrust(env, "jamf", "status", "--format", "json")
-        audited = devtrust(env, "audit", "ls", "--type", "jamf.sync", "--format", "json")
+        status, as_json, audited = devtrust_together(
+            (env, ["jamf", "status"]),
+            (env, ["jamf", "status", "--format", "json"]),
+            (env, ["audit", "ls", "--type", "jamf.sync", "--format", "json"]),
+        )
     assert queued.returncode == 0 and "queued a full sync of default" in queued.stderr
     assert waited.returncode == 1
     assert waited.stderr.splitlines()[-1] == f"error: {no_url}", waited.stderr
@@ -543,24 +524,27 @@ def test_a_bad_credential_setting_on_the_worker_is_a_failed_run_too(tmp_path: Pa
 
 def test_jamf_sync_refuses_bad_requests_in_one_line(tmp_path: Path) -> None:
     env = env_for(tmp_path, "http://127.0.0.1:9")
-    forced = devtrust(env, "jamf", "sync", "--force")
-    assert forced.returncode == 2 and "--force only applies to a full sync" in forced.stderr
-    unknown = devtrust(env, "jamf", "sync", "--inventory", "nope")
-    assert unknown.returncode == 1
-    assert unknown.stderr.strip() == (
-        "error: unknown Jamf inventory 'nope': configured are default"
-    )
-    for timeout, why in (
+    timeouts = (
         ("-1", "--timeout must be a number of seconds above 0 and at most 604800, not -1"),
         ("0", "--timeout must be a number of seconds above 0 and at most 604800, not 0"),
         ("nan", "--timeout must be a number of seconds above 0 and at most 604800, not nan"),
         ("1e9", "--timeout must be a number of seconds above 0 and at most 604800, not 1e+09"),
-    ):
-        refused = devtrust(env, "jamf", "sync", "--wait", "--timeout", timeout)
+    )
+    forced, unknown, alone, *refusals = devtrust_together(
+        (env, ["jamf", "sync", "--force"]),
+        (env, ["jamf", "sync", "--inventory", "nope"]),
+        (env, ["jamf", "sync", "--timeout", "30"]),
+        *((env, ["jamf", "sync", "--wait", "--timeout", timeout]) for timeout, _ in timeouts),
+    )
+    assert forced.returncode == 2 and "--force only applies to a full sync" in forced.stderr
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "error: unknown Jamf inventory 'nope': configured are default"
+    )
+    for (_, why), refused in zip(timeouts, refusals, strict=True):
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.startswith(f"error: Invalid value: {why} (see"), refused.stderr
         assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
-    alone = devtrust(env, "jamf", "sync", "--timeout", "30")
     assert alone.returncode == 2 and "--timeout only applies with --wait" in alone.stderr
     # Nothing was queued: the embedded queue holds no message.
     messages = tmp_path / "data" / "queue" / "messages"
@@ -669,8 +653,10 @@ def test_a_queue_setting_no_transport_serves_is_refused_at_start(
     tmp_path: Path, name: str, value: str, message: str
 ) -> None:
     env = {**env_for(tmp_path, "http://127.0.0.1:9"), name: value}
-    for argv in (["jamf", "sync"], ["worker"], ["beat"], ["serve", "--port", str(free_port())]):
-        refused = devtrust(env, *argv, timeout=60)
+    argvs = (["jamf", "sync"], ["worker"], ["beat"], ["serve", "--port", str(free_port())])
+    for argv, refused in zip(
+        argvs, devtrust_together(*((env, argv) for argv in argvs), timeout=60), strict=True
+    ):
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
         assert refused.returncode == 1, (argv, refused.stderr)
         assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), (argv, errors)
@@ -690,7 +676,7 @@ def test_rabbitmq_broker_works_unchanged(tmp_path: Path) -> None:
         env = env_for(tmp_path, jamf)
         env["DEVTRUST_BROKER_URL"] = amqp
         env["DEVTRUST_RESULT_BACKEND"] = "rpc://"
-        with worker(env, "rabbit"):
+        with starting_worker(env, "rabbit"):
             result = devtrust(env, "jamf", "sync", "--full", "--wait", "--timeout", "120")
         assert result.returncode == 0, result.stderr
         assert "full sync of default succeeded" in result.stdout

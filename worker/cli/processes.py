@@ -26,12 +26,13 @@ def _checked_level(loglevel: str) -> str:
 
 def _check_configuration() -> None:
     from jamf.config import source_from_settings
-    from worker.celery import app, beat_schedule, broker_settings
+    from worker.celery import app, beat_schedule, beat_settings, broker_settings
 
     current = settings()
     source_from_settings(current)
-    broker_settings(current)
+    queue = broker_settings(current)
     beat_schedule(current, app)  # the start delay and the periods, checked now
+    beat_settings(current, queue["broker_url"])  # the lock timeout
 
 
 def worker(
@@ -56,8 +57,13 @@ def worker(
 
     argv = ["worker", f"--loglevel={level}", f"--queues={QUEUE}"]
     if beat:
-        # Named here too: an embedded beat does not read beat_scheduler from the config.
-        argv += ["--beat", "--scheduler=worker.celery:Scheduler"]
+        # Named here too, as `devtrust beat` has them from the configuration: the schedule
+        # in Redis (redbeat), or in its file under the data directory.
+        argv += [
+            "--beat",
+            f"--scheduler={app.conf.beat_scheduler}",
+            f"--schedule-filename={app.conf.beat_schedule_filename}",
+        ]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
     if name:
@@ -68,12 +74,22 @@ def worker(
 def beat(
     loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
-    """Run the scheduler alone: it queues each inventory's partial and full syncs."""
+    """Run the scheduler alone: it queues each inventory's partial and full syncs.
+
+    On Redis, two may run (on two machines): one schedules, the other stands by.
+    """
     level = _checked_level(loglevel)
     _check_configuration()
     from worker.celery import app
 
-    app.start(["beat", f"--loglevel={level}"])
+    app.start(
+        [
+            "beat",
+            f"--loglevel={level}",
+            f"--scheduler={app.conf.beat_scheduler}",
+            f"--schedule={app.conf.beat_schedule_filename}",
+        ]
+    )
 
 
 def serve(
