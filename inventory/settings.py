@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         None, description="the device CA's key (PEM, mode 0600); default: made under data_dir"
     )
     device_ca_cert_file: Path | None = Field(None, description="the device CA's certificate")
+    console_session_key_file: Path | None = Field(
+        None,
+        description="the web console's session key (32 random bytes or more); default: "
+        "made under data_dir. Every replica of devtrust serve must read the same one",
+    )
     tls_cert_file: Path | None = Field(None, description="devtrust serve's TLS certificate")
     tls_key_file: Path | None = Field(None, description="devtrust serve's TLS key (PEM)")
     tls_self_signed: bool = Field(
@@ -211,6 +216,15 @@ class Settings(BaseSettings):
                 {"choices": choices, "value": value},
             )
         return value
+
+    @field_validator(
+        "api_ca_file", "device_ca_key_file", "device_ca_cert_file", "console_session_key_file",
+        "tls_cert_file", "tls_key_file", "tls_client_ca_file", "agent_dir", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``DEVTRUST_API_CA_FILE=`` is no file, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("access_certificate_header")
     @classmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ceremony.console.sessions import DEFAULT_TTL, Signer, load_or_create_key
+from ceremony.console.sessions import DEFAULT_TTL, Signer, load_or_create_key, read_key
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 @dataclass
 class AdminConsole:
     """What the console's pages need: the admin API's inventory, settings and queue, and
-    how long a session lasts. The session key is read (or made) on first use, under the
+    how long a session lasts. The session key is read on first use: the file
+    ``console_session_key_file`` names (every replica the same), else one made under the
     settings' data directory."""
 
     admin: AdminApi
@@ -40,9 +41,13 @@ class AdminConsole:
     def signer(self) -> Signer:
         if self._signer is None:
             key = self.key
+            configured = self.admin.settings.console_session_key_file
             if key is None:
                 try:
-                    key = load_or_create_key(self.admin.settings.data_dir)
+                    if configured is not None:  # shared by every replica (a secret)
+                        key = read_key(configured)
+                    else:
+                        key = load_or_create_key(self.admin.settings.data_dir)
                 except (OSError, ValueError) as exc:
                     from ceremony.admin import Misconfigured
 

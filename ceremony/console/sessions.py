@@ -130,7 +130,7 @@ def load_or_create_key(data_dir: Path) -> bytes:
     one key: it is written aside and linked into place, and the loser reads the winner's."""
     path = data_dir / KEY_FILE
     with contextlib.suppress(FileNotFoundError):
-        return _read_key(path)
+        return read_key(path)
     data_dir.mkdir(parents=True, exist_ok=True)
     aside = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -143,10 +143,11 @@ def load_or_create_key(data_dir: Path) -> bytes:
             os.link(aside, path)
     finally:
         aside.unlink(missing_ok=True)
-    return _read_key(path)
+    return read_key(path)
 
 
-def _read_key(path: Path) -> bytes:
+def read_key(path: Path) -> bytes:
+    """The key in ``path``: at least ``KEY_BYTES`` bytes, or ValueError saying so."""
     key = path.read_bytes()
     if len(key) < KEY_BYTES:
         raise ValueError(f"{path} holds {len(key)} bytes, not a {KEY_BYTES}-byte key")

@@ -132,7 +132,7 @@ DEPLOY_FILE = ROOT / "deploy" / "docker-compose.yml"
 DEPLOY_SERVICES = {"redis", "postgres", "migrate", "worker", "beat", "api"}
 DEPLOY_SECRETS = {
     "database_url", "broker_url", "result_backend", "jamf_client_secret", "device_ca_key",
-    "device_ca_cert", "postgres_password", "redis_conf",
+    "device_ca_cert", "postgres_password", "redis_conf", "console_session_key",
 }  # fmt: skip
 
 
@@ -206,3 +206,4 @@ def test_production_services_are_healthchecked_pinned_and_limited(
     env = api["environment"]
     assert env["DEVTRUST_DEVICE_CA_KEY_FILE"] == "/run/secrets/device_ca_key"
     assert env["DEVTRUST_DEVICE_CA_CERT_FILE"] == "/run/secrets/device_ca_cert"
+    assert env["DEVTRUST_CONSOLE_SESSION_KEY_FILE"] == "/run/secrets/console_session_key"

@@ -110,3 +110,37 @@ def test_audit_filters_read_a_time_range_and_refuse_a_backwards_one() -> None:
     ]:
         with pytest.raises(InvalidArgument, match=re.escape(words)):
             filters.audit_filter(params)
+
+
+def test_replicas_reading_one_session_key_file_accept_each_others_sessions(
+    tmp_path: Path,
+) -> None:
+    """Two `devtrust serve` replicas, each with a data directory of its own: with the
+    shared key file (DEVTRUST_CONSOLE_SESSION_KEY_FILE) a session one signed is good on
+    the other; with none, each made its own key and refuses the other's."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from ceremony.admin import AdminApi, Misconfigured
+    from ceremony.console import AdminConsole
+    from inventory.settings import Settings
+
+    def replica(name: str, key_file: Path | None) -> Signer:
+        settings = Settings(data_dir=tmp_path / name, console_session_key_file=key_file)
+        return AdminConsole(cast(AdminApi, SimpleNamespace(settings=settings))).signer()
+
+    shared = tmp_path / "console_session_key"
+    shared.write_bytes(os.urandom(32))
+    one, other = replica("a", shared), replica("b", shared)
+    session = other.parse(one.issue("alice", HASH, datetime.now(UTC)))
+    assert session is not None and other.valid(session, HASH, datetime.now(UTC))
+    assert not (tmp_path / "a" / KEY_FILE).exists()  # the file named, none made
+
+    alone, apart = replica("c", None), replica("d", None)
+    session = apart.parse(alone.issue("alice", HASH, datetime.now(UTC)))
+    assert session is not None and not apart.valid(session, HASH, datetime.now(UTC))
+
+    short = tmp_path / "short"
+    short.write_bytes(b"x" * 8)
+    with pytest.raises(Misconfigured, match="holds 8 bytes, not a 32-byte key"):
+        replica("e", short)

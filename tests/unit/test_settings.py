@@ -143,3 +143,14 @@ def test_a_sqlite_url_with_options_is_refused_in_one_line(query: str) -> None:
         parse_database_url(f"sqlite:////tmp/x.db{query}")
     assert "mode=ro is not supported" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["DEVTRUST_API_CA_FILE", "DEVTRUST_TLS_CERT_FILE", "DEVTRUST_CONSOLE_SESSION_KEY_FILE"]
+)
+def test_an_empty_file_setting_is_unset_not_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "")
+    field = name.removeprefix("DEVTRUST_").lower()
+    assert getattr(load_settings(), field) is None
