@@ -436,20 +436,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Time auto-enrollment checks through Celery and Redis against a no-op "
         "task, and their latency at a steady load; print ratios to the targets.",
     )
-    parser.add_argument("--checks", type=int, default=1000, help="tasks per throughput round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians")
+    # Their defaults are set after parsing: --quick's, or the full run's.
+    parser.add_argument("--checks", type=int, help="tasks per throughput round (default 1000)")
+    parser.add_argument("--rounds", type=int, help="rounds; figures are medians (default 3)")
     parser.add_argument(
         "--load-share",
         type=float,
         default=0.5,
         help="the latency load's rate, as a share of the checks' measured throughput",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long each load lasts")
+    parser.add_argument("--seconds", type=float, help="how long each load lasts (default 10)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="postgresql")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="100 tasks per round, one round, loads of 1 s (smoke runs)",
+        help="100 tasks per round, one round, loads of 1 s (smoke runs); --checks, --rounds "
+        "and --seconds given as well still count",
     )
     parser.add_argument("--share", type=float, default=0.60, help="checks / no-op throughput")
     parser.add_argument(
@@ -459,8 +461,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the checks' p99 latency over the no-op tasks' p99 at the same rate",
     )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.checks, args.rounds, args.seconds = 100, 1, 1.0
+    defaults = (100, 1, 1.0) if args.quick else (1000, 3, 10.0)
+    for name, default in zip(("checks", "rounds", "seconds"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.checks < 2 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--checks must be at least 2, --rounds 1 and --seconds above 0")
     if not 0 < args.load_share < 1:

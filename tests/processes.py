@@ -164,8 +164,12 @@ class RedisServer:
 
 
 def wait_until(check: Callable[[], object], timeout: float, message: str) -> None:
+    """Poll ``check`` until it holds, every 10 ms at first and backing off to 100 ms:
+    most waits (a server in a thread starting) end within milliseconds."""
     deadline = time.monotonic() + timeout
+    pause = 0.01
     while not check():
         if time.monotonic() > deadline:
             pytest.fail(message, pytrace=False)
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.1)

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class Stack:
     tmp: Path
     worker: Process
     redis_url: str
+    env: dict[str, str]
 
     def user(
         self, name: str, roles: tuple[Role, ...] = (Role.ACCESS,), logins: tuple[str, ...] = ()
@@ -109,12 +110,19 @@ def _stack(tmp: Path, *, embedded: bool = False, **env: str) -> Iterator[Stack]:
     port = free_port()
     db = Database.connect(database_url)
     try:
+        # The service first, so that it starts while the worker does (both find the
+        # database migrated, above).
         with (
-            worker(full, "autoenroll") as checks,
             started([DEVTRUST, "serve", "--port", str(port)], full, "serve") as server,
+            worker(full, "autoenroll") as checks,
         ):
             server.wait_for("Uvicorn running", timeout=30)
-            yield Stack(f"http://127.0.0.1:{port}", db, tmp, checks, redis_server.url)
+            try:
+                yield Stack(f"http://127.0.0.1:{port}", db, tmp, checks, redis_server.url, full)
+            finally:
+                # No test here looks at how the worker stops, and a warm shutdown takes
+                # seconds (about six on the embedded broker): it is killed instead.
+                checks.kill()
     finally:
         db.close()
         redis_server.stop()
@@ -124,6 +132,23 @@ def _stack(tmp: Path, *, embedded: bool = False, **env: str) -> Iterator[Stack]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with _stack(tmp_path_factory.mktemp("stack"), DEVTRUST_AUTO_ENROLL_ATTEMPTS="4") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def slow(stack: Stack) -> Iterator[Stack]:
+    """The same stack (its Redis, worker and database) behind a second ``devtrust serve``
+    that does not wait for verdicts: every check is answered 202 and polled. Its tests
+    have users and devices of their own."""
+    port = free_port()
+    env = {**stack.env, "DEVTRUST_AUTO_ENROLL_WAIT": "0"}
+    with started([DEVTRUST, "serve", "--port", str(port)], env, "serve, no wait") as server:
+        server.wait_for("Uvicorn running", timeout=30)
+        yield replace(stack, url=f"http://127.0.0.1:{port}", env=env)
+
+
+# The users of the Macs the tests on ``slow`` register (the stack's other tests have
+# alice, bob and carol).
+SLOW_PROFILE = replace(PROFILE, os_usernames=("amy", "ben", "cora"))
 
 
 def test_a_synced_device_auto_enrolls_and_a_second_user_is_then_refused(
@@ -208,27 +233,24 @@ def test_attempts_are_rate_limited_per_user(stack: Stack) -> None:
     assert len(limited_events) == 2 and not any(e.success for e in limited_events)
 
 
-def test_a_slow_verdict_is_answered_202_and_polled_by_its_user_only(
-    tmp_path: Path,
-) -> None:
-    with _stack(tmp_path, DEVTRUST_AUTO_ENROLL_WAIT="0") as slow:
-        alice, bob = slow.user("alice"), slow.user("bob")
-        slow.device("C02SLOW00001")
-        slow.trust(auto_enroll=True)
-        answer = slow.post(alice, collected("C02SLOW00001"))
-        assert answer.status_code == 202
-        location = answer.headers["Location"]
-        assert location == answer.json()["location"]
-        assert location.startswith("/v1/auto-enroll/")
+def test_a_slow_verdict_is_answered_202_and_polled_by_its_user_only(slow: Stack) -> None:
+    amy, ben = slow.user("amy"), slow.user("ben")
+    slow.device("C02SLOW00001", SLOW_PROFILE)
+    slow.trust(auto_enroll=True)
+    answer = slow.post(amy, collected("C02SLOW00001", user="amy"))
+    assert answer.status_code == 202
+    location = answer.headers["Location"]
+    assert location == answer.json()["location"]
+    assert location.startswith("/v1/auto-enroll/")
 
-        polled = slow.poll(alice, location)
-        deadline = time.monotonic() + 30
-        while polled.status_code == 202 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            polled = slow.poll(alice, location)
-        assert polled.status_code == 200 and polled.json()["token"]
-        assert slow.poll(bob, location).status_code == 404
-        assert slow.poll(alice, "/v1/auto-enroll/not-a-check").status_code == 404
+    polled = slow.poll(amy, location)
+    deadline = time.monotonic() + 30
+    while polled.status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        polled = slow.poll(amy, location)
+    assert polled.status_code == 200 and polled.json()["token"]
+    assert slow.poll(ben, location).status_code == 404
+    assert slow.poll(amy, "/v1/auto-enroll/not-a-check").status_code == 404
 
 
 # The adversarial pass's takeover, replayed: a Jamf-synced Mac whose user of record is
@@ -331,8 +353,6 @@ def test_a_bot_is_refused_auto_enrollment_naming_the_roles_needed(stack: Stack) 
 
 
 def replace_users(profile: Profile, *names: str) -> Profile:
-    from dataclasses import replace
-
     return replace(profile, os_usernames=names)
 
 
@@ -344,30 +364,29 @@ def test_unknown_and_non_canonical_check_ids_are_404_at_once(stack: Stack) -> No
     assert time.monotonic() - started_at < 1.0  # no waiting for a verdict that never comes
 
 
-def test_a_verdict_is_sealed_short_lived_and_delivered_once(tmp_path: Path) -> None:
-    with _stack(tmp_path, DEVTRUST_AUTO_ENROLL_WAIT="0") as slow:
-        alice = slow.user("alice")
-        slow.device("C02ONCE00001")
-        slow.trust(auto_enroll=True)
-        answer = slow.post(alice, collected("C02ONCE00001"))
-        assert answer.status_code == 202
-        check_id = answer.json()["check_id"]
-        backend = redis.Redis.from_url(f"{slow.redis_url}/1")
-        key = f"celery-task-meta-{check_id}"
-        deadline = time.monotonic() + 30
-        while not backend.exists(key) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stored = backend.get(key)
-        assert stored is not None
-        assert 0 < backend.ttl(key) <= 300  # the token's own five minutes, not days
+def test_a_verdict_is_sealed_short_lived_and_delivered_once(slow: Stack) -> None:
+    cora = slow.user("cora")
+    slow.device("C02ONCE00001", SLOW_PROFILE)
+    slow.trust(auto_enroll=True)
+    answer = slow.post(cora, collected("C02ONCE00001", user="cora"))
+    assert answer.status_code == 202
+    check_id = answer.json()["check_id"]
+    backend = redis.Redis.from_url(f"{slow.redis_url}/1")
+    key = f"celery-task-meta-{check_id}"
+    deadline = time.monotonic() + 30
+    while not backend.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored = backend.get(key)
+    assert stored is not None
+    assert 0 < backend.ttl(key) <= 300  # the token's own five minutes, not days
 
-        polled = slow.poll(alice, answer.headers["Location"])
-        assert polled.status_code == 200, polled.text
-        token = polled.json()["token"]
-        assert token.encode() not in stored  # sealed in the backend, with a key it never saw
-        assert not backend.exists(key)  # delivered, so forgotten
-        assert slow.poll(alice, answer.headers["Location"]).status_code == 404  # once
-        backend.close()
+    polled = slow.poll(cora, answer.headers["Location"])
+    assert polled.status_code == 200, polled.text
+    token = polled.json()["token"]
+    assert token.encode() not in stored  # sealed in the backend, with a key it never saw
+    assert not backend.exists(key)  # delivered, so forgotten
+    assert slow.poll(cora, answer.headers["Location"]).status_code == 404  # once
+    backend.close()
 
 
 def test_on_the_embedded_backend_a_verdict_is_sealed_and_deleted_once_delivered(

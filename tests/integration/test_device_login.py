@@ -111,14 +111,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             }
             db = Database.connect(database_url)
             argv = [DEVTRUST, "serve", "--port", str(port)]
-            with worker(env, "login"), started(argv, env, "serve") as server:
+            # The service first, so that it starts while the worker does (both find the
+            # database migrated, above).
+            with started(argv, env, "serve") as server, worker(env, "login") as checks:
                 server.wait_for("Uvicorn running", timeout=30)
                 site = Site(f"http://127.0.0.1:{port}", jamf, env, db, tmp / "data")
                 synced = site.admin("jamf", "sync", "--full", "--wait")
                 assert synced.returncode == 0, synced.stderr
                 trust = DeviceTrust(auto_enroll=True)
                 preference.update_preference(db.uow(), trust, actor="admin")
-                yield site
+                try:
+                    yield site
+                finally:
+                    # No test looks at how the worker stops, and a warm shutdown takes
+                    # seconds: it is killed instead.
+                    checks.kill()
             db.close()
     finally:
         redis_server.stop()

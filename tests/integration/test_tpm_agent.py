@@ -42,9 +42,16 @@ REQUIRED_AK_ATTRIBUTES = (
 )
 
 
-@pytest.fixture(params=["rsa", "ecc"])
-def tpm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SwTPM]:
-    with swtpm(tmp_path, ek=request.param) as running:
+# One manufactured swtpm per EK type for the whole module: manufacturing one (swtpm_setup
+# makes both EKs and their certificates) is most of a test's time, and every test here
+# leaves the TPM as it found it (DeviceTPM flushes what it loaded; the AKs live in each
+# test's own state directory). Only the quote test extends a PCR, and no test needs one
+# to be zero.
+@pytest.fixture(scope="module", params=["rsa", "ecc"])
+def tpm(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SwTPM]:
+    with swtpm(tmp_path_factory.mktemp(f"swtpm-{request.param}"), ek=request.param) as running:
         yield running
 
 
