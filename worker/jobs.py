@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from contextlib import ExitStack
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from inventory.db import Database, once_more_if_dropped
@@ -226,13 +227,18 @@ def purge_challenges(settings: Settings) -> int:
 
 
 _databases: dict[tuple[int, str], Database] = {}
-_device_sync: dict[tuple[Any, ...], tuple[Database, JamfClient, Coalescer]] = {}
+_device_sync: dict[tuple[Any, ...], tuple[Database, JamfClient, Coalescer, Locks]] = {}
+#: One device's syncs run one at a time: a second waits this long for the first (one or
+#: two Jamf requests and one write), then goes on regardless (the lock outlives a dead
+#: holder by its ttl).
+DEVICE_LOCK_TTL = 30.0
+DEVICE_LOCK_WAIT = 30.0
 
 
-def _device_sync_tools(settings: Settings) -> tuple[Database, JamfClient, Coalescer]:
-    """The database, Jamf client (and its token) and coalescing marks a worker process's
-    device syncs share: a webhook's sync is one record, and must not pay for a pool and
-    a Jamf token each time. Per process id: a forked child opens its own."""
+def _device_sync_tools(settings: Settings) -> tuple[Database, JamfClient, Coalescer, Locks]:
+    """The database, Jamf client (and its token), coalescing marks and locks a worker
+    process's device syncs share: a webhook's sync is one record, and must not pay for a
+    pool and a Jamf token each time. Per process id: a forked child opens its own."""
     key = (os.getpid(), settings.database_url_value, settings.jamf_url,
            settings.jamf_client_id, settings.jamf_username)  # fmt: skip
     tools = _device_sync.get(key)
@@ -241,9 +247,31 @@ def _device_sync_tools(settings: Settings) -> tuple[Database, JamfClient, Coales
         coalescer = coalescer_for(
             settings.broker_url, settings.data_dir, redis_url=settings.lock_url
         )
-        tools = (db, client_from_settings(settings), coalescer)
+        locks = locks_for(settings.broker_url, settings.data_dir, redis_url=settings.lock_url)
+        tools = (db, client_from_settings(settings), coalescer, locks)
         _device_sync[key] = tools
     return tools
+
+
+@contextmanager
+def one_sync_of(locks: Locks, key: str, *, wait: float = DEVICE_LOCK_WAIT) -> Iterator[None]:
+    """Hold the device's sync lock while its record is read and applied. Two webhooks
+    close together queue two syncs, which two worker processes may run at once: without
+    it, the one that read Jamf first could write last, and the inventory keep the older
+    record with no webhook left to mend it. Waits for a holder up to ``wait`` seconds."""
+    name = f"jamf-device:{key}"
+    deadline = time.monotonic() + wait
+    lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=f"device sync pid {os.getpid()}")
+    while lease is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=f"device sync pid {os.getpid()}")
+    if lease is None:
+        log.warning("the sync of %s waited %.0f s for another one; going on", key, wait)
+    try:
+        yield
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 def sync_device(
@@ -262,13 +290,15 @@ def sync_device(
     source_name = settings.jamf_source_name.strip() or "jamf"
     try:
         source = source_from_settings(settings)
-        db, client, coalescer = _device_sync_tools(settings)
-        coalescer.release(pending_key(source.name, ref))
+        db, client, coalescer, locks = _device_sync_tools(settings)
+        key = pending_key(source.name, ref)
+        coalescer.release(key)  # before the read: a later change queues another sync
         if ref.kind is DeviceKind.MOBILE_DEVICE and not source.mobile_devices:
             raise ConfigurationError(
                 "mobile devices are not synced: set DEVTRUST_JAMF_MOBILE_DEVICES=true"
             )
-        outcome = device_sync.sync_device(db, client, source, ref, event=event)
+        with one_sync_of(locks, key):
+            outcome = device_sync.sync_device(db, client, source, ref, event=event)
     except (ConfigurationError, InvalidArgument, JamfError) as exc:
         reason = f"the sync of Jamf {ref} failed: {one_line(exc, limit=300)}"
         log.error("%s", reason)

@@ -373,3 +373,47 @@ def test_a_sync_that_has_started_lets_exactly_one_more_be_queued(tmp_path: Path)
             marks.close()
     stale = FileCoalescer(tmp_path / "stale", ttl=0.0)  # a mark whose sync was lost
     assert stale.claim("jamf:computer:7") and stale.claim("jamf:computer:7")
+
+
+def test_two_syncs_of_one_device_run_one_after_the_other(tmp_path: Path) -> None:
+    """Two webhooks close together queue two syncs of one device, which two worker
+    processes may run at once: the second waits for the first's lock, so the one that
+    read Jamf last writes last. Its pending mark is cleared before it waits, so a change
+    meanwhile still queues a sync."""
+    import threading
+
+    from jamf.device_sync import coalescer_for
+    from jamf.simulator import SimulatorConfig, running_simulator
+    from worker.locks import locks_for
+
+    with running_simulator(SimulatorConfig(devices=10)) as jamf:
+        settings = load_settings(
+            data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'd.db'}",
+            jamf_url=jamf, jamf_client_id="devtrust", jamf_client_secret="devtrust-secret",
+        )  # fmt: skip
+        assert jobs.sync_inventory(settings, kind="partial")["status"] == "succeeded"
+        target = next(d for d in httpx.get(f"{jamf}/_sim/fleet").json() if d["managed"])["id"]
+        key = f"jamf:computer:{target}"
+        marks = coalescer_for(None, settings.data_dir)
+        locks = locks_for(None, settings.data_dir)
+        first = locks.acquire(f"jamf-device:{key}", 30, owner="the first sync")
+        assert first is not None
+        httpx.patch(f"{jamf}/_sim/devices/{target}").raise_for_status()
+        assert marks.claim(key)  # the webhook that queued the second sync
+        done: dict[str, Any] = {}
+        second = threading.Thread(
+            target=lambda: done.update(jobs.sync_device(settings, kind="computer",
+                                                        jamf_id=str(target))),
+        )  # fmt: skip
+        second.start()
+        try:
+            until(lambda: marks.claim(key), "the waiting sync never cleared its mark")
+            time.sleep(0.5)
+            assert second.is_alive() and not done  # waiting for the first, nothing written
+        finally:
+            first.release()
+        second.join(30)
+        assert done["result"] == "updated", done
+        marks.release(key)
+        marks.close()
+        locks.close()
