@@ -635,10 +635,15 @@ class ProcessReader:
                 raise ReaderCrashed(f"the Jamf reader sent an unknown message {kind!r}")
 
 
+#: The reader's parent, whose death ends the reader (``jamf.reader.die_with_parent``).
+PARENT_ENV = "DEVTRUST_READER_PARENT"
+
+
 def _child_env() -> dict[str, str]:
     """The parent's environment, with this checkout first on the path (the child must
     import this very code, installed or not)."""
     env = dict(os.environ)
+    env[PARENT_ENV] = str(os.getpid())  # the reader ends with this process (jamf.reader)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = here + (os.pathsep + path if path else "")

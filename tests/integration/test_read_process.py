@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,66 @@ def test_a_small_or_partial_listing_stays_in_threads(db: Database) -> None:
         again = run_sync(db, j.client, SOURCE, ENTRY, kind=Kind.PARTIAL, process_min=1)
         assert again.status == store.SUCCEEDED, again.error
         assert again.details["listings"]["computers"]["reader"] == "threads"
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie no one has reaped yet (an orphan waits for init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_reader_ends_with_the_sync_process_that_started_it(tmp_path: Path) -> None:
+    """A sync's process killed outright (SIGKILL of a Celery pool process) takes its
+    reader with it, even while the reader waits on Jamf and writes nothing that would
+    fail: here, on a Jamf that accepts the connection and never answers."""
+    import pickle
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from jamf.client import JamfClient
+    from jamf.reading import ReadRequest, _child_env
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        config = JamfClient(url, client_id="devtrust", client_secret="s").spawn_config()
+        assert config is not None
+        request = ReadRequest(client=config, query="", page_size=100, target="computers",
+                              ignored_usernames=frozenset(), known=(100, 100), window=2,
+                              workers=1, log_level=logging.INFO)  # fmt: skip
+        (tmp_path / "request").write_bytes(pickle.dumps(request))
+        # A stand-in for the sync's process: it starts the reader as ProcessReader does
+        # (the same command and environment), sends the request, says the reader's pid.
+        stand_in = (
+            "import subprocess, sys; from jamf.reading import _child_env\n"
+            "child = subprocess.Popen([sys.executable, '-m', 'jamf.reader'],"
+            " stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())\n"
+            "child.stdin.write(open(sys.argv[1], 'rb').read()); child.stdin.close()\n"
+            "print(child.pid, flush=True); child.wait()"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", stand_in, str(tmp_path / "request")],
+                                  stdout=subprocess.PIPE, text=True, env=_child_env())  # fmt: skip
+        assert parent.stdout is not None
+        reader = int(parent.stdout.readline())
+        silent.accept()  # the reader asks Jamf for a token, and waits for an answer
+        assert not _dead(reader)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10  # the reader's own timeout would be 30 s
+        while not _dead(reader) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _dead(reader), "the reader outlived the process that started it"
+
+    # And a reader whose named parent is not its own (it died before the reader could
+    # ask to die with it) stops at once.
+    orphan = subprocess.run([sys.executable, "-m", "jamf.reader"], input=b"",
+                            env={**_child_env(), "DEVTRUST_READER_PARENT": "1"},
+                            capture_output=True, timeout=60)  # fmt: skip
+    assert orphan.returncode == 2
+    assert b"the sync that started this reader is gone" in orphan.stderr
