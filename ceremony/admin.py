@@ -477,11 +477,15 @@ def _user_routes(app: FastAPI, db: Database, device_admin: Auth) -> None:
         roles hold one the user did not have and the caller does not hold."""
         me = device_admin(credential)
         roles = tuple(dict.fromkeys(body.roles)) if body.roles is not None else None
-        if roles is not None:
-            current = users.get_user(db.uow(), name)
-            may_grant(me, [r for r in roles if not current.has(r)], f"editing user {name}")
         logins = users.parse_logins(body.logins) if body.logins is not None else None
-        user = users.edit_user(db.uow(), name, actor=me.name, roles=roles, logins=logins)
+
+        def granting(current: User) -> None:  # in the write, on the roles it changes
+            if roles is not None:
+                may_grant(me, [r for r in roles if not current.has(r)], f"editing user {name}")
+
+        user = users.edit_user(
+            db.uow(), name, actor=me.name, roles=roles, logins=logins, check=granting
+        )
         return UserResult(user=user_to_dict(user))
 
     @app.delete(f"{base}/{{name}}", responses=answers.ADMIN)
@@ -495,8 +499,11 @@ def _user_routes(app: FastAPI, db: Database, device_admin: Auth) -> None:
         """``devtrust users reset-token``: a new credential, shown only in this answer. 403
         when the user holds a role the caller does not: their credential would grant it."""
         me = device_admin(credential)
-        may_grant(me, users.get_user(db.uow(), name).roles, f"resetting the credential of {name}")
-        user, token = users.reset_token(db.uow(), name, actor=me.name)
+
+        def granting(current: User) -> None:  # in the write: the roles it would hand over
+            may_grant(me, current.roles, f"resetting the credential of {name}")
+
+        user, token = users.reset_token(db.uow(), name, actor=me.name, check=granting)
         return _credential(user, token)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, bindparam, select
@@ -114,12 +115,19 @@ def edit_user(
     actor: str,
     roles: tuple[Role, ...] | None = None,
     logins: tuple[str, ...] | None = None,
+    check: Callable[[User], None] | None = None,
 ) -> User:
-    """Replace a user's roles and/or logins (None: keep them); audited with both."""
+    """Replace a user's roles and/or logins (None: keep them); audited with both.
+
+    ``check`` is called with the user as the transaction found it (its row locked), and
+    may refuse the change by raising: who may grant what is judged on the roles the user
+    has when they change, not on an earlier read another admin's change could overtake."""
     if roles is None and logins is None:
         raise InvalidArgument("nothing to change: give --roles and/or --logins")
     with uow:
-        row = _row(uow, name)
+        row = _row(uow, name, for_update=True)
+        if check is not None:
+            check(_to_user(row))
         changes = []
         if roles is not None:
             row.roles = [r.value for r in roles]
@@ -139,11 +147,16 @@ def edit_user(
         return _to_user(row)
 
 
-def reset_token(uow: UnitOfWork, name: str, *, actor: str) -> tuple[User, str]:
-    """Replace a user's credential; the old one stops working at once."""
+def reset_token(
+    uow: UnitOfWork, name: str, *, actor: str, check: Callable[[User], None] | None = None
+) -> tuple[User, str]:
+    """Replace a user's credential; the old one stops working at once. ``check`` as in
+    ``edit_user``: whoever sees the new credential holds the user's roles."""
     token = new_secret()
     with uow:
-        row = _row(uow, name)
+        row = _row(uow, name, for_update=True)
+        if check is not None:
+            check(_to_user(row))
         row.token_hash = hash_secret(token)
         row.update_time = uow.now()
         audit.record_within(
@@ -186,8 +199,10 @@ def user_with_credential(token: str, row: Any) -> User:
     return _to_user(row)
 
 
-def _row(uow: UnitOfWork, name: str) -> UserRow:
-    row = uow.session.get(UserRow, normalize_user_name(name))
+def _row(uow: UnitOfWork, name: str, *, for_update: bool = False) -> UserRow:
+    """The user's row; ``for_update``: locked until the transaction ends (PostgreSQL; a
+    SQLite write transaction that read a row another has changed since fails instead)."""
+    row = uow.session.get(UserRow, normalize_user_name(name), with_for_update=for_update)
     if row is None:
         raise NotFound(f"user {quoted(name.strip())} not found")
     return row

@@ -475,6 +475,35 @@ def test_a_device_admin_grants_no_role_it_lacks(site: Site) -> None:
     assert [e.actor for e in made_here] == ["admin", "root"]
 
 
+def test_who_may_grant_is_judged_in_the_write_on_the_roles_stored_then(site: Site) -> None:
+    """The routes' grant checks run inside the change's transaction, on the user's row as
+    it is then (locked on PostgreSQL): a role another admin added a moment before counts,
+    and a refusal changes nothing, the credential included."""
+    from inventory.errors import AccessDenied
+
+    _, old = users.add_user(site.db.uow(), "racer", (Role.ACCESS,), actor="setup")
+    users.edit_user(site.db.uow(), "racer", actor="other-admin", roles=(Role.ACCESS, Role.BOT))
+    events = len(audit.list_events(site.db.uow(), limit=100_000))
+    seen: list[tuple[Role, ...]] = []
+
+    def refuse(current: Any) -> None:
+        seen.append(current.roles)
+        raise AccessDenied("refused")
+
+    with pytest.raises(AccessDenied):
+        users.edit_user(site.db.uow(), "racer", actor="x", roles=(Role.EDITOR,), check=refuse)
+    with pytest.raises(AccessDenied):
+        users.reset_token(site.db.uow(), "racer", actor="x", check=refuse)
+    assert seen == [(Role.ACCESS, Role.BOT)] * 2
+    assert users.get_user(site.db.uow(), "racer").roles == (Role.ACCESS, Role.BOT)
+    assert users.authenticate(site.db.uow(), old).name == "racer"
+    assert len(audit.list_events(site.db.uow(), limit=100_000)) == events
+    # Through the API: "admin" holds neither access nor bot, which racer now has.
+    refused = site.call("POST", "/v1/admin/users/racer/reset-token", "admin")
+    assert refused.status_code == 403
+    assert "would grant the roles access, bot" in refused.json()["error"]
+
+
 def test_the_audit_log_pages_back_in_time_with_the_clis_filters(site: Site, cli: Cli) -> None:
     for i in range(7):
         site.ok("POST", "/v1/admin/devices", status=201,
