@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
-from ceremony.admin import readable, require_admin
+from ceremony.admin import Conflict, readable, require_admin
 from ceremony.console import AdminConsole, filters
 from ceremony.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, Session
 from inventory.domain import (
@@ -35,7 +35,14 @@ from inventory.domain import (
     TrustLevel,
     User,
 )
-from inventory.errors import DevtrustError, InvalidArgument, NotFound, Unauthenticated, quoted
+from inventory.errors import (
+    AccessDenied,
+    DevtrustError,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    quoted,
+)
 from inventory.preference import ANY, FIELDS, DeviceTrustMode, parse_device_trust, to_resource
 from inventory.serialize import device_to_dict, event_to_dict, pretty_raw, run_to_dict
 from inventory.services import audit, preference, tokens, users
@@ -195,7 +202,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
                     _same_origin(request)
                     assert page.session is not None
                     if not console.signer().csrf_ok(page.session, form.get("csrf")):
-                        raise _Forbidden(
+                        raise AccessDenied(
                             "the form's CSRF token does not match your session: reload the "
                             "page and try again"
                         )
@@ -251,7 +258,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
                 form = _form(request, body)
                 _same_origin(request)
                 if not signer.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
-                    raise _Forbidden(
+                    raise AccessDenied(
                         "the sign-in form expired or came from elsewhere: sign in again"
                     )
                 credential = form.get("credential", "").strip()
@@ -383,7 +390,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
         device = find(page, page.request.path_params["ref"])
         if action == "enroll-token":
             if device.enroll_status is EnrollStatus.ENROLLED:
-                raise _Conflict(
+                raise Conflict(
                     f"device {device.label} is enrolled already: unenroll it first to enroll "
                     "it again"
                 )
@@ -393,7 +400,7 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
                     ttl=admin.token_ttl(),
                 )  # fmt: skip
             except InvalidArgument as exc:
-                raise _Conflict(str(exc)) from None
+                raise Conflict(str(exc)) from None
             return page.render(
                 "token.html", device=device_to_dict(issued.device), label=device.label,
                 token=issued.token, expire_time=_when(issued.expire_time),
@@ -596,14 +603,6 @@ def console_routes(app: FastAPI, console: AdminConsole) -> None:
     )
 
 
-class _Forbidden(DevtrustError):
-    http_status = 403
-
-
-class _Conflict(DevtrustError):
-    http_status = 409
-
-
 def _cell(value: object) -> str:
     """A CSV cell a spreadsheet will not run as a formula."""
     text = str(value)
@@ -647,7 +646,7 @@ def _same_origin(request: Request) -> None:
         return
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if origin != own:
-        raise _Forbidden(f"a change to the console must come from its own pages, not {origin}")
+        raise AccessDenied(f"a change to the console must come from its own pages, not {origin}")
 
 
 def _next(value: str | None) -> str:

@@ -217,18 +217,7 @@ def list_user_devices(
 ) -> Page:
     """One page of the devices that are ``user``'s: enrolled by them (their owner) or
     assigned to them; ordered and paged as ``list_devices``, with the same cursors."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    query = (
-        select(DeviceRow)
-        .where((DeviceRow.owner == user) | (DeviceRow.assigned_user == user))
-        .order_by(DeviceRow.asset_tag, DeviceRow.os_type)
-        .limit(limit + 1)
-    )
-    if cursor:
-        query = query.where(tuple_(DeviceRow.asset_tag, DeviceRow.os_type) > _decode_cursor(cursor))
-    with uow.read():
-        return _page(uow.session.scalars(query).all(), limit)
+    return list_matching_devices(uow, DeviceFilter(user=user), limit=limit, cursor=cursor)
 
 
 def _encode_cursor(asset_tag: str, os_type: str) -> str:
