@@ -105,7 +105,7 @@ T = TypeVar("T")
 Auth = Callable[[str], User]
 
 DEFAULT_AUDIT_PAGE = 100  # `devtrust audit ls`'s default --limit
-MAX_AUDIT_PAGE = 5000
+MAX_AUDIT_PAGE = audit.MAX_PAGE
 
 
 class Conflict(DevtrustError):

@@ -259,12 +259,12 @@ def one_sync_of(locks: Locks, key: str, *, wait: float = DEVICE_LOCK_WAIT) -> It
     close together queue two syncs, which two worker processes may run at once: without
     it, the one that read Jamf first could write last, and the inventory keep the older
     record with no webhook left to mend it. Waits for a holder up to ``wait`` seconds."""
-    name = f"jamf-device:{key}"
+    name, owner = f"jamf-device:{key}", f"device sync pid {os.getpid()}"
     deadline = time.monotonic() + wait
-    lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=f"device sync pid {os.getpid()}")
+    lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=owner)
     while lease is None and time.monotonic() < deadline:
         time.sleep(0.05)
-        lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=f"device sync pid {os.getpid()}")
+        lease = locks.acquire(name, DEVICE_LOCK_TTL, owner=owner)
     if lease is None:
         log.warning("the sync of %s waited %.0f s for another one; going on", key, wait)
     try:

@@ -113,6 +113,10 @@ def list_events(
     return newest[::-1]
 
 
+#: The most events one page of the admin API holds (``GET /v1/admin/audit?limit=``).
+MAX_PAGE = 5000
+
+
 def check_event_type(type: str | None) -> None:
     """Refuse a ``type`` filter no event can have (an empty one included)."""
     if type is not None and type not in EVENT_TYPES:

@@ -85,6 +85,8 @@ def _remote_events(
 ) -> list[dict[str, Any]]:
     """The newest ``limit`` matching events, oldest first, read newest first a page at a
     time from the admin API."""
+    from inventory.services import audit as audit_service
+
     newest: list[dict[str, Any]] = []
     after: str | None = None
     while len(newest) < limit:
@@ -95,7 +97,7 @@ def _remote_events(
             failed=failed,
             since=since.isoformat().replace("+00:00", "Z") if since is not None else None,
             after=after,
-            limit=min(API_PAGE, limit - len(newest)),
+            limit=min(audit_service.MAX_PAGE, limit - len(newest)),
         )
         newest.extend(page["events"])
         after = page.get("next")
@@ -103,5 +105,3 @@ def _remote_events(
             break
     return newest[::-1]
 
-
-API_PAGE = 5000  # the admin API's largest page of events
